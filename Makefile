@@ -1,0 +1,28 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+# Python 3.12+ is required (VapourSynth's wheels); pyenv's 3.12 is used when `python3.12` is not on PATH.
+PYTHON ?= $(shell for p in python3.12 $(HOME)/.pyenv/versions/3.12*/bin/python3.12 python3.13; do \
+	  $$p -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null && { echo $$p; break; }; done)
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint env
+
+$(BIN)/vidsr: pyproject.toml
+	@test -n "$(PYTHON)" || { echo "error: Python 3.12+ not found" >&2; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+env: $(BIN)/vidsr
+
+# Upscale a generated sample clip (audio + subtitles) with the bundled default model (ESPCN x2).
+demo: env
+	mkdir -p out
+	$(BIN)/python -m vidsr.sample out/sample.mkv --overwrite
+	$(BIN)/vidsr upscale out/sample.mkv -o out/sample_x2.mkv --overwrite
+	$(BIN)/vidsr probe out/sample_x2.mkv
+
+test: env
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
