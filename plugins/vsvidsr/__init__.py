@@ -1,0 +1,1 @@
+"""vidsr for VapourSynth: `sr.upscale` filter and `sr.source` PyAV source."""

@@ -1,0 +1,1 @@
+"""Super-resolution architectures, one module each (spandrel style)."""

@@ -1,0 +1,1 @@
+"""Media stages: probing, decoding, batching, encoding and the streaming pipeline."""

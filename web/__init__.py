@@ -1,0 +1,1 @@
+"""vidsr Gradio web demo."""

@@ -1,0 +1,1 @@
+"""Bundled, project-trained weights (safetensors) and their model cards; installed as `vidsr.weights`."""
