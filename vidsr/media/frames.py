@@ -1,0 +1,120 @@
+"""av.VideoFrame <-> numpy planes, zero-copy where FFmpeg's line padding allows.
+
+The engine works on planar frames (YUV, GRAY or GBR, 8 to 16 bit) so colour conversion runs as tensor ops
+on the device instead of through swscale's rgb24.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import av
+import numpy as np
+
+from vidsr.errors import InputError
+
+# Packed or semi-planar formats mapped to the planar layout with the same sampling and depth.
+_PLANAR_EQUIVALENT = {
+    "nv12": "yuv420p", "nv21": "yuv420p", "p010le": "yuv420p10le", "p016le": "yuv420p16le",
+    "nv16": "yuv422p", "yuyv422": "yuv422p", "uyvy422": "yuv422p", "nv24": "yuv444p",
+    "rgb24": "gbrp", "bgr24": "gbrp", "rgba": "gbrp", "bgra": "gbrp", "argb": "gbrp", "abgr": "gbrp",
+    "rgb0": "gbrp", "bgr0": "gbrp", "0rgb": "gbrp", "pal8": "gbrp", "rgb48le": "gbrp16le", "rgba64le": "gbrp16le",
+    "ya8": "gray", "monob": "gray", "monow": "gray",
+}
+
+
+@dataclass(frozen=True)
+class PlaneLayout:
+    """How a planar pix_fmt stores a picture: plane count, chroma subsampling and sample depth."""
+
+    pix_fmt: str
+    bit_depth: int
+    log2_chroma_w: int
+    log2_chroma_h: int
+    is_rgb: bool
+    planes: int
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.uint8 if self.bit_depth <= 8 else np.uint16)
+
+    @property
+    def is_gray(self) -> bool:
+        return self.planes == 1
+
+
+def _is_engine_planar(fmt: av.VideoFormat) -> bool:
+    comps = fmt.components
+    return (
+        (fmt.is_planar or len(comps) == 1) and not fmt.is_big_endian and not fmt.has_palette and not fmt.is_bayer
+        and not any(c.is_alpha for c in comps) and len(comps) in (1, 3)
+        and all(c.bits in (8, 9, 10, 12, 14, 16) for c in comps) and len({c.plane for c in comps}) == len(comps)
+    )
+
+
+def working_format(pix_fmt: str) -> str:
+    """The planar format frames of `pix_fmt` are processed in (itself when already suitable)."""
+    try:
+        fmt = av.VideoFormat(pix_fmt)
+    except (ValueError, av.FFmpegError):
+        raise InputError(f"unknown pixel format {pix_fmt!r}") from None
+    if _is_engine_planar(fmt):
+        return pix_fmt
+    if pix_fmt in _PLANAR_EQUIVALENT:
+        return _PLANAR_EQUIVALENT[pix_fmt]
+    if pix_fmt.startswith("yuva"):  # alpha is dropped: video encoders here cannot carry it
+        return pix_fmt.replace("yuva", "yuv", 1)
+    if pix_fmt.startswith("gbrap"):
+        return pix_fmt.replace("gbrap", "gbrp", 1)
+    raise InputError(f"unsupported pixel format {pix_fmt!r}")
+
+
+def plane_layout(pix_fmt: str) -> PlaneLayout:
+    fmt = av.VideoFormat(pix_fmt)
+    if not _is_engine_planar(fmt):
+        raise InputError(f"unsupported pixel format {pix_fmt!r}")
+    # chroma_width/height of a 2^k wide frame reveal the subsampling exponents.
+    probe_size = 1 << 8
+    return PlaneLayout(
+        pix_fmt=pix_fmt,
+        bit_depth=fmt.components[0].bits,
+        log2_chroma_w=(probe_size // fmt.chroma_width(probe_size)).bit_length() - 1,
+        log2_chroma_h=(probe_size // fmt.chroma_height(probe_size)).bit_length() - 1,
+        is_rgb=fmt.is_rgb,
+        planes=len(fmt.components),
+    )
+
+
+def frame_to_planes(frame: av.VideoFrame) -> list[np.ndarray]:
+    """Views of the frame's planes as (height, width) uint8/uint16 arrays without line padding.
+
+    Frames not already in a planar engine format are converted first (rare: packed RGB, NV12...).
+    For gbrp formats the planes are returned in R, G, B order.
+    """
+    target = working_format(frame.format.name)
+    if target != frame.format.name:
+        frame = frame.reformat(format=target)
+    dtype = np.dtype(np.uint8 if frame.format.components[0].bits <= 8 else np.uint16)
+    planes = []
+    for plane in frame.planes:
+        row = plane.line_size // dtype.itemsize
+        data = np.frombuffer(plane, dtype=dtype, count=row * plane.height).reshape(plane.height, row)
+        planes.append(data[:, : plane.width])
+    if frame.format.is_rgb:
+        g, b, r = planes
+        planes = [r, g, b]
+    return planes
+
+
+def planes_to_frame(planes: list[np.ndarray], pix_fmt: str) -> av.VideoFrame:
+    """Build a frame of `pix_fmt` from (height, width) planes (R, G, B order for gbrp formats)."""
+    height, width = planes[0].shape
+    frame = av.VideoFrame(width, height, pix_fmt)
+    if frame.format.is_rgb:
+        r, g, b = planes
+        planes = [g, b, r]
+    for plane, data in zip(frame.planes, planes, strict=True):
+        row = plane.line_size // data.itemsize
+        dest = np.frombuffer(plane, dtype=data.dtype, count=row * plane.height).reshape(plane.height, row)
+        dest[:, : plane.width] = data
+    return frame

@@ -1,0 +1,176 @@
+"""Stream facts the engine relies on, read once from the container (`vidsr probe`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+from vidsr.errors import InputError
+
+# ITU-T H.273 code points (the numbering FFmpeg, PyAV and VapourSynth props share).
+MATRIX_NAMES = {0: "rgb", 1: "bt709", 2: "unspecified", 5: "bt470bg", 6: "smpte170m", 9: "bt2020nc", 10: "bt2020c"}
+PRIMARIES_NAMES = {1: "bt709", 2: "unspecified", 5: "bt470bg", 6: "smpte170m", 9: "bt2020"}
+TRANSFER_NAMES = {1: "bt709", 2: "unspecified", 6: "smpte170m", 13: "iec61966-2-1", 14: "bt2020-10",
+                  16: "smpte2084", 18: "arib-std-b67"}
+UNSPECIFIED = 2
+
+
+@dataclass(frozen=True)
+class ColorInfo:
+    """Colour description of a video stream, as H.273 codes (2 = unspecified)."""
+
+    matrix: int = UNSPECIFIED
+    primaries: int = UNSPECIFIED
+    transfer: int = UNSPECIFIED
+    full_range: bool = False
+
+    def resolved_matrix(self, height: int) -> int:
+        """The matrix to convert with: the tagged one, else FFmpeg's convention (BT.601 below 720 lines)."""
+        if self.matrix not in (UNSPECIFIED, 3):
+            return self.matrix
+        return 1 if height >= 720 else 6
+
+    def describe(self) -> str:
+        return (f"matrix={MATRIX_NAMES.get(self.matrix, self.matrix)} "
+                f"range={'full' if self.full_range else 'limited'} "
+                f"primaries={PRIMARIES_NAMES.get(self.primaries, self.primaries)} "
+                f"transfer={TRANSFER_NAMES.get(self.transfer, self.transfer)}")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    index: int
+    codec: str
+    width: int
+    height: int
+    pix_fmt: str
+    bit_depth: int
+    sar: Fraction
+    frame_rate: Fraction | None
+    time_base: Fraction
+    duration: float | None
+    frame_count: int | None
+    rotation: int
+    color: ColorInfo
+
+    @property
+    def estimated_frames(self) -> int | None:
+        """Frame count if the container knows it, else duration x rate, else None (unknown)."""
+        if self.frame_count:
+            return self.frame_count
+        if self.duration and self.frame_rate:
+            return max(1, round(self.duration * float(self.frame_rate)))
+        return None
+
+
+@dataclass(frozen=True)
+class StreamSummary:
+    index: int
+    kind: str
+    codec: str
+    language: str | None
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    path: Path
+    container: str
+    video: VideoInfo
+    others: list[StreamSummary] = field(default_factory=list)
+    is_image: bool = False
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["path"] = str(self.path)
+        return data
+
+
+def open_container(path: str | Path) -> av.container.InputContainer:
+    """Open a media file, mapping every way it can fail to one readable InputError."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a media file")
+    try:
+        return av.open(str(path), metadata_errors="ignore")
+    except av.FFmpegError as exc:
+        raise InputError(f"{path}: not a readable media file ({_ffmpeg_reason(exc)})") from None
+
+
+def _ffmpeg_reason(exc: av.FFmpegError) -> str:
+    return (exc.strerror or str(exc)).rstrip(".").lower()
+
+
+def bit_depth_of(pix_fmt: str) -> int:
+    fmt = av.VideoFormat(pix_fmt)
+    return max(c.bits for c in fmt.components)
+
+
+def video_info(container: av.container.InputContainer, path: Path) -> VideoInfo:
+    if not container.streams.video:
+        raise InputError(f"{path}: has no video stream")
+    stream = container.streams.video[0]
+    ctx = stream.codec_context
+    if ctx.pix_fmt is None or ctx.width == 0:
+        raise InputError(f"{path}: video stream has no decodable picture format")
+    return VideoInfo(
+        index=stream.index,
+        codec=ctx.name,
+        width=ctx.width,
+        height=ctx.height,
+        pix_fmt=ctx.pix_fmt,
+        bit_depth=bit_depth_of(ctx.pix_fmt),
+        sar=Fraction(stream.sample_aspect_ratio or ctx.sample_aspect_ratio or 1),
+        frame_rate=Fraction(stream.guessed_rate) if stream.guessed_rate else None,
+        time_base=Fraction(stream.time_base or Fraction(1, 1000)),
+        duration=_duration_seconds(container, stream),
+        frame_count=stream.frames or None,
+        rotation=_first_frame_rotation(container, stream),
+        color=ColorInfo(
+            matrix=int(ctx.colorspace),
+            primaries=int(ctx.color_primaries),
+            transfer=int(ctx.color_trc),
+            full_range=int(ctx.color_range) == 2 or ctx.pix_fmt.startswith("yuvj"),
+        ),
+    )
+
+
+def _duration_seconds(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float | None:
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration:
+        return container.duration / av.time_base
+    return None
+
+
+def _first_frame_rotation(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> int:
+    """Display rotation in degrees; PyAV exposes it only on decoded frames, so decode the first one."""
+    try:
+        frame = next(container.decode(stream), None)
+    except av.FFmpegError as exc:
+        raise InputError(f"{container.name}: first video frame does not decode ({_ffmpeg_reason(exc)})") from None
+    if frame is None:
+        raise InputError(f"{container.name}: video stream has no frames")
+    return int(frame.rotation or 0)
+
+
+def probe(path: str | Path) -> MediaInfo:
+    """Read the stream facts of a video or image file; raises InputError for anything unusable."""
+    path = Path(path)
+    with open_container(path) as container:
+        video = video_info(container, path)
+        others = [
+            StreamSummary(s.index, s.type, s.codec_context.name if s.codec_context else "unknown",
+                          s.metadata.get("language"))
+            for s in container.streams if s.index != video.index
+        ]
+        is_image = container.format.name in IMAGE_DEMUXERS or (video.frame_count or 0) == 1 and not others
+        return MediaInfo(path=path, container=container.format.name, video=video, others=others,
+                         is_image=is_image)
+
+
+IMAGE_DEMUXERS = {"image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "tiff_pipe", "webp_pipe", "image2pipe"}
