@@ -1,1 +1,70 @@
-"""Super-resolution architectures, one module each (spandrel style)."""
+"""Super-resolution architectures, one module each (spandrel style).
+
+`model_from_state_dict` finds the architecture of a state dict (from the checkpoint's `arch` metadata when
+present, else by its keys), reads the hyper-parameters from tensor shapes and returns a loaded ModelDescriptor."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from vidsr.archs import espcn
+from vidsr.archs.base import ArchSpec, ModelDescriptor
+from vidsr.errors import ModelError
+
+ARCHS: dict[str, ArchSpec] = {spec.name: spec for spec in (espcn.SPEC,)}
+
+def create_model(arch: str, **hyperparams: Any) -> ModelDescriptor:
+    """A freshly initialised model of `arch` (for training)."""
+    return get_arch(arch).build(**hyperparams)
+
+
+def get_arch(name: str) -> ArchSpec:
+    try:
+        return ARCHS[name]
+    except KeyError:
+        raise ModelError(f"unknown architecture {name!r}; known: {', '.join(sorted(ARCHS))}") from None
+
+
+def detect_arch(state_dict: Mapping[str, torch.Tensor]) -> ArchSpec:
+    """The architecture whose key layout the state dict has; the error names the closest one otherwise."""
+    keys = set(state_dict)
+    for spec in ARCHS.values():
+        if spec.matches(keys):
+            return spec
+    closest = max(ARCHS.values(), key=lambda spec: spec.closeness(keys)[0])
+    score, missing = closest.closeness(keys)
+    shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+    raise ModelError(
+        f"state dict matches no known architecture (closest: {closest.name}, {score:.0%} of its keys, "
+        f"missing {shown})"
+    )
+
+
+def model_from_state_dict(
+    state_dict: Mapping[str, torch.Tensor], metadata: Mapping[str, Any] | None = None
+) -> ModelDescriptor:
+    """Build the model a state dict belongs to and load the weights into it (strictly)."""
+    metadata = dict(metadata or {})
+    spec = get_arch(metadata["arch"]) if "arch" in metadata else detect_arch(state_dict)
+    try:
+        inferred, converted = spec.infer(state_dict)
+    except (KeyError, ValueError, IndexError) as exc:
+        raise ModelError(f"{spec.name} checkpoint has unexpected tensors: {exc}") from None
+    # shapes are the truth; metadata fills in what shapes cannot tell (activation, interpolation mode...)
+    hyperparams = {**metadata.get("hyperparams", {}), **inferred}
+    descriptor = spec.build(**hyperparams)
+    try:
+        descriptor.model.load_state_dict(converted, strict=True)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise ModelError(f"{spec.name} checkpoint does not fit the inferred model: {detail}") from None
+    descriptor.model.eval().requires_grad_(False)
+    descriptor.metadata = metadata
+    return descriptor
+
+
+__all__ = ["ARCHS", "ArchSpec", "ModelDescriptor", "create_model", "detect_arch", "get_arch",
+           "model_from_state_dict"]

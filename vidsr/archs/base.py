@@ -1,0 +1,123 @@
+"""ModelDescriptor (what the engine needs to run a network) and ArchSpec (how an architecture is built,
+recognised in a state dict and given its hyper-parameters from tensor shapes)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+StateDict = dict[str, torch.Tensor]
+
+# Side of the square input used to count MACs; large enough that border effects do not matter.
+_PROBE_SIZE = 24
+
+
+@dataclass
+class ModelDescriptor:
+    """A ready-to-run network plus the facts the engine needs about it."""
+
+    model: nn.Module
+    arch: str
+    scale: int
+    in_channels: int
+    out_channels: int
+    color: Literal["y", "rgb"]
+    supports_fp16: bool = True
+    supports_bf16: bool = True
+    size_multiple: int = 1
+    hyperparams: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def gmacs(self, width: int = 1920, height: int = 1080) -> float:
+        """GMACs (multiply-accumulates / 1e9) to produce one output frame of width x height pixels."""
+        side = _PROBE_SIZE * self.size_multiple
+        macs = count_conv_macs(self.model, torch.zeros(1, self.in_channels, side, side))
+        output_pixels = (side * self.scale) ** 2
+        return macs * (width * height) / output_pixels / 1e9
+
+
+def count_conv_macs(model: nn.Module, x: torch.Tensor) -> int:
+    """MACs of all convolutions and linear layers during one forward pass on `x` (other ops are negligible)."""
+    total = 0
+
+    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(module, nn.ConvTranspose2d):
+            # each input pixel is scattered through the full kernel to every output channel
+            kernel = module.weight.shape[1] * module.weight.shape[2] * module.weight.shape[3]
+            total += inputs[0].numel() * kernel
+        elif isinstance(module, nn.Conv2d):
+            kernel = module.weight.shape[1] * module.weight.shape[2] * module.weight.shape[3]
+            total += output.numel() * kernel
+        elif isinstance(module, nn.Linear):
+            total += output.numel() * module.in_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    handles += [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.ConvTranspose2d)]
+    try:
+        with torch.no_grad():
+            model.eval()(x.to(next(model.parameters()).device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """One architecture: how to build it and how to recognise and read its checkpoints.
+
+    - `signatures`: key sets, one per known checkpoint layout; a state dict matches when it has every key of one.
+    - `infer(state_dict)` returns (hyper-parameters read from tensor shapes, state dict in this module's layout).
+    - `build(hyperparams)` returns a descriptor with a freshly initialised model.
+    """
+
+    name: str
+    signatures: tuple[tuple[str, ...], ...]
+    infer: Callable[[Mapping[str, torch.Tensor]], tuple[dict[str, Any], StateDict]]
+    build: Callable[..., ModelDescriptor]
+    description: str = ""
+
+    def matches(self, keys: set[str]) -> bool:
+        return any(all(k in keys for k in signature) for signature in self.signatures)
+
+    def closeness(self, keys: set[str]) -> tuple[float, list[str]]:
+        """Best fraction of one signature's keys present, and the keys of that signature that are missing."""
+        results = []
+        for signature in self.signatures:
+            missing = [k for k in signature if k not in keys]
+            results.append((1 - len(missing) / len(signature), missing))
+        return max(results, key=lambda result: result[0])
+
+
+def conv(in_ch: int, out_ch: int, kernel: int, bias: bool = True) -> nn.Conv2d:
+    """'Same' convolution (odd kernel, padding kernel // 2)."""
+    return nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2, bias=bias)
+
+
+def count_indexed(state_dict: Mapping[str, torch.Tensor], prefix: str, suffix: str) -> int:
+    """Number of consecutive indices i = 0, 1, ... for which `prefix{i}suffix` is a key."""
+    n = 0
+    while f"{prefix}{n}{suffix}" in state_dict:
+        n += 1
+    return n
+
+
+def scale_from_shuffle(out_channels_times_r2: int, channels: int) -> int:
+    """Pixel-shuffle factor r from a conv's output channel count `channels * r^2`."""
+    r = round((out_channels_times_r2 / channels) ** 0.5)
+    if r * r * channels != out_channels_times_r2:
+        raise ValueError(f"{out_channels_times_r2} output channels is not {channels} x r^2")
+    return r
+
+
+def color_of(channels: int) -> Literal["y", "rgb"]:
+    return "y" if channels == 1 else "rgb"
