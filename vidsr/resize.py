@@ -83,7 +83,7 @@ def imresize(
 def imresize_np(img: np.ndarray, scale: float | None = None, *, size: tuple[int, int] | None = None) -> np.ndarray:
     """`imresize` for an HxW or HxWxC numpy image; uint8 images are rounded after each pass, as MATLAB does."""
     is_uint8 = img.dtype == np.uint8
-    tensor = torch.from_numpy(np.ascontiguousarray(img)).to(torch.float64)
+    tensor = torch.from_numpy(np.array(img, dtype=np.float64))
     chw = tensor.permute(2, 0, 1) if img.ndim == 3 else tensor
     out = imresize(chw, scale, size=size, quantize=is_uint8, peak=255.0)
     out = out.permute(1, 2, 0) if img.ndim == 3 else out

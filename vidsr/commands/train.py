@@ -1,0 +1,48 @@
+"""`vidsr train`: train a model from a TOML config, with command-line overrides."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from vidsr.commands import add_command
+from vidsr.train.config import load_config
+from vidsr.train.trainer import Trainer
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = add_command(subparsers, "train", "Train a super-resolution model (resumes from <out-dir>/state.pt).",
+                         run)
+    parser.add_argument("--config", help="TOML file with TrainConfig fields (see configs/)")
+    parser.add_argument("--arch", help="architecture (espcn, fsrcnn, srcnn, vdsr, srresnet, rrdbnet, srvgg)")
+    parser.add_argument("--scale", type=int)
+    parser.add_argument("--hyperparams", type=json.loads, help='JSON, e.g. \'{"channels": 1}\'')
+    parser.add_argument("--train-dir", dest="train_dirs", action="append", help="folder of HR images (repeatable)")
+    parser.add_argument("--val-dir", help="HR images for validation PSNR (e.g. Set5)")
+    parser.add_argument("--out-dir", help="run folder: state.pt, log.csv, plot.png, best/last.safetensors")
+    parser.add_argument("--cache-dir", help="where to cache LR/HR pairs")
+    parser.add_argument("--name", help="name stored in the exported weights")
+    parser.add_argument("--iterations", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--patch-size", type=int, help="LR patch side")
+    parser.add_argument("--loss", choices=["l1", "mse", "charbonnier"])
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--schedule", choices=["cosine", "step"])
+    parser.add_argument("--ema-decay", type=float)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
+    parser.add_argument("--no-amp", dest="amp", action="store_const", const=False)
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--val-every", type=int)
+    parser.add_argument("--log-every", type=int)
+    parser.add_argument("--checkpoint-minutes", type=float)
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    skip = {"config", "func", "debug", "command", "no_progress"}
+    overrides = {key: value for key, value in vars(args).items() if key not in skip}
+    trainer = Trainer(load_config(args.config, **overrides))
+    path = trainer.run(progress=not args.no_progress)
+    print(f"exported {path} (best validation Y-PSNR {trainer.best_psnr:.3f} dB)")
+    return 0
