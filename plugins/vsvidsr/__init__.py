@@ -1,1 +1,12 @@
-"""vidsr for VapourSynth: `sr.upscale` filter and `sr.source` PyAV source."""
+"""vidsr for VapourSynth: `sr.upscale` filter and `sr.source` PyAV source.
+
+    import vsvidsr as sr
+    clip = sr.source("in.mp4")
+    clip = sr.upscale(clip, model="espcn-x2", num_streams=2)
+    clip.set_output()
+"""
+
+from vsvidsr.filter import upscale
+from vsvidsr.source import source
+
+__all__ = ["source", "upscale"]

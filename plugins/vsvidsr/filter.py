@@ -1,0 +1,148 @@
+"""`sr.upscale`: super-resolution of a clip with the vidsr engine (the same Upscaler as the CLI).
+
+Integer clips (YUV, GRAY, RGB, 8-16 bit) go to the engine as integer planes with the colour description
+of their frame props, exactly as the CLI feeds decoded planes, so both give the same pixels. Float RGB
+goes to the engine as RGB; float YUV/GRAY is converted to 16-bit full range with `core.resize` (no
+matrix change) and back. The result keeps the clip's format, length, rate and every frame prop.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+import numpy as np
+import torch
+import vapoursynth as vs
+
+from vidsr.errors import VidsrError
+from vidsr.media.frames import PlaneLayout
+from vidsr.media.info import UNSPECIFIED, ColorInfo
+from vidsr.upscaler import Upscaler, resolve_device
+from vidsr.zoo import DEFAULT_MODEL, load_model
+from vsvidsr.batching import BatchScheduler, EngineCall, Worker, batch_members
+
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+Device = Literal["auto", "cpu", "cuda"]
+
+
+def upscale(
+    clip: vs.VideoNode,
+    model: str | os.PathLike = DEFAULT_MODEL,
+    device_index: int = 0,
+    num_streams: int = 1,
+    batch_size: int = 1,
+    tile: int | None = None,
+    tile_pad: int = 16,
+    precision: Precision = "auto",
+    device: Device = "auto",
+) -> vs.VideoNode:
+    """Upscale a clip with a vidsr super-resolution model.
+
+    Args:
+        clip: constant-format, constant-size clip: RGBS/RGBH, or YUV/GRAY/RGB of 8-16 bit integer or
+            float samples. YUV colour is interpreted with the frames' `_Matrix`, `_Range` (or legacy
+            `_ColorRange`), `_Primaries` and `_Transfer` props; an unspecified matrix means BT.709 from
+            720 lines up and BT.601 below.
+        model: bundled model name (see `vidsr models`) or a weight file (.safetensors / .pth).
+        device_index: CUDA GPU to run on when `device` is "auto" (with a GPU present) or "cuda".
+        num_streams: frames processed at the same time: CUDA streams with pinned host buffers on a GPU,
+            worker threads on the CPU. VapourSynth must request that many frames in parallel
+            (core.num_threads and vspipe --requests).
+        batch_size: frames per model call; frames n*batch_size .. n*batch_size+batch_size-1 always run
+            together, so the output does not depend on request order.
+        tile: tile size in input pixels for frames too large for GPU memory; None runs whole frames
+            (and the engine falls back to halving tiles on out-of-memory).
+        tile_pad: overlap in input pixels between tiles, cross-faded.
+        precision: "auto" (fp16 on CUDA where the model supports it, else fp32), "fp32", "fp16", "bf16".
+        device: "auto" (GPU `device_index` when CUDA is available, else CPU), "cpu" or "cuda".
+
+    Returns:
+        The clip at the model's scale in the same format, with the same length, frame rate and frame
+        props (durations, colour, SAR; a uniform scale leaves the sample aspect ratio unchanged).
+    """
+    _check_clip(clip)
+    if num_streams < 1 or batch_size < 1:
+        raise vs.Error("vsvidsr.upscale: num_streams and batch_size must be at least 1")
+    try:
+        descriptor = load_model(model)
+        target = resolve_device(_device_name(device, device_index))
+        upscalers = [Upscaler(descriptor, target, precision, tile, tile_pad) for _ in range(num_streams)]
+    except VidsrError as exc:
+        raise vs.Error(f"vsvidsr.upscale: {exc}") from None
+    work = working_clip(clip)
+    scheduler = BatchScheduler([Worker(engine_call(u, work.format), target) for u in upscalers], batch_size)
+    template = vs.core.std.BlankClip(work, width=work.width * descriptor.scale,
+                                     height=work.height * descriptor.scale, keep=True)
+
+    def deliver(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:  # ModifyFrame passes n= and f=
+        try:
+            planes = scheduler.frame(n, f[1:])
+        except (VidsrError, RuntimeError, ValueError) as exc:
+            raise vs.Error(f"vsvidsr.upscale: frame {n}: {exc}") from exc
+        out = f[0].copy()
+        for plane, data in enumerate(planes):
+            np.copyto(np.asarray(out[plane]), data)
+        return out
+
+    upscaled = vs.core.std.ModifyFrame(template, [template, *batch_members(work, batch_size)], deliver)
+    return vs.core.std.CopyFrameProps(restore_format(upscaled, clip.format), clip)
+
+
+def _check_clip(clip: vs.VideoNode) -> None:
+    if not isinstance(clip, vs.VideoNode):
+        raise vs.Error("vsvidsr.upscale: clip must be a video clip")
+    if clip.format is None or clip.width == 0 or clip.height == 0:
+        raise vs.Error("vsvidsr.upscale: variable-format or variable-size clips are not supported; "
+                       "convert to one format and size first (e.g. core.resize.Bicubic)")
+    if clip.format.color_family not in (vs.RGB, vs.YUV, vs.GRAY):
+        raise vs.Error(f"vsvidsr.upscale: unsupported format {clip.format.name}")
+
+
+def _device_name(device: Device, device_index: int) -> str:
+    if device == "auto":
+        return f"cuda:{device_index}" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        return f"cuda:{device_index}"
+    if device == "cpu":
+        return "cpu"
+    raise vs.Error(f"vsvidsr.upscale: unknown device {device!r} (use auto, cpu or cuda)")
+
+
+def working_clip(clip: vs.VideoNode) -> vs.VideoNode:
+    """The clip in a format the engine takes: RGBS for float RGB, 16-bit full range for float YUV/GRAY."""
+    fmt = clip.format
+    if fmt.sample_type == vs.INTEGER or fmt.id == vs.RGBS:
+        return clip
+    if fmt.color_family == vs.RGB:
+        return vs.core.resize.Point(clip, format=vs.RGBS)
+    integer = fmt.replace(sample_type=vs.INTEGER, bits_per_sample=16)
+    return vs.core.resize.Point(clip, format=integer.id, range=vs.RANGE_FULL)
+
+
+def restore_format(clip: vs.VideoNode, fmt: vs.VideoFormat) -> vs.VideoNode:
+    """Back from the working format, which is full range (the upscaled frames carry no range prop yet)."""
+    return clip if clip.format.id == fmt.id else vs.core.resize.Point(clip, format=fmt.id, range_in=vs.RANGE_FULL)
+
+
+def engine_call(upscaler: Upscaler, fmt: vs.VideoFormat) -> EngineCall:
+    """The Upscaler method for frames of `fmt` (RGBS or integer planes), as per-plane tensors in and out."""
+    if fmt.sample_type == vs.FLOAT:
+        return lambda planes, props: upscaler.upscale_rgb(torch.stack(planes, dim=1)).unbind(1)
+    layout = plane_layout(fmt)
+    return lambda planes, props: upscaler.upscale_planes(planes, layout, color_info(props))
+
+
+def plane_layout(fmt: vs.VideoFormat) -> PlaneLayout:
+    return PlaneLayout(pix_fmt=fmt.name, bit_depth=fmt.bits_per_sample, log2_chroma_w=fmt.subsampling_w,
+                       log2_chroma_h=fmt.subsampling_h, is_rgb=fmt.color_family == vs.RGB,
+                       planes=fmt.num_planes)
+
+
+def color_info(props: vs.FrameProps) -> ColorInfo:
+    """Colour description from frame props; integer YUV without a range prop is limited range."""
+    legacy_full = props.get("_ColorRange", 1) == 0  # before R81: _ColorRange 0 = full, 1 = limited
+    full_range = props["_Range"] == vs.RANGE_FULL if "_Range" in props else legacy_full
+    return ColorInfo(matrix=int(props.get("_Matrix", UNSPECIFIED)),
+                     primaries=int(props.get("_Primaries", UNSPECIFIED)),
+                     transfer=int(props.get("_Transfer", UNSPECIFIED)), full_range=full_range)
