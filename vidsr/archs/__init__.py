@@ -10,11 +10,13 @@ from typing import Any
 
 import torch
 
-from vidsr.archs import espcn
+from vidsr.archs import espcn, fsrcnn, rrdbnet, srcnn, srresnet, srvgg, vdsr
 from vidsr.archs.base import ArchSpec, ModelDescriptor
 from vidsr.errors import ModelError
 
-ARCHS: dict[str, ArchSpec] = {spec.name: spec for spec in (espcn.SPEC,)}
+ARCHS: dict[str, ArchSpec] = {
+    module.SPEC.name: module.SPEC for module in (srcnn, fsrcnn, espcn, vdsr, srresnet, rrdbnet, srvgg)
+}
 
 def create_model(arch: str, **hyperparams: Any) -> ModelDescriptor:
     """A freshly initialised model of `arch` (for training)."""
@@ -55,6 +57,8 @@ def model_from_state_dict(
         raise ModelError(f"{spec.name} checkpoint has unexpected tensors: {exc}") from None
     # shapes are the truth; metadata fills in what shapes cannot tell (activation, interpolation mode...)
     hyperparams = {**metadata.get("hyperparams", {}), **inferred}
+    if "scale" not in hyperparams and "scale" in metadata:  # networks whose weights do not reveal the scale
+        hyperparams["scale"] = metadata["scale"]
     descriptor = spec.build(**hyperparams)
     try:
         descriptor.model.load_state_dict(converted, strict=True)

@@ -121,3 +121,20 @@ def scale_from_shuffle(out_channels_times_r2: int, channels: int) -> int:
 
 def color_of(channels: int) -> Literal["y", "rgb"]:
     return "y" if channels == 1 else "rgb"
+
+
+def describe(model: nn.Module, arch: str, hyperparams: dict[str, Any], in_channels: int,
+             out_channels: int | None = None, size_multiple: int = 1) -> ModelDescriptor:
+    """Descriptor of a freshly built model; `hyperparams` must contain its `scale`."""
+    out_channels = in_channels if out_channels is None else out_channels
+    return ModelDescriptor(
+        model=model, arch=arch, scale=int(hyperparams["scale"]), in_channels=in_channels,
+        out_channels=out_channels, color=color_of(out_channels), size_multiple=size_multiple,
+        hyperparams=dict(hyperparams),
+    )
+
+
+def upsample_input(x: torch.Tensor, scale: int, mode: str) -> torch.Tensor:
+    """Interpolated input for global residuals / pre-upsampling networks."""
+    align = False if mode in ("bilinear", "bicubic") else None
+    return nn.functional.interpolate(x, scale_factor=scale, mode=mode, align_corners=align)

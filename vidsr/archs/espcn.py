@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vidsr.archs.base import ArchSpec, ModelDescriptor, StateDict, color_of, conv, scale_from_shuffle
+from vidsr.archs.base import ArchSpec, ModelDescriptor, StateDict, conv, describe, scale_from_shuffle
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
 
@@ -37,10 +37,7 @@ def build(
 ) -> ModelDescriptor:
     hyperparams = {"scale": scale, "channels": channels, "features": features, "mid_features": mid_features,
                    "act": act}
-    return ModelDescriptor(
-        model=ESPCN(**hyperparams), arch="espcn", scale=scale, in_channels=channels, out_channels=channels,
-        color=color_of(channels), hyperparams=hyperparams,
-    )
+    return describe(ESPCN(**hyperparams), "espcn", hyperparams, channels)
 
 
 def infer(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, Any], StateDict]:
