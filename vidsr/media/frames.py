@@ -118,3 +118,11 @@ def planes_to_frame(planes: list[np.ndarray], pix_fmt: str) -> av.VideoFrame:
         dest = np.frombuffer(plane, dtype=data.dtype, count=row * plane.height).reshape(plane.height, row)
         dest[:, : plane.width] = data
     return frame
+
+
+def crop_planes(planes: list[np.ndarray], layout: PlaneLayout, width: int, height: int) -> list[np.ndarray]:
+    """Views of the top-left width x height picture (chroma planes rounded up like FFmpeg)."""
+    if planes[0].shape == (height, width):
+        return planes
+    chroma = (-(-height >> layout.log2_chroma_h), -(-width >> layout.log2_chroma_w))
+    return [planes[0][:height, :width]] + [p[: chroma[0], : chroma[1]] for p in planes[1:]]

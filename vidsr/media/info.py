@@ -29,7 +29,7 @@ class ColorInfo:
 
     def resolved_matrix(self, height: int) -> int:
         """The matrix to convert with: the tagged one, else FFmpeg's convention (BT.601 below 720 lines)."""
-        if self.matrix not in (UNSPECIFIED, 3):
+        if self.matrix not in (0, UNSPECIFIED, 3):  # 0 (RGB) says nothing about a YUV rendition
             return self.matrix
         return 1 if height >= 720 else 6
 
@@ -96,12 +96,12 @@ def open_container(path: str | Path) -> av.container.InputContainer:
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not a media file")
     try:
-        return av.open(str(path), metadata_errors="ignore")
+        return av.open(str(path))
     except av.FFmpegError as exc:
-        raise InputError(f"{path}: not a readable media file ({_ffmpeg_reason(exc)})") from None
+        raise InputError(f"{path}: not a readable media file ({ffmpeg_reason(exc)})") from None
 
 
-def _ffmpeg_reason(exc: av.FFmpegError) -> str:
+def ffmpeg_reason(exc: av.FFmpegError) -> str:
     return (exc.strerror or str(exc)).rstrip(".").lower()
 
 
@@ -152,7 +152,7 @@ def _first_frame_rotation(container: av.container.InputContainer, stream: av.vid
     try:
         frame = next(container.decode(stream), None)
     except av.FFmpegError as exc:
-        raise InputError(f"{container.name}: first video frame does not decode ({_ffmpeg_reason(exc)})") from None
+        raise InputError(f"{container.name}: first video frame does not decode ({ffmpeg_reason(exc)})") from None
     if frame is None:
         raise InputError(f"{container.name}: video stream has no frames")
     return int(frame.rotation or 0)

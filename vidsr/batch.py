@@ -1,0 +1,44 @@
+"""upscale_path(): one file, or every video and image in a folder, through one loaded model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vidsr.errors import InputError, OutputError
+from vidsr.media.pipeline import IMAGE_ENCODERS, upscale_video
+from vidsr.upscaler import Upscaler
+
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v", ".ts", ".mts", ".m2ts", ".flv", ".wmv", ".y4m",
+                  ".mpg", ".mpeg", ".ogv"}
+MEDIA_SUFFIXES = VIDEO_SUFFIXES | set(IMAGE_ENCODERS) | {".gif"}
+
+
+def folder_media(folder: Path) -> list[Path]:
+    """Video and image files directly inside `folder`, sorted by name (hidden and partial files skipped)."""
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES and not p.name.startswith("."))
+
+
+def upscale_path(input: str | Path, output: str | Path | None = None, *, model: str | Path = "espcn-x2",
+                 device: str = "auto", precision: str = "auto", tile: int | None = None, tile_pad: int = 16,
+                 **options: Any) -> list[Path]:
+    """Upscale a file (like `upscale_video`) or a folder of files into an output folder.
+
+    A folder's output defaults to `<folder>_x<scale>` beside it and is created if missing; each file keeps
+    its name. `options` are passed to `upscale_video`. Returns the paths written.
+    """
+    input_path = Path(input)
+    if not input_path.exists():
+        raise InputError(f"{input_path}: no such file or directory")
+    upscaler = Upscaler(model, device=device, precision=precision, tile=tile, tile_pad=tile_pad)
+    if not input_path.is_dir():
+        return [upscale_video(input_path, output, upscaler=upscaler, **options)]
+    files = folder_media(input_path)
+    if not files:
+        raise InputError(f"{input_path}: folder holds no video or image files")
+    out_dir = Path(output) if output is not None else input_path.with_name(f"{input_path.name}_x{upscaler.scale}")
+    if out_dir.resolve() == input_path.resolve():
+        raise OutputError(f"{out_dir}: output folder must differ from the input folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return [upscale_video(f, out_dir / f.name, upscaler=upscaler, **options) for f in files]

@@ -1,0 +1,253 @@
+"""Sink stage: encode upscaled frames and remux every other stream of the input.
+
+The video stream keeps the input's time base and each frame its input pts (VFR survives), plus colour
+tags, SAR and rotation. Audio, subtitle and data streams, chapters and metadata are copied without
+re-encoding; audio the container cannot hold is re-encoded (and said so), other streams it cannot hold are
+dropped with a warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+from vidsr.errors import EncodeError
+from vidsr.media.frames import _is_engine_planar, working_format
+from vidsr.media.info import UNSPECIFIED, ColorInfo, VideoInfo, ffmpeg_reason
+
+log = logging.getLogger("vidsr")
+
+ENCODERS = ("libx264", "libx265", "libsvtav1", "ffv1", "prores_ks", "h264_nvenc", "hevc_nvenc")
+# Each encoder's name for the quality knob that `--crf` sets.
+_QUALITY_OPTION = {"libx264": "crf", "libx265": "crf", "libsvtav1": "crf", "libvpx-vp9": "crf",
+                   "h264_nvenc": "cq", "hevc_nvenc": "cq", "av1_nvenc": "cq"}
+DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libsvtav1": 28}
+# Primaries / transfer that go with a matrix when the input leaves them unspecified.
+_IMPLIED = {1: (1, 1), 5: (5, 6), 6: (6, 6), 9: (9, 14), 10: (9, 14)}
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    encoder: str = "libx264"
+    crf: int | None = None
+    preset: str | None = None
+    pix_fmt: str | None = None
+    options: dict[str, str] = field(default_factory=dict)
+
+
+def encoder_codec(name: str) -> av.Codec:
+    try:
+        codec = av.Codec(name, "w")
+    except (av.FFmpegError, ValueError):
+        raise EncodeError(f"unknown encoder {name!r} (try one of: {', '.join(available_encoders())})") from None
+    if codec.type != "video":
+        raise EncodeError(f"{name!r} is not a video encoder")
+    return codec
+
+
+def available_encoders() -> list[str]:
+    found = []
+    for name in ENCODERS:
+        try:
+            av.Codec(name, "w")
+            found.append(name)
+        except (av.FFmpegError, ValueError):
+            continue
+    return found
+
+
+def choose_pix_fmt(codec: av.Codec, source_format: str, requested: str | None) -> str:
+    """The encoder pix_fmt: the requested one, else the source's planar format when the encoder takes it
+    (10-bit in -> 10-bit out), else the encoder's format closest in depth and chroma sampling."""
+    supported = [f.name for f in codec.video_formats or ()]
+    if requested:
+        if supported and requested not in supported:
+            raise EncodeError(f"encoder {codec.name} does not support pix_fmt {requested} "
+                              f"(it takes: {', '.join(supported)})")
+        working_format(requested)  # refuses formats the engine cannot produce
+        return requested
+    if not supported or source_format in supported:
+        return source_format
+    source = av.VideoFormat(source_format)
+
+    def distance(name: str) -> tuple[int, int, int]:
+        fmt = av.VideoFormat(name)
+        depth = fmt.components[0].bits - source.components[0].bits
+        sampling = (fmt.chroma_width(64), fmt.chroma_height(64)) != (source.chroma_width(64), source.chroma_height(64))
+        return (depth < 0, abs(depth) + 8 * sampling, 0 if _is_engine_planar(fmt) else 1)
+
+    usable = [name for name in supported if _engine_can_make(name)]
+    if not usable:
+        raise EncodeError(f"encoder {codec.name} takes no pixel format vidsr can produce")
+    return min(usable, key=distance)
+
+
+def _engine_can_make(pix_fmt: str) -> bool:
+    try:
+        working_format(pix_fmt)
+    except Exception:
+        return False
+    return not av.VideoFormat(pix_fmt).components[0].is_alpha
+
+
+class Sink:
+    """Writes the output file: one encoded video stream plus the remuxed streams of `source`."""
+
+    def __init__(self, path: Path, container_format: str | None, source: av.container.InputContainer,
+                 video: VideoInfo, width: int, height: int, settings: EncodeSettings) -> None:
+        self.path = path
+        self.settings = settings
+        codec = encoder_codec(settings.encoder)
+        self.pix_fmt = choose_pix_fmt(codec, working_format(video.pix_fmt), settings.pix_fmt)
+        self.width, self.height = _whole_chroma_size(width, height, self.pix_fmt)
+        self.color = _output_color(video, av.VideoFormat(self.pix_fmt).is_rgb)
+        try:
+            # image2 writes a single picture to a plain filename only with update=1
+            options = {"update": "1"} if container_format == "image2" else {}
+            self.output = av.open(str(path), "w", format=container_format, options=options)
+        except av.FFmpegError as exc:
+            raise EncodeError(f"{path}: cannot create output ({ffmpeg_reason(exc)})") from None
+        self.stream = self._add_video_stream(codec, video, self.width, self.height)
+        self._resamplers: dict[int, av.AudioResampler] = {}  # input audio stream index -> for re-encoding
+        self.stream_map = self._add_passthrough_streams(source)
+        self.output.metadata.update(source.metadata)
+        self._copy_chapters(source)
+
+    @property
+    def passthrough_indices(self) -> set[int]:
+        return set(self.stream_map)
+
+    # --- set-up ------------------------------------------------------------------------------------------
+
+    def _add_video_stream(self, codec: av.Codec, video: VideoInfo, width: int, height: int) -> av.VideoStream:
+        stream = self.output.add_stream(codec.name, rate=video.frame_rate or Fraction(25))
+        ctx = stream.codec_context
+        ctx.width, ctx.height, ctx.pix_fmt = width, height, self.pix_fmt
+        ctx.time_base = video.time_base
+        stream.time_base = video.time_base
+        if video.sar != 1:
+            ctx.sample_aspect_ratio = video.sar
+        ctx.colorspace, ctx.color_primaries = self.color.matrix, self.color.primaries
+        ctx.color_trc = self.color.transfer
+        ctx.color_range = 2 if self.color.full_range else 1
+        ctx.options = self._encoder_options(codec.name)
+        if video.rotation:
+            stream.set_display_rotation(video.rotation)
+        return stream
+
+    def _encoder_options(self, encoder: str) -> dict[str, str]:
+        options = {}
+        crf = self.settings.crf if self.settings.crf is not None else DEFAULT_CRF.get(encoder)
+        if crf is not None:
+            if encoder not in _QUALITY_OPTION:
+                raise EncodeError(f"encoder {encoder} has no CRF/CQ quality setting; leave out --crf")
+            options[_QUALITY_OPTION[encoder]] = str(crf)
+        if self.settings.preset:
+            options["preset"] = self.settings.preset
+        options.update(self.settings.options)
+        return options
+
+    def _add_passthrough_streams(self, source: av.container.InputContainer) -> dict[int, av.stream.Stream]:
+        mapping: dict[int, av.stream.Stream] = {}
+        supported = self.output.supported_codecs
+        for stream in source.streams:
+            if stream.type == "video" and stream.index == source.streams.video[0].index:
+                continue
+            codec = stream.codec_context.name if stream.codec_context else None
+            if codec in supported:
+                try:
+                    mapping[stream.index] = self.output.add_stream_from_template(stream)
+                    continue
+                except (av.FFmpegError, ValueError) as exc:
+                    log.warning("stream %d (%s): cannot be copied (%s); dropped", stream.index, codec, exc)
+                    continue
+            if stream.type == "audio":
+                mapping[stream.index] = self._add_audio_reencode(stream)
+            else:
+                log.warning("stream %d (%s %s): the %s container cannot hold it; dropped (use .mkv to keep it)",
+                            stream.index, stream.type, codec, self.output.format.name)
+        return mapping
+
+    def _add_audio_reencode(self, stream: av.AudioStream) -> av.AudioStream:
+        codec = self.output.default_audio_codec
+        log.warning("stream %d (audio %s): not allowed in %s; re-encoding to %s",
+                    stream.index, stream.codec_context.name, self.output.format.name, codec)
+        out = self.output.add_stream(codec, rate=stream.codec_context.sample_rate)
+        out.layout = stream.codec_context.layout
+        out.metadata.update(stream.metadata)
+        ctx = out.codec_context
+        self._resamplers[stream.index] = av.AudioResampler(format=ctx.format, layout=ctx.layout, rate=ctx.sample_rate)
+        return out
+
+    def _copy_chapters(self, source: av.container.InputContainer) -> None:
+        chapters = source.chapters()
+        if chapters:
+            self.output.set_chapters(chapters)
+
+    # --- writing -----------------------------------------------------------------------------------------
+
+    def write_frame(self, frame: av.VideoFrame, pts: int | None, time_base: Fraction) -> None:
+        if frame.format.name != self.pix_fmt:
+            frame = frame.reformat(format=self.pix_fmt)
+        frame.pts, frame.time_base = pts, time_base
+        frame.colorspace, frame.color_range = self.color.matrix, 2 if self.color.full_range else 1
+        self._mux(self.stream.encode(frame))
+
+    def write_packet(self, packet: av.Packet) -> None:
+        out = self.stream_map[packet.stream.index]
+        resampler = self._resamplers.get(packet.stream.index)
+        if resampler is None:
+            packet.stream = out
+            self._mux([packet])
+            return
+        for frame in packet.decode():
+            for resampled in resampler.resample(frame):
+                self._mux(out.encode(resampled))
+
+    def _mux(self, packets: list[av.Packet]) -> None:
+        try:
+            self.output.mux(packets)
+        except av.FFmpegError as exc:
+            raise EncodeError(f"{self.path.name}: muxing failed ({ffmpeg_reason(exc)})") from None
+
+    def close(self) -> None:
+        """Flush encoders and finish the file."""
+        try:
+            self._mux(self.stream.encode(None))
+            for index in self._resamplers:
+                self._mux(self.stream_map[index].encode(None))
+        finally:
+            self.output.close()
+
+    def abort(self) -> None:
+        # The file is deleted next; a failing close must not hide the original error.
+        with contextlib.suppress(Exception):
+            self.output.close()
+
+
+def _whole_chroma_size(width: int, height: int, pix_fmt: str) -> tuple[int, int]:
+    """Encoders reject subsampled pictures with a partial chroma sample (odd sizes in 4:2:0): crop to whole ones."""
+    fmt = av.VideoFormat(pix_fmt)
+    step_w, step_h = 64 // fmt.chroma_width(64), 64 // fmt.chroma_height(64)
+    cropped = (width - width % step_w, height - height % step_h)
+    if cropped != (width, height):
+        log.info("output cropped from %dx%d to %dx%d for %s", width, height, *cropped, pix_fmt)
+    return cropped
+
+
+def _output_color(video: VideoInfo, rgb_output: bool) -> ColorInfo:
+    """Tags for the output: the input's, with the matrix the engine used (and what it implies) filled in,
+    so players don't re-guess from the new, larger frame size."""
+    matrix = 0 if rgb_output else video.color.resolved_matrix(video.height)
+    implied_primaries, implied_transfer = _IMPLIED.get(matrix, (UNSPECIFIED, UNSPECIFIED))
+    return ColorInfo(
+        matrix=matrix,
+        primaries=video.color.primaries if video.color.primaries != UNSPECIFIED else implied_primaries,
+        transfer=video.color.transfer if video.color.transfer != UNSPECIFIED else implied_transfer,
+        full_range=video.color.full_range,
+    )

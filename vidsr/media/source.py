@@ -1,0 +1,83 @@
+"""Source stage: demux and decode on its own thread.
+
+Video frames keep their pts and time base; packets of the other streams are handed on untouched so the
+sink can remux them. Decode errors stop the job with the frame index, or are skipped with `skip_errors`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Container
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from vidsr.errors import DecodeError
+from vidsr.media.frames import frame_to_planes
+from vidsr.media.info import ffmpeg_reason, open_container
+
+log = logging.getLogger("vidsr")
+
+
+@dataclass
+class DecodedFrame:
+    index: int
+    pts: int | None
+    time_base: Fraction
+    planes: list[np.ndarray]
+    frame: av.VideoFrame  # owns the buffers `planes` view
+
+
+class Source:
+    """Decodes the first video stream of `path`, demuxing the streams in `passthrough` alongside it."""
+
+    def __init__(self, path: str | Path, skip_errors: bool = False) -> None:
+        self.path = Path(path)
+        self.skip_errors = skip_errors
+        self.container = open_container(self.path)
+        self.video = self.container.streams.video[0]
+        self.skipped = 0
+
+    def close(self) -> None:
+        self.container.close()
+
+    def run(self, on_frame: Callable[[DecodedFrame], None], on_packet: Callable[[av.Packet], None],
+            passthrough: Container[int]) -> None:
+        """Feed every decoded video frame to `on_frame` and every passthrough packet to `on_packet`."""
+        streams = [self.video] + [s for s in self.container.streams if s.index in passthrough]
+        index = 0
+        size: tuple[int, int] | None = None
+        try:
+            for packet in self.container.demux(streams):
+                if packet.stream.index != self.video.index:
+                    if packet.size:
+                        on_packet(packet)
+                    continue
+                for frame in self._decode(packet, index):
+                    if size is None:
+                        size = (frame.width, frame.height)
+                    elif (frame.width, frame.height) != size:
+                        raise DecodeError(f"{self.path}: picture size changes at frame {index} "
+                                          f"({size[0]}x{size[1]} -> {frame.width}x{frame.height}); not supported")
+                    on_frame(DecodedFrame(index, frame.pts, Fraction(frame.time_base or self.video.time_base),
+                                          frame_to_planes(frame), frame))
+                    index += 1
+        except av.FFmpegError as exc:  # demuxer-level corruption
+            raise DecodeError(f"{self.path}: cannot read past frame {index} ({ffmpeg_reason(exc)})") from None
+        if index == 0:
+            raise DecodeError(f"{self.path}: no video frame could be decoded")
+        if self.skipped:
+            log.warning("%s: skipped %d undecodable packet(s)", self.path, self.skipped)
+
+    def _decode(self, packet: av.Packet, index: int) -> list[av.VideoFrame]:
+        try:
+            return packet.decode()
+        except av.FFmpegError as exc:
+            if not self.skip_errors:
+                raise DecodeError(f"{self.path}: decode error at frame {index} ({ffmpeg_reason(exc)}); "
+                                  "use --skip-errors to drop broken frames") from None
+            self.skipped += 1
+            return []

@@ -1,0 +1,192 @@
+"""Upscaler: one model on one device at one precision, for tensors, numpy images and decoded YUV planes.
+
+Every frontend (CLI, VapourSynth, web) runs models through this class, so device placement, precision,
+padding to the model's size multiple, tiling and out-of-memory recovery live here once.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vidsr import color as colorops
+from vidsr.archs import ModelDescriptor
+from vidsr.errors import InputError, VidsrError
+from vidsr.media.frames import PlaneLayout
+from vidsr.media.info import ColorInfo
+from vidsr.tiling import is_out_of_memory, tiled_forward
+from vidsr.zoo import DEFAULT_MODEL, load_model
+
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+MIN_TILE = 32
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' picks the first CUDA GPU when there is one, else the CPU; 'cuda:N' must exist."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise VidsrError(f"unknown device {device!r} (use auto, cpu or cuda:N)") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise VidsrError(f"device {device} requested but no CUDA GPU is available")
+        if (resolved.index or 0) >= torch.cuda.device_count():
+            raise VidsrError(f"device {device} does not exist ({torch.cuda.device_count()} CUDA GPU(s) found)")
+    elif resolved.type != "cpu":
+        raise VidsrError(f"unsupported device {device!r} (use auto, cpu or cuda:N)")
+    return resolved
+
+
+def resolve_precision(precision: Precision, device: torch.device, descriptor: ModelDescriptor) -> torch.dtype:
+    """'auto' is fp16 on CUDA for models that support it, fp32 otherwise."""
+    if precision == "auto":
+        return torch.float16 if device.type == "cuda" and descriptor.supports_fp16 else torch.float32
+    if precision not in _DTYPES:
+        raise VidsrError(f"unknown precision {precision!r} (use auto, fp32, fp16 or bf16)")
+    if precision == "fp16" and not descriptor.supports_fp16:
+        raise VidsrError(f"model {descriptor.arch} does not support fp16")
+    if precision == "bf16" and not descriptor.supports_bf16:
+        raise VidsrError(f"model {descriptor.arch} does not support bf16")
+    return _DTYPES[precision]
+
+
+class Upscaler:
+    """Runs a super-resolution model; thread-safe (one forward pass at a time per instance).
+
+    Args:
+        model: bundled model name, weight file path, or a loaded ModelDescriptor.
+        device: "auto", "cpu" or "cuda:N".
+        precision: "auto" (fp16 on CUDA where supported), "fp32", "fp16" or "bf16".
+        tile: tile size in input pixels, or None to run whole frames (and tile automatically on CUDA
+            out-of-memory, halving until it fits).
+        tile_pad: context pixels around each tile; tiles are cross-faded over this overlap.
+    """
+
+    def __init__(self, model: str | Path | ModelDescriptor = DEFAULT_MODEL, device: str | torch.device = "auto",
+                 precision: Precision = "auto", tile: int | None = None, tile_pad: int = 16) -> None:
+        self.descriptor = model if isinstance(model, ModelDescriptor) else load_model(model)
+        self.device = resolve_device(device)
+        self.dtype = resolve_precision(precision, self.device, self.descriptor)
+        if tile is not None and tile < MIN_TILE:
+            raise VidsrError(f"tile must be at least {MIN_TILE} pixels (got {tile})")
+        self.tile = tile
+        self.tile_pad = max(0, tile_pad)
+        memory_format = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
+        self.model = self.descriptor.model.eval().to(self.device, self.dtype, memory_format=memory_format)
+        self._lock = threading.Lock()
+
+    @property
+    def scale(self) -> int:
+        return self.descriptor.scale
+
+    # --- the model call ----------------------------------------------------------------------------------
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Model on (N,C,H,W) float, padded to the size multiple; returns float32 at the model's scale."""
+        multiple = self.descriptor.size_multiple
+        height, width = x.shape[-2:]
+        pad_h, pad_w = -height % multiple, -width % multiple
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = self.model(x.to(self.dtype)).float()
+        return y[..., : height * self.scale, : width * self.scale]
+
+    @torch.inference_mode()
+    def run_model(self, x: torch.Tensor) -> torch.Tensor:
+        """Model input (N,C,H,W) float on the device -> output float32, tiled as configured.
+
+        On CUDA out-of-memory the tile size is halved (starting from the frame size when untiled) and the
+        batch retried, so a large frame degrades to slower tiles instead of failing.
+        """
+        with self._lock:
+            while True:
+                try:
+                    if self.tile is None or self.tile >= max(x.shape[-2:]):
+                        return self._forward(x)
+                    return tiled_forward(self._forward, x, self.scale, self.tile, self.tile_pad)
+                except (torch.OutOfMemoryError, RuntimeError) as exc:
+                    if self.device.type != "cuda" or not is_out_of_memory(exc):
+                        raise
+                    self._shrink_tile(max(x.shape[-2:]))
+
+    def _shrink_tile(self, frame_side: int) -> None:
+        torch.cuda.empty_cache()
+        current = self.tile if self.tile is not None else frame_side
+        if current // 2 < MIN_TILE:
+            raise VidsrError(f"out of GPU memory even with {current}px tiles; use a smaller batch or model")
+        self.tile = current // 2
+
+    # --- RGB ---------------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def upscale_rgb(self, x: torch.Tensor) -> torch.Tensor:
+        """(N,3,H,W) float RGB in [0,1] -> (N,3,sH,sW) float RGB in [0,1], on the upscaler's device."""
+        x = x.to(self.device, torch.float32)
+        if self.descriptor.color == "rgb":
+            return self.run_model(x).clamp_(0, 1)
+        y, cb, cr = colorops.rgb_to_ycc(x, colorops.BT601)
+        y_up = self._upscale_luma(y)
+        height, width = y_up.shape[-2:]
+        cb, cr = (colorops.resample_plane(c, height, width, (0, 0), (0, 0), self.scale) for c in (cb, cr))
+        return colorops.ycc_to_rgb(y_up, cb, cr, colorops.BT601).clamp_(0, 1)
+
+    def _upscale_luma(self, y: torch.Tensor) -> torch.Tensor:
+        """(N,H,W) normalised luma -> upscaled normalised luma, through a Y-channel model."""
+        out = self.run_model(colorops.luma_to_model(y).unsqueeze(1))
+        return colorops.luma_from_model(out.squeeze(1))
+
+    def upscale_image(self, image: np.ndarray) -> np.ndarray:
+        """HxWx3 (or HxW) RGB image, uint8 / uint16 / float in [0,1] -> upscaled image of the same dtype."""
+        if image.ndim == 2:
+            return self.upscale_image(image[..., None].repeat(3, axis=2))[..., 0]
+        if image.ndim != 3 or image.shape[2] not in (3, 4):
+            raise InputError(f"expected an HxWx3 RGB image, got shape {image.shape}")
+        peak = float(np.iinfo(image.dtype).max) if image.dtype.kind in "ui" else 1.0
+        x = torch.from_numpy(np.ascontiguousarray(image[..., :3])).permute(2, 0, 1)[None].float() / peak
+        out = self.upscale_rgb(x)[0].permute(1, 2, 0).cpu().numpy()
+        if image.dtype.kind in "ui":
+            return np.rint(out * peak).astype(image.dtype)
+        return out.astype(image.dtype)
+
+    # --- YUV planes --------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def upscale_planes(self, planes: list[torch.Tensor], layout: PlaneLayout, color: ColorInfo,
+                       out_layout: PlaneLayout | None = None, out_color: ColorInfo | None = None) -> list[torch.Tensor]:
+        """Integer planes (each (N,h,w), on the device) -> upscaled integer planes of `out_layout` / `out_color`.
+
+        Y-channel models on YUV keep the frame in Y'CbCr: the luma plane goes through the model and the
+        chroma planes are resampled (sited cubic). RGB models convert with the stream's matrix and range.
+        """
+        out_layout, out_color = out_layout or layout, out_color or color
+        keep_ycc = self.descriptor.color == "y" and not layout.is_rgb and not out_layout.is_rgb
+        if not keep_ycc:
+            rgb = self.upscale_rgb(colorops.planes_to_rgb(planes, layout, color))
+            return colorops.rgb_to_planes(rgb, out_layout, out_color)
+        y = self._upscale_luma(colorops.decode_luma(planes[0], layout.bit_depth, color.full_range))
+        out = [colorops.encode_luma(y, out_layout.bit_depth, out_color.full_range)]
+        if out_layout.is_gray:
+            return out
+        height, width = y.shape[-2:]
+        c_height, c_width = colorops.chroma_size(width, height, out_layout)
+        sub_in, sub_out = (layout.log2_chroma_w, layout.log2_chroma_h), (out_layout.log2_chroma_w,
+                                                                         out_layout.log2_chroma_h)
+        if layout.is_gray:  # grey in, colour out: neutral chroma
+            zero = torch.zeros((y.shape[0], c_height, c_width), device=y.device)
+            neutral = colorops.encode_chroma(zero, out_layout.bit_depth, out_color.full_range)
+            return out + [neutral, neutral.clone()]
+        for plane in planes[1:]:
+            chroma = colorops.decode_chroma(plane, layout.bit_depth, color.full_range)
+            chroma = colorops.resample_plane(chroma, c_height, c_width, sub_in, sub_out, self.scale)
+            out.append(colorops.encode_chroma(chroma, out_layout.bit_depth, out_color.full_range))
+        return out
