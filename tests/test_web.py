@@ -1,0 +1,295 @@
+"""Web demo handlers on tiny generated clips: limits, sessions and cleanup, preview, full job, cancel."""
+
+from __future__ import annotations
+
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+import vidsr
+from vidsr.errors import Cancelled, InputError
+from web import handlers
+from web.cli import add_arguments
+from web.handlers import JobOptions
+from web.limits import Limits, parse_resolution
+from web.sessions import SessionStore
+
+CLIP_W, CLIP_H, CLIP_FRAMES, CLIP_FPS = 64, 48, 8, 8
+
+
+def pattern_frame(width: int, height: int, index: int) -> np.ndarray:
+    """Rings drifting across a colour ramp: detail an upscaler can be judged on, different each frame."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    radius = np.hypot(x - width * (0.3 + 0.05 * index), y - height / 2)
+    rings = 0.5 + 0.5 * np.cos(radius * 0.9)
+    rgb = np.stack([rings, x / width, 1 - y / height], axis=-1)
+    return (rgb * 255).astype(np.uint8)
+
+
+
+
+def make_clip(path: Path, width: int = CLIP_W, height: int = CLIP_H, frames: int = CLIP_FRAMES,
+              fps: int = CLIP_FPS, audio: bool = True) -> Path:
+    """H.264 video (+ AAC audio over the same duration) with PyAV."""
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        sound = out.add_stream("aac", rate=16000, layout="mono") if audio else None
+        for index in range(frames):
+            frame = av.VideoFrame.from_ndarray(pattern_frame(width, height, index), format="rgb24")
+            frame.pts, frame.time_base = index, Fraction(1, fps)
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        if sound is not None:
+            chunk = 1024
+            for start in range(0, 16000 * frames // fps, chunk):
+                tone = 0.2 * np.sin(2 * np.pi * 440 * (start + np.arange(chunk)) / 16000)
+                samples = av.AudioFrame.from_ndarray(tone.astype(np.float32)[None], format="fltp", layout="mono")
+                samples.sample_rate, samples.pts = 16000, start
+                out.mux(sound.encode(samples))
+            out.mux(sound.encode(None))
+    return path
+
+
+def stream_kinds(path: Path) -> list[str]:
+    with av.open(str(path)) as container:
+        return [stream.type for stream in container.streams]
+
+
+def decoded_frames(path: Path) -> int:
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_clip(tmp_path_factory.mktemp("clip") / "clip.mp4")
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    store = SessionStore(tmp_path / "sessions")
+    yield store
+    store.close()
+
+
+def upload_copy(source: Path, tmp_path: Path, name: str | None = None) -> Path:
+    """What Gradio hands the upload handler: a file in its own upload folder, which the handler moves away."""
+    target = tmp_path / "gradio-upload" / (name or source.name)
+    target.parent.mkdir(exist_ok=True)
+    target.write_bytes(source.read_bytes())
+    return target
+
+
+# --- limits and options ---------------------------------------------------------------------------------------
+
+def test_limits_reject_over_resolution_duration_and_size(clip: Path, tmp_path: Path) -> None:
+    info = vidsr.probe(clip)
+    Limits(max_resolution=(64, 48), max_duration_s=1.5).check_media(info)
+    Limits(max_resolution=(48, 64)).check_media(info)  # the same picture, limit given in portrait
+    with pytest.raises(InputError, match=r"64x48; this server accepts up to 32x32"):
+        Limits(max_resolution=(32, 32)).check_media(info)
+    with pytest.raises(InputError, match=r"lasts 1 s; this server accepts up to 0.5 s"):
+        Limits(max_duration_s=0.5).check_media(info)
+    with pytest.raises(InputError, match=r"this server accepts up to 0.001 MB"):
+        Limits(max_upload_mb=0.001).check_size(clip)
+    Limits(max_upload_mb=None, max_duration_s=None, max_resolution=None).check_media(info)
+    assert parse_resolution("1280x720") == (1280, 720)
+    with pytest.raises(ValueError):
+        parse_resolution("1280")
+
+
+def test_command_line_defaults_to_loopback_and_parses_limits() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args([])
+    assert (args.host, args.share, args.auth, args.max_resolution) == ("127.0.0.1", False, None, (1920, 1080))
+    args = parser.parse_args(["--auth", "ann:s3:cret", "--max-resolution", "0", "--max-duration", "30"])
+    assert args.auth == ("ann", "s3:cret") and args.max_resolution is None and args.max_duration == 30
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--auth", "nopassword"])
+
+
+def test_cli_has_web_subcommand() -> None:
+    from vidsr.cli import build_parser
+
+    args = build_parser().parse_args(["web", "--port", "0", "--max-upload-mb", "5"])
+    assert args.port == 0 and args.max_upload_mb == 5 and args.func.__module__ == "web.cli"
+
+
+def test_safe_name_never_yields_a_path() -> None:
+    assert handlers.safe_name("../../etc/passwd") == "passwd"
+    assert handlers.safe_name("my clip (1).MP4") == "my_clip_1.mp4"
+    assert handlers.safe_name("..") == "upload"
+
+
+# --- sessions ------------------------------------------------------------------------------------------------
+
+def test_session_folders_are_removed_on_release_sweep_and_close(store: SessionStore) -> None:
+    first, second = store.get("a"), store.get("b")
+    assert first is store.get("a") and first.directory.parent == store.root and first.directory.is_dir()
+    (first.directory / "file").write_bytes(b"x")
+    store.release("a")
+    assert not first.directory.exists() and first.cancel_event.is_set()
+    assert store.get("a") is not first  # a returning session starts afresh
+    store.idle_timeout_s = 0
+    assert sorted(store.sweep()) == ["a", "b"] and not second.directory.exists() and len(store) == 0
+    store.get("c")
+    store.close()
+    assert not store.root.exists()
+
+
+def test_folder_in_use_outlives_release_until_the_handler_leaves(store: SessionStore) -> None:
+    workspace = store.get("s")
+    with workspace.in_use():
+        store.release("s")
+        assert workspace.directory.is_dir() and workspace.cancel_event.is_set()
+        store.idle_timeout_s = 0
+        assert store.sweep() == []  # released already; nothing else to sweep
+    assert not workspace.directory.exists()
+    with pytest.raises(RuntimeError, match="closed"):
+        workspace.in_use().__enter__()
+
+
+def test_cancel_reaches_a_job_still_waiting_in_the_queue(store: SessionStore) -> None:
+    workspace = store.get("s")
+    workspace.arm()
+    flag = workspace.cancel_event
+    workspace.cancel()
+    with workspace.in_use():
+        workspace.arm()  # a second request while one runs keeps the raised flag
+        assert workspace.cancel_event is flag and flag.is_set()
+    workspace.arm()
+    assert not workspace.cancel_event.is_set()
+
+
+# --- uploads ---------------------------------------------------------------------------------------------------
+
+def test_upload_moves_into_the_session_folder_and_describes_the_media(store, clip, tmp_path) -> None:
+    workspace = store.get("s")
+    uploaded = upload_copy(clip, tmp_path, "my clip.mp4")
+    upload = handlers.accept_upload(workspace, uploaded, Limits())
+    assert not uploaded.exists() and upload.path == workspace.directory / "input" / "my_clip.mp4"
+    assert upload.summary() == "**my_clip.mp4** · video · 64x48 · 8 fps · 1.0 s · 8 frames · audio (aac)"
+    assert handlers.current_upload(workspace) is upload
+
+
+def test_corrupt_or_oversized_upload_is_refused_and_removed(store, clip, tmp_path) -> None:
+    workspace = store.get("s")
+    garbage = tmp_path / "notes.mp4"
+    garbage.write_bytes(b"this is not a video" * 50)
+    with pytest.raises(InputError, match=r"notes\.mp4: not a readable media file"):
+        handlers.accept_upload(workspace, garbage, Limits())
+    with pytest.raises(InputError, match="accepts up to 32x32"):
+        handlers.accept_upload(workspace, upload_copy(clip, tmp_path), Limits(max_resolution=(32, 32)))
+    assert list(workspace.directory.iterdir()) == [] and workspace.upload is None
+    with pytest.raises(InputError, match="upload a video or an image first"):
+        handlers.process(workspace, JobOptions())
+
+
+def test_errors_shown_in_the_page_hide_server_folders(store, tmp_path) -> None:
+    import gradio as gr
+
+    from web.app import user_errors
+
+    workspace = store.get("s")
+    garbage = tmp_path / "broken.mkv"
+    garbage.write_bytes(b"\x1a\x45\xdf\xa3 truncated")
+    with pytest.raises(gr.Error) as raised, user_errors(workspace):
+        handlers.accept_upload(workspace, garbage, Limits())
+    assert raised.value.message.startswith("input/broken.mkv: ") and str(store.root) not in raised.value.message
+
+
+# --- preview, job, cancel --------------------------------------------------------------------------------------
+
+def test_preview_shows_the_chosen_frame_next_to_bicubic(store, clip, tmp_path) -> None:
+    workspace = store.get("s")
+    upload = handlers.accept_upload(workspace, upload_copy(clip, tmp_path), Limits())
+    preview = handlers.make_preview(upload, 0.5, JobOptions())
+    assert preview.at_seconds == pytest.approx(0.5)
+    np.testing.assert_array_equal(preview.original, handlers.read_frame(clip, 0.5)[0])
+    assert preview.original.shape == (48, 64, 3) and preview.upscaled.shape == preview.bicubic.shape == (96, 128, 3)
+    # the model's result is an upscaled image of this frame, not of another one, and not bicubic itself
+    assert np.abs(preview.upscaled.astype(int) - preview.bicubic).mean() < 12
+    assert not np.array_equal(preview.upscaled, preview.bicubic)
+    bicubic_png, upscaled_png = handlers.save_preview(workspace, preview)
+    np.testing.assert_array_equal(np.asarray(Image.open(upscaled_png)), preview.upscaled)
+    assert bicubic_png.parent.parent == workspace.directory
+
+
+def test_full_job_reports_progress_and_keeps_audio(store, clip, tmp_path) -> None:
+    workspace = store.get("s")
+    handlers.accept_upload(workspace, upload_copy(clip, tmp_path), Limits())
+    reports: list[vidsr.Progress] = []
+    workspace.arm()
+    output = handlers.process(workspace, JobOptions(crf=30), reports.append, report_interval_s=0.01)
+    assert output == workspace.result and output.parent == workspace.directory / "output" and output.suffix == ".mp4"
+    info = vidsr.probe(output)
+    assert (info.video.width, info.video.height) == (128, 96)
+    assert decoded_frames(output) == CLIP_FRAMES and stream_kinds(output) == ["video", "audio"]
+    assert reports and reports[-1].frames == CLIP_FRAMES
+    assert [r.frames for r in reports] == sorted(r.frames for r in reports)
+    assert handlers.describe_progress(reports[-1]).startswith(f"{CLIP_FRAMES}/{CLIP_FRAMES} frames · ")
+
+
+def test_cancel_stops_the_job_and_leaves_no_output(store, tmp_path) -> None:
+    workspace = store.get("s")
+    longer = make_clip(tmp_path / "long.mp4", frames=48, audio=False)
+    handlers.accept_upload(workspace, longer, Limits())
+    workspace.arm()
+
+    def cancel_on_first_report(progress: vidsr.Progress) -> None:
+        workspace.cancel()
+
+    with pytest.raises(Cancelled):
+        handlers.process(workspace, JobOptions(), cancel_on_first_report, report_interval_s=0.001)
+    assert workspace.result is None and list((workspace.directory / "output").iterdir()) == []
+    with pytest.raises(Cancelled, match="before it started"):  # still cancelled until the next request
+        handlers.process(workspace, JobOptions())
+
+
+def test_image_upload_gives_a_png(store, tmp_path) -> None:
+    workspace = store.get("s")
+    picture = tmp_path / "photo.png"
+    Image.fromarray(pattern_frame(40, 30, 0)).save(picture)
+    upload = handlers.accept_upload(workspace, picture, Limits())
+    assert upload.is_image and upload.summary() == "**photo.png** · image · 40x30"
+    assert handlers.make_preview(upload, 0, JobOptions()).upscaled.shape == (60, 80, 3)
+    output = handlers.process(workspace, JobOptions())
+    assert output.suffix == ".png" and Image.open(output).size == (80, 60)
+
+
+def test_progress_is_relayed_from_the_calling_thread() -> None:
+    caller = threading.current_thread()
+    seen: list[tuple[int, bool]] = []
+
+    def job(progress) -> str:
+        for frames in range(1, 4):
+            progress(vidsr.Progress(frames=frames, total=3, elapsed=0.1 * frames))
+            time.sleep(0.05)
+        return "done"
+
+    def report(update: vidsr.Progress) -> None:
+        seen.append((update.frames, threading.current_thread() is caller))
+
+    assert handlers.run_reporting(job, report, interval_s=0.01) == "done"
+    assert seen[-1] == (3, True) and all(same for _, same in seen)
+    with pytest.raises(ZeroDivisionError):
+        handlers.run_reporting(lambda progress: 1 / 0, report, interval_s=0.01)
+
+
+def test_model_labels_show_scale_speed_and_psnr() -> None:
+    models = vidsr.list_models()
+    assert models, "no bundled models"
+    label = handlers.model_label(models[0])
+    assert f"×{models[0].scale}" in label and handlers.speed_class(models[0].gmacs_1080p) in label
+    assert handlers.format_duration(3725) == "1:02:05" and handlers.format_duration(65) == "1:05"
+    assert "libx264" in handlers.available_encoders()
