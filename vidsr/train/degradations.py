@@ -8,6 +8,7 @@ the resize back to the LR size with a final sinc filter, and optionally a libx26
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -130,9 +131,9 @@ class DegradationConfig:
         return cls(codec=CodecConfig(prob=0.6), sharpen_gt=SharpenConfig(enabled=True))
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> DegradationConfig:
-        """Build from nested plain values (JSON), keeping defaults for what is not given."""
-        return _merge(cls(), values)
+    def from_dict(cls, values: dict[str, Any], base: DegradationConfig | None = None) -> DegradationConfig:
+        """Build from nested plain values (TOML / JSON); what they do not give is taken from `base` (or defaults)."""
+        return _merge(copy.deepcopy(base) if base else cls(), values)
 
 
 def _merge(obj: Any, values: dict[str, Any]) -> Any:
