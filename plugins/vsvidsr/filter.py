@@ -92,7 +92,7 @@ def upscale(
 def _check_clip(clip: vs.VideoNode) -> None:
     if not isinstance(clip, vs.VideoNode):
         raise vs.Error("vsvidsr.upscale: clip must be a video clip")
-    if clip.format is None or clip.width == 0 or clip.height == 0:
+    if clip.format is None or clip.format.color_family == vs.UNDEFINED or clip.width == 0 or clip.height == 0:
         raise vs.Error("vsvidsr.upscale: variable-format or variable-size clips are not supported; "
                        "convert to one format and size first (e.g. core.resize.Bicubic)")
     if clip.format.color_family not in (vs.RGB, vs.YUV, vs.GRAY):
@@ -141,8 +141,10 @@ def plane_layout(fmt: vs.VideoFormat) -> PlaneLayout:
 
 def color_info(props: vs.FrameProps) -> ColorInfo:
     """Colour description from frame props; integer YUV without a range prop is limited range."""
-    legacy_full = props.get("_ColorRange", 1) == 0  # before R81: _ColorRange 0 = full, 1 = limited
-    full_range = props["_Range"] == vs.RANGE_FULL if "_Range" in props else legacy_full
+    if "_Range" in props:
+        full_range = props["_Range"] == vs.RANGE_FULL
+    else:  # before R81 the prop was _ColorRange, 0 = full, 1 = limited (reading it warns, so only if set)
+        full_range = "_ColorRange" in props and props["_ColorRange"] == 0
     return ColorInfo(matrix=int(props.get("_Matrix", UNSPECIFIED)),
                      primaries=int(props.get("_Primaries", UNSPECIFIED)),
                      transfer=int(props.get("_Transfer", UNSPECIFIED)), full_range=full_range)
