@@ -14,6 +14,7 @@ from PIL import Image
 
 import vidsr
 from vidsr.errors import Cancelled, InputError
+from vidsr.sample import ClipSpec, pattern_frame, write_clip
 from web import handlers
 from web.cli import add_arguments
 from web.handlers import JobOptions
@@ -23,38 +24,10 @@ from web.sessions import SessionStore
 CLIP_W, CLIP_H, CLIP_FRAMES, CLIP_FPS = 64, 48, 8, 8
 
 
-def pattern_frame(width: int, height: int, index: int) -> np.ndarray:
-    """Rings drifting across a colour ramp: detail an upscaler can be judged on, different each frame."""
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    radius = np.hypot(x - width * (0.3 + 0.05 * index), y - height / 2)
-    rings = 0.5 + 0.5 * np.cos(radius * 0.9)
-    rgb = np.stack([rings, x / width, 1 - y / height], axis=-1)
-    return (rgb * 255).astype(np.uint8)
-
-
-
-
-def make_clip(path: Path, width: int = CLIP_W, height: int = CLIP_H, frames: int = CLIP_FRAMES,
-              fps: int = CLIP_FPS, audio: bool = True) -> Path:
-    """H.264 video (+ AAC audio over the same duration) with PyAV."""
-    with av.open(str(path), "w") as out:
-        video = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        sound = out.add_stream("aac", rate=16000, layout="mono") if audio else None
-        for index in range(frames):
-            frame = av.VideoFrame.from_ndarray(pattern_frame(width, height, index), format="rgb24")
-            frame.pts, frame.time_base = index, Fraction(1, fps)
-            out.mux(video.encode(frame))
-        out.mux(video.encode(None))
-        if sound is not None:
-            chunk = 1024
-            for start in range(0, 16000 * frames // fps, chunk):
-                tone = 0.2 * np.sin(2 * np.pi * 440 * (start + np.arange(chunk)) / 16000)
-                samples = av.AudioFrame.from_ndarray(tone.astype(np.float32)[None], format="fltp", layout="mono")
-                samples.sample_rate, samples.pts = 16000, start
-                out.mux(sound.encode(samples))
-            out.mux(sound.encode(None))
-    return path
+def make_clip(path: Path, frames: int = CLIP_FRAMES, audio: bool = True) -> Path:
+    """H.264 (+ AAC audio) with vidsr's sample generator."""
+    return write_clip(path, ClipSpec(width=CLIP_W, height=CLIP_H, frames=frames, rate=Fraction(CLIP_FPS),
+                                     audio=audio))
 
 
 def stream_kinds(path: Path) -> list[str]:
@@ -259,7 +232,7 @@ def test_cancel_stops_the_job_and_leaves_no_output(store, tmp_path) -> None:
 def test_image_upload_gives_a_png(store, tmp_path) -> None:
     workspace = store.get("s")
     picture = tmp_path / "photo.png"
-    Image.fromarray(pattern_frame(40, 30, 0)).save(picture)
+    Image.fromarray((pattern_frame(40, 30, 0) * 255).astype(np.uint8)).save(picture)
     upload = handlers.accept_upload(workspace, picture, Limits())
     assert upload.is_image and upload.summary() == "**photo.png** · image · 40x30"
     assert handlers.make_preview(upload, 0, JobOptions()).upscaled.shape == (60, 80, 3)

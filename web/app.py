@@ -14,6 +14,7 @@ import gradio as gr
 
 import vidsr
 from vidsr.errors import Cancelled, VidsrError
+from vidsr.media import sink
 from vidsr.zoo import DEFAULT_MODEL
 from web import handlers
 from web.handlers import JobOptions
@@ -21,7 +22,6 @@ from web.limits import Limits
 from web.sessions import SessionStore, Workspace
 
 GPU_QUEUE = "gpu"  # preview and full jobs share it: one model run per GPU at a time
-DEFAULT_CRF = 18
 CSS = "#status:empty, #preview-info:empty {display: none}"
 
 
@@ -32,6 +32,10 @@ class WebSettings:
     concurrency: int = 1
     queue_size: int = 20
     idle_timeout_s: float = 6 * 3600
+
+
+def crf_for(encoder: str) -> int:
+    return sink.DEFAULT_CRF.get(encoder, 23)
 
 
 @contextmanager
@@ -121,7 +125,7 @@ def build_app(settings: WebSettings, store: SessionStore) -> gr.Blocks:
                 precision = gr.Radio(list(handlers.PRECISIONS), value="auto", label="Precision")
                 with gr.Accordion("Output quality", open=False):
                     encoder = gr.Dropdown(handlers.available_encoders(), value="libx264", label="Encoder")
-                    crf = gr.Slider(0, 51, value=DEFAULT_CRF, step=1, label="CRF",
+                    crf = gr.Slider(0, 63, value=crf_for("libx264"), step=1, label="CRF",
                                     info="lower is better quality and a bigger file")
                 at_seconds = gr.Slider(0, 1, value=0, label="Preview frame at (seconds)", visible=False,
                                        elem_id="preview-at")
@@ -144,6 +148,7 @@ def build_app(settings: WebSettings, store: SessionStore) -> gr.Blocks:
         process_button.click(on_request_job, None, [status], queue=False, **private).then(
             on_process, [model, precision, encoder, crf], [result_video, result_file, status],
             concurrency_id=GPU_QUEUE, **private)
+        encoder.change(lambda name: gr.Slider(value=crf_for(name)), [encoder], [crf], queue=False, **private)
         cancel_button.click(on_cancel, None, [status], queue=False, **private)
         demo.unload(on_unload)
     demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)

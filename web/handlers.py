@@ -18,6 +18,7 @@ from PIL import Image
 
 import vidsr
 from vidsr.errors import Cancelled, InputError
+from vidsr.media import sink
 from vidsr.media.info import MediaInfo
 from vidsr.resize import imresize_np
 from vidsr.zoo import ModelInfo
@@ -25,8 +26,8 @@ from web.limits import Limits
 from web.sessions import Workspace
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-ENCODERS = ("libx264", "libx265", "libsvtav1", "libvpx-vp9")
-GPU_ENCODERS = ("h264_nvenc", "hevc_nvenc")
+# Delivery encoders offered in the page (the engine also has intermediate ones such as ffv1 and prores_ks).
+WEB_ENCODERS = ("libx264", "libx265", "libsvtav1", "h264_nvenc", "hevc_nvenc")
 # Containers that keep the input's streams as they are; anything else is written as Matroska.
 MP4_FAMILY = ("mov", "mp4")
 
@@ -48,8 +49,10 @@ class Upload:
                 parts.append(f"{float(video.frame_rate):.3g} fps")
             if video.duration:
                 parts.append(f"{video.duration:.1f} s")
-            if video.estimated_frames:
-                parts.append(f"{video.estimated_frames} frames")
+            if video.frame_count:
+                parts.append(f"{video.frame_count} frames")
+            elif video.estimated_frames:
+                parts.append(f"about {video.estimated_frames} frames")
             parts += [f"{s.kind} ({s.codec})" for s in self.info.others]
         return " · ".join(parts)
 
@@ -171,14 +174,14 @@ def process(workspace: Workspace, options: JobOptions,
     shutil.rmtree(output.parent, ignore_errors=True)
     output.parent.mkdir()
     workspace.result = None
-    common = dict(model=options.model, device=options.device, precision=options.precision)
-    if upload.is_image:
-        vidsr.upscale_image(upload.path, output, **common)
-    else:
-        def job(progress: Callable[[vidsr.Progress], None]) -> Path:
-            return vidsr.upscale_video(upload.path, output, **common, encoder=options.encoder, crf=options.crf,
-                                       progress=progress, cancel=workspace.cancel_event)
-        run_reporting(job, report or (lambda _: None), report_interval_s)
+    upscaler = upscaler_for(options.model, options.precision, options.device)
+    encoder, crf = (None, None) if upload.is_image else (options.encoder, options.crf)  # images: PNG
+
+    def job(progress: Callable[[vidsr.Progress], None]) -> Path:
+        return vidsr.upscale_video(upload.path, output, upscaler=upscaler, encoder=encoder, crf=crf,
+                                   progress=progress, cancel=workspace.cancel_event)
+
+    run_reporting(job, report or (lambda _: None), report_interval_s)
     workspace.result = output
     return output
 
@@ -219,9 +222,9 @@ def format_duration(seconds: float) -> str:
 
 
 def available_encoders() -> list[str]:
-    """The encoders this FFmpeg build has (NVENC ones only next to a CUDA device)."""
-    candidates = ENCODERS + (GPU_ENCODERS if torch.cuda.is_available() else ())
-    return [name for name in candidates if name in av.codecs_available]
+    """The delivery encoders this FFmpeg build has (NVENC ones only next to a CUDA device)."""
+    return [name for name in sink.available_encoders()
+            if name in WEB_ENCODERS and (torch.cuda.is_available() or not name.endswith("_nvenc"))]
 
 
 def speed_class(gmacs_1080p: float) -> str:
