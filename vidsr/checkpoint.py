@@ -96,3 +96,15 @@ def _decode(value: str) -> Any:
         return json.loads(value)
     except json.JSONDecodeError:
         return value
+
+
+def update_metadata(path: str | Path, **fields: Any) -> None:
+    """Merge `fields` into the metadata of a project safetensors file (e.g. PSNR measured by `vidsr eval`)."""
+    path = Path(path)
+    tensors = load_file(str(path))
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    metadata.update({key: json.dumps(value) for key, value in fields.items()})
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    tmp.replace(path)

@@ -22,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out-dir", help="run folder: state.pt, log.csv, plot.png, best/last.safetensors")
     parser.add_argument("--cache-dir", help="where to cache LR/HR pairs")
     parser.add_argument("--name", help="name stored in the exported weights")
+    parser.add_argument("--init-from", help="start from these weights (tensors with matching shapes)")
     parser.add_argument("--iterations", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--patch-size", type=int, help="LR patch side")

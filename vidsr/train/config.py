@@ -20,6 +20,7 @@ class TrainConfig:
     cache_dir: str | None = None  # where the LR/HR pairs are cached (default: <out_dir>/cache)
     out_dir: str = "runs/train"
     name: str | None = None  # name of the exported model (default: <arch>-x<scale>)
+    init_from: str | None = None  # weights to start from; tensors whose shapes match are copied (e.g. x2 -> x4)
     patch_size: int = 24  # low-resolution side of a training patch
     batch_size: int = 32
     iterations: int = 100_000

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from vidsr.archs import ModelDescriptor, create_model
-from vidsr.checkpoint import save_checkpoint
+from vidsr.checkpoint import load_checkpoint, save_checkpoint
 from vidsr.errors import InputError
 from vidsr.evaluate import evaluate_dataset, model_predictor
 from vidsr.train.config import TrainConfig
@@ -48,6 +48,15 @@ def lr_factor(config: TrainConfig, iteration: int) -> float:
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def init_from(model: torch.nn.Module, path: str | Path) -> list[str]:
+    """Copy the tensors of a weight file whose names and shapes match into `model` (transfer between scales)."""
+    source, _ = load_checkpoint(path)
+    target = model.state_dict()
+    copied = [key for key, value in source.items() if key in target and target[key].shape == value.shape]
+    model.load_state_dict({key: source[key] for key in copied}, strict=False)
+    return copied
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -69,6 +78,10 @@ class Trainer:
         torch.manual_seed(config.seed)
         random.seed(config.seed)
         self.descriptor: ModelDescriptor = create_model(config.arch, scale=config.scale, **config.hyperparams)
+        if config.init_from:
+            copied = init_from(self.descriptor.model, config.init_from)
+            tqdm.write(f"initialised {len(copied)} of {len(self.descriptor.model.state_dict())} tensors "
+                       f"from {config.init_from}")
         self.model = self.descriptor.model.to(self.device).train()
         cache = PairCache(config.train_dirs, config.scale, self.descriptor.in_channels,
                           config.cache_dir or self.out_dir / "cache", min_side=config.patch_size)
@@ -177,6 +190,7 @@ class Trainer:
             "patch_size": config.patch_size, "batch_size": config.batch_size, "loss": config.loss,
             "lr": config.lr, "schedule": config.schedule, "ema_decay": config.ema_decay, "seed": config.seed,
             "device": self.device.type, "train_hours": round(self.elapsed / 3600, 2),
+            "init_from": Path(config.init_from).name if config.init_from else None,
         }
         extra = {"validation": {self.val_name: round(val_psnr, 3)}} if val_psnr is not None else {}
         name = config.name or f"{config.arch}-x{config.scale}"

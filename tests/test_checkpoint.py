@@ -1,0 +1,97 @@
+"""Checkpoint files: project safetensors with metadata, third-party .pth wrappers, refusal of pickled code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from vidsr.archs import create_model
+from vidsr.checkpoint import load_checkpoint, save_checkpoint, unwrap_state_dict, update_metadata
+from vidsr.errors import ModelError
+from vidsr.zoo import bundled_weights, list_models, load_model
+
+
+def tiny_espcn(seed: int = 0):
+    torch.manual_seed(seed)
+    return create_model("espcn", scale=3, channels=1, features=8, mid_features=4, act="relu")
+
+
+def outputs_match(a, b) -> bool:
+    x = torch.rand(1, a.in_channels, 7, 9)
+    with torch.no_grad():
+        return torch.equal(a.model.eval()(x), b.model.eval()(x))
+
+
+def test_safetensors_round_trip_keeps_metadata_and_non_shape_hyperparams(tmp_path: Path) -> None:
+    model = tiny_espcn()
+    path = save_checkpoint(tmp_path / "m.safetensors", model, name="tiny", psnr={"Set5": 30.5})
+    loaded = load_model(path)
+    assert loaded.metadata["psnr"] == {"Set5": 30.5}
+    assert loaded.metadata["name"] == "tiny"
+    assert loaded.hyperparams["act"] == "relu"  # not readable from shapes: comes from the metadata
+    assert outputs_match(model, loaded)
+    update_metadata(path, psnr={"Set5": 31.0})
+    assert load_model(path).metadata["psnr"] == {"Set5": 31.0}
+
+
+@pytest.mark.parametrize("wrap", [
+    lambda sd: sd,
+    lambda sd: {"params_ema": sd, "params": {k: torch.zeros_like(v) for k, v in sd.items()}},
+    lambda sd: {"params": sd},
+    lambda sd: {"state_dict": {f"module.{k}": v for k, v in sd.items()}, "epoch": 3},
+])
+def test_pth_wrappers_and_prefixes_are_unwrapped(tmp_path: Path, wrap) -> None:
+    model = create_model("espcn", scale=2, channels=1, features=8, mid_features=4)
+    path = tmp_path / "third_party.pth"
+    torch.save(wrap(model.model.state_dict()), path)
+    assert outputs_match(model, load_model(path))
+
+
+def test_unwrap_rejects_a_dict_without_tensors() -> None:
+    with pytest.raises(ModelError, match="no tensors"):
+        unwrap_state_dict({"epoch": 3, "optimizer": {"lr": 0.1}})
+
+
+class Exploit:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_malicious_pickle_is_refused_without_running_code(tmp_path: Path) -> None:
+    marker = tmp_path / "code_ran"
+    path = tmp_path / "evil.pth"
+    torch.save({"conv1.weight": torch.zeros(1), "payload": Exploit(marker)}, path)
+    with pytest.raises(ModelError, match="refused"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_unknown_name_lists_bundled_models() -> None:
+    with pytest.raises(ModelError, match="bundled models") as info:
+        load_model("no-such-model")
+    for name in bundled_weights():
+        assert name in str(info.value)
+
+
+def test_corrupt_and_unknown_files_are_model_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    with pytest.raises(ModelError):
+        load_model(bad)
+    other = tmp_path / "weights.onnx"
+    other.write_bytes(b"x")
+    with pytest.raises(ModelError, match="unknown weight format"):
+        load_model(other)
+
+
+def test_every_bundled_weight_file_is_a_listed_model() -> None:
+    infos = {info.name: info for info in list_models()}
+    assert set(infos) == set(bundled_weights())
+    for info in infos.values():
+        assert info.params > 0 and info.gmacs_1080p > 0
+        assert load_model(info.name).scale == info.scale

@@ -1,0 +1,86 @@
+"""`vidsr eval`: Y-PSNR / SSIM of models (or the bicubic baseline) with the standard SR protocol."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vidsr.checkpoint import update_metadata
+from vidsr.commands import add_command
+from vidsr.errors import InputError
+from vidsr.evaluate import EvalResult, bicubic_predictor, evaluate_dataset, model_predictor
+from vidsr.train.trainer import resolve_device
+from vidsr.zoo import bundled_weights, load_model
+
+DATA_ENV = "VIDSR_EVAL_DATA"  # folder holding Set5/, Set14/ ...
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = add_command(subparsers, "eval", "Measure Y-PSNR/SSIM (standard SR protocol) of models or bicubic.", run)
+    parser.add_argument("models", nargs="*", help="bundled model names or weight files (default: all bundled)")
+    parser.add_argument("--bicubic", action="store_true", help="evaluate the MATLAB-bicubic baseline")
+    parser.add_argument("--scale", type=int, nargs="+", default=[2, 3, 4], help="scales for --bicubic")
+    parser.add_argument("--dataset", nargs="+", help=f"folders of HR images (default: ${DATA_ENV}/Set5 and Set14)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--json", type=Path, help="write the results as JSON here")
+    parser.add_argument("--per-image", action="store_true", help="also print every image's figures")
+    parser.add_argument("--record", action="store_true",
+                        help="store the measured PSNR/SSIM in each (safetensors) weight file's metadata")
+
+
+def dataset_dirs(args: argparse.Namespace) -> list[Path]:
+    if args.dataset:
+        dirs = [Path(d) for d in args.dataset]
+    elif os.environ.get(DATA_ENV):
+        dirs = [Path(os.environ[DATA_ENV]) / name for name in ("Set5", "Set14")]
+    else:
+        raise InputError(f"no evaluation data: pass --dataset DIR or set {DATA_ENV} to a folder with Set5/ Set14/")
+    missing = [str(d) for d in dirs if not d.is_dir()]
+    if missing:
+        raise InputError(f"dataset folder not found: {', '.join(missing)}")
+    return dirs
+
+
+def run(args: argparse.Namespace) -> int:
+    datasets = dataset_dirs(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows: list[dict[str, Any]] = []
+    if args.bicubic:
+        for scale in args.scale:
+            rows += [_row("bicubic", evaluate_dataset(bicubic_predictor(scale), d, scale)) for d in datasets]
+    names = args.models or ([] if args.bicubic else list(bundled_weights()))
+    device = resolve_device(args.device)
+    for name in names:
+        descriptor = load_model(name)
+        results = [evaluate_dataset(model_predictor(descriptor, device), d, descriptor.scale) for d in datasets]
+        label = descriptor.metadata.get("name", str(name))
+        rows += [_row(label, result) for result in results]
+        if args.record:
+            path = bundled_weights().get(name, Path(name))
+            update_metadata(path, psnr={r.dataset: round(r.psnr, 3) for r in results},
+                            ssim={r.dataset: round(r.ssim, 4) for r in results})
+    print_table(rows, args.per_image)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def _row(model: str, result: EvalResult) -> dict[str, Any]:
+    return {"model": model, "dataset": result.dataset, "scale": result.scale, "psnr": round(result.psnr, 3),
+            "ssim": round(result.ssim, 4), "images": result.per_image}
+
+
+def print_table(rows: list[dict[str, Any]], per_image: bool) -> None:
+    print(f"{'model':<24} {'dataset':<10} {'scale':>5} {'PSNR':>8} {'SSIM':>7}")
+    for row in rows:
+        print(f"{row['model']:<24} {row['dataset']:<10} {'x' + str(row['scale']):>5} {row['psnr']:>8.3f} "
+              f"{row['ssim']:>7.4f}")
+        for image in row["images"] if per_image else []:
+            print(f"  {image['image']:<32} {image['psnr']:>8.3f} {image['ssim']:>7.4f}")
