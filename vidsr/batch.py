@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from vidsr.errors import InputError, OutputError
+from vidsr.media.info import probe
 from vidsr.media.pipeline import IMAGE_ENCODERS, upscale_video
 from vidsr.upscaler import Upscaler
 
@@ -31,12 +32,13 @@ def upscale_path(input: str | Path, output: str | Path | None = None, *, model: 
     input_path = Path(input)
     if not input_path.exists():
         raise InputError(f"{input_path}: no such file or directory")
+    files = folder_media(input_path) if input_path.is_dir() else [input_path]
+    if not files:
+        raise InputError(f"{input_path}: folder holds no video or image files")
+    probe(files[0])  # a bad input is reported before minutes are spent loading a model
     upscaler = Upscaler(model, device=device, precision=precision, tile=tile, tile_pad=tile_pad)
     if not input_path.is_dir():
         return [upscale_video(input_path, output, upscaler=upscaler, **options)]
-    files = folder_media(input_path)
-    if not files:
-        raise InputError(f"{input_path}: folder holds no video or image files")
     out_dir = Path(output) if output is not None else input_path.with_name(f"{input_path.name}_x{upscaler.scale}")
     if out_dir.resolve() == input_path.resolve():
         raise OutputError(f"{out_dir}: output folder must differ from the input folder")

@@ -39,6 +39,9 @@ class Source:
         self.skip_errors = skip_errors
         self.container = open_container(self.path)
         self.video = self.container.streams.video[0]
+        # Make the decoder report damage instead of silently concealing it: the job stops (or skips the
+        # frame) rather than upscaling garbage.
+        self.video.codec_context.options = {"err_detect": "crccheck+bitstream+buffer+explode"}
         self.skipped = 0
 
     def close(self) -> None:
@@ -74,10 +77,14 @@ class Source:
 
     def _decode(self, packet: av.Packet, index: int) -> list[av.VideoFrame]:
         try:
-            return packet.decode()
+            frames = packet.decode()
+            reason = "corrupt picture" if any(f.is_corrupt for f in frames) else None
         except av.FFmpegError as exc:
-            if not self.skip_errors:
-                raise DecodeError(f"{self.path}: decode error at frame {index} ({ffmpeg_reason(exc)}); "
-                                  "use --skip-errors to drop broken frames") from None
-            self.skipped += 1
-            return []
+            frames, reason = [], ffmpeg_reason(exc)
+        if reason is None:
+            return frames
+        if not self.skip_errors:
+            raise DecodeError(f"{self.path}: decode error at frame {index} ({reason}); "
+                              "use --skip-errors to drop broken frames")
+        self.skipped += 1
+        return [f for f in frames if not f.is_corrupt]

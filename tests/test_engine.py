@@ -1,0 +1,214 @@
+"""End-to-end engine tests on clips generated with PyAV: streams, timestamps, colour, depth, failures."""
+
+from __future__ import annotations
+
+import threading
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+import vidsr
+from vidsr.color import planes_to_rgb
+from vidsr.errors import Cancelled, DecodeError, EncodeError, InputError, OutputError
+from vidsr.media.frames import frame_to_planes, plane_layout
+from vidsr.media.info import ColorInfo, probe
+from vidsr.metrics import psnr, rgb_to_y
+from vidsr.resize import imresize_np
+from vidsr.sample import ClipSpec, pattern_frame, write_clip
+
+
+def decoded_times(path: Path) -> list[Fraction]:
+    with av.open(str(path)) as c:
+        return [f.pts * f.time_base for f in c.decode(video=0)]
+
+
+def packets(path: Path, kind: str) -> list[tuple[int | None, bytes]]:
+    with av.open(str(path)) as c:
+        stream = next(s for s in c.streams if s.type == kind)
+        return [(p.pts, bytes(p)) for p in c.demux(stream) if p.size]
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if ".partial-" in p.name)
+
+
+def test_odd_size_vfr_mkv_keeps_every_timestamp_audio_and_subtitles(make_clip, random_espcn, tmp_path):
+    src = make_clip("in.mkv", width=321, height=241, frames=10, vfr=True, audio=True, subtitles=True,
+                    codec="ffv1", options=())
+    assert probe(src).video.frame_count is None  # Matroska stores no count: progress must cope
+    out = vidsr.upscale_video(src, tmp_path / "out.mkv", model=random_espcn, batch_size=3)
+
+    info = probe(out)
+    assert (info.video.width, info.video.height) == (642, 482)
+    in_times, out_times = decoded_times(src), decoded_times(out)
+    assert len(out_times) == 10
+    assert out_times == in_times  # same time base (1/1000 in Matroska): exact
+    assert len(set(np.diff([float(t) for t in in_times]).round(3))) > 1  # the clip really is VFR
+    assert info.video.duration == pytest.approx(probe(src).video.duration, abs=1e-3)
+    assert packets(out, "audio") == packets(src, "audio")
+    assert packets(out, "subtitle") == packets(src, "subtitle")
+
+
+def test_ten_bit_bt601_in_gives_ten_bit_bt601_out(make_clip, random_espcn, tmp_path):
+    src = make_clip("in.mp4", width=96, height=64, frames=6, pix_fmt="yuv420p10le", matrix=6, primaries=6, transfer=6)
+    out = vidsr.upscale_video(src, tmp_path / "out.mp4", model=random_espcn)
+    video = probe(out).video
+    assert video.pix_fmt == "yuv420p10le" and video.bit_depth == 10
+    assert (video.color.matrix, video.color.primaries, video.color.transfer) == (6, 6, 6)
+    assert decoded_times(out) == decoded_times(src)
+    with av.open(str(out)) as c:
+        luma = frame_to_planes(next(c.decode(video=0)))[0]
+    assert luma.dtype == np.uint16 and (luma % 4 != 0).any()  # real 10-bit codes, not 8-bit ones shifted up
+
+
+def test_untagged_sd_input_is_tagged_with_the_matrix_used(make_clip, random_espcn, tmp_path):
+    src = make_clip("in.mp4", width=96, height=64, frames=3, matrix=2, primaries=2, transfer=2)
+    video = probe(vidsr.upscale_video(src, tmp_path / "out.mp4", model=random_espcn)).video
+    # SD input without tags is BT.601 by convention; the larger output must say so explicitly.
+    assert (video.color.matrix, video.color.primaries, video.color.transfer) == (6, 6, 6)
+
+
+@pytest.mark.parametrize("matrix", [1, 6])
+def test_rgb_model_path_honours_the_colour_matrix(make_clip, random_rgb_model, tmp_path, matrix):
+    """A flat colour encoded with BT.709 or BT.601 decodes to the same RGB through the engine's conversion."""
+    flat = [np.full((64, 96, 3), (0.8, 0.3, 0.1), np.float32)] * 2
+    src = write_clip(tmp_path / f"flat{matrix}.mkv", ClipSpec(width=96, height=64, frames=2, matrix=matrix,
+                                                              primaries=matrix, transfer=matrix, codec="ffv1",
+                                                              options=()), frames=flat)
+    info = probe(src).video
+    with av.open(str(src)) as c:
+        planes = [torch.from_numpy(p.copy())[None] for p in frame_to_planes(next(c.decode(video=0)))]
+    rgb = planes_to_rgb(planes, plane_layout("yuv420p"), info.color)[0, :, 8:-8, 8:-8].mean(dim=(1, 2))
+    assert rgb.numpy() == pytest.approx([0.8, 0.3, 0.1], abs=0.01)
+    wrong = planes_to_rgb(planes, plane_layout("yuv420p"), ColorInfo(matrix=1 if matrix == 6 else 6))
+    assert np.abs(wrong[0, :, 8:-8, 8:-8].mean(dim=(1, 2)).numpy() - [0.8, 0.3, 0.1]).max() > 0.02
+
+    out = vidsr.upscale_video(src, tmp_path / f"out{matrix}.mkv", model=random_rgb_model, encoder="ffv1")
+    assert probe(out).video.color.matrix == matrix
+
+
+def test_sar_and_rotation_are_kept(make_clip, random_espcn, tmp_path):
+    src = tmp_path / "rot.mp4"
+    with av.open(str(src), "w") as c:
+        s = c.add_stream("libx264", rate=24)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.codec_context.sample_aspect_ratio = Fraction(4, 3)
+        s.set_display_rotation(90)
+        for i in range(3):
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 * i, np.uint8), format="rgb24")
+            f.pts = i
+            c.mux(s.encode(f))
+        c.mux(s.encode(None))
+    video = probe(vidsr.upscale_video(src, tmp_path / "out.mp4", model=random_espcn)).video
+    assert video.sar == Fraction(4, 3)
+    assert video.rotation == probe(src).video.rotation != 0
+
+
+def test_encoder_crf_preset_and_pix_fmt_are_applied(make_clip, random_espcn, tmp_path):
+    src = make_clip("in.mp4", width=64, height=48, frames=4)
+    out = vidsr.upscale_video(src, tmp_path / "out.mkv", model=random_espcn, encoder="libx265", crf=30,
+                              preset="ultrafast", pix_fmt="yuv444p")
+    video = probe(out).video
+    assert (video.codec, video.pix_fmt) == ("hevc", "yuv444p")
+    with pytest.raises(EncodeError, match="does not support pix_fmt"):
+        vidsr.upscale_video(src, tmp_path / "bad.mp4", model=random_espcn, encoder="libsvtav1", pix_fmt="yuv444p")
+    with pytest.raises(EncodeError, match="unknown encoder"):
+        vidsr.upscale_video(src, tmp_path / "bad.mp4", model=random_espcn, encoder="nope264")
+    assert not list(tmp_path.glob("bad*")) and leftovers(tmp_path) == []
+
+
+def test_image_in_image_out(tmp_path, random_espcn):
+    src = tmp_path / "pic.png"
+    av.VideoFrame.from_ndarray(np.random.default_rng(0).integers(0, 255, (33, 47, 3), dtype=np.uint8),
+                               format="rgb24").to_image().save(src)
+    out = vidsr.upscale_path(src, tmp_path / "pic_x2.png", model=random_espcn)[0]
+    assert probe(out).video.width == 94 and probe(out).video.height == 66
+
+
+def test_folder_of_media(make_clip, tmp_path, random_espcn):
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for name in ("a.mp4", "b.mkv"):
+        (folder / name).write_bytes(make_clip(name, width=64, height=48, frames=2).read_bytes())
+    written = vidsr.upscale_path(folder, model=random_espcn)
+    assert [p.name for p in written] == ["a.mp4", "b.mkv"]
+    assert all(probe(p).video.width == 128 for p in written)
+    assert written[0].parent == tmp_path / "clips_x2"
+
+
+def test_model_output_beats_bicubic_on_a_downscaled_clip(tmp_path):
+    """The bundled default model restores a 2x-downscaled sharp clip better than bicubic does."""
+    hr = [pattern_frame(192, 128, t) for t in range(3)]
+    lr = [imresize_np(f, 0.5).clip(0, 1) for f in hr]
+    spec = ClipSpec(width=96, height=64, frames=3, pix_fmt="yuv444p", codec="ffv1", options=())
+    src = write_clip(tmp_path / "lr.mkv", spec, frames=lr)
+    out = vidsr.upscale_video(src, tmp_path / "sr.mkv", encoder="ffv1", pix_fmt="yuv444p")
+    with av.open(str(out)) as c:
+        sr = [f.to_ndarray(format="rgb24").astype(np.float32) / 255 for f in c.decode(video=0)]
+    with av.open(str(src)) as c:
+        decoded_lr = [f.to_ndarray(format="rgb24").astype(np.float32) / 255 for f in c.decode(video=0)]
+    model_psnr = np.mean([psnr(rgb_to_y(h), rgb_to_y(s), border=4) for h, s in zip(hr, sr, strict=True)])
+    bicubic_psnr = np.mean([psnr(rgb_to_y(h), rgb_to_y(imresize_np(lo, 2.0).clip(0, 1)), border=4)
+                            for h, lo in zip(hr, decoded_lr, strict=True)])
+    assert model_psnr > bicubic_psnr + 0.3
+
+
+# --- failures: one clear error, nothing left behind ----------------------------------------------------
+
+
+def test_corrupt_stream_stops_with_frame_index_and_leaves_nothing(make_clip, random_espcn, tmp_path):
+    src = make_clip("in.mp4", width=64, height=48, frames=12)
+    data = bytearray(src.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 200] = bytes(range(200))  # garbage in the middle of the H.264 payload
+    src.write_bytes(bytes(data))
+    out = tmp_path / "out.mkv"
+    with pytest.raises(DecodeError, match=r"frame \d+"):
+        vidsr.upscale_video(src, out, model=random_espcn)
+    assert not out.exists() and leftovers(tmp_path) == []
+    skipped = vidsr.upscale_video(src, out, model=random_espcn, skip_errors=True)
+    assert 0 < len(decoded_times(skipped)) < 12
+
+
+def test_cancel_event_removes_partial_output(make_clip, random_espcn, tmp_path):
+    src = make_clip("in.mp4", width=64, height=48, frames=40)
+    cancel = threading.Event()
+
+    def cancel_after_first(progress: vidsr.Progress) -> None:
+        cancel.set()
+
+    with pytest.raises(Cancelled):
+        vidsr.upscale_video(src, tmp_path / "out.mp4", model=random_espcn, batch_size=2, progress=cancel_after_first,
+                            cancel=cancel)
+    assert not (tmp_path / "out.mp4").exists() and leftovers(tmp_path) == []
+
+
+def test_output_rules(make_clip, random_espcn, tmp_path):
+    src = make_clip("in.mp4", width=64, height=48, frames=2)
+    with pytest.raises(OutputError, match="overwrite the input"):
+        vidsr.upscale_video(src, src, model=random_espcn, overwrite=True)
+    with pytest.raises(OutputError, match="directory does not exist"):
+        vidsr.upscale_video(src, tmp_path / "missing" / "out.mp4", model=random_espcn)
+    existing = tmp_path / "exists.mp4"
+    existing.write_bytes(b"keep me")
+    with pytest.raises(OutputError, match="--overwrite"):
+        vidsr.upscale_video(src, existing, model=random_espcn)
+    assert existing.read_bytes() == b"keep me"
+    vidsr.upscale_video(src, existing, model=random_espcn, overwrite=True)
+    assert probe(existing).video.width == 128
+
+
+def test_audio_only_file_is_refused(tmp_path):
+    path = tmp_path / "sound.m4a"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("aac", rate=48000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 48000, 0
+        c.mux(s.encode(frame))
+        c.mux(s.encode(None))
+    with pytest.raises(InputError, match="no video stream"):
+        vidsr.upscale_video(path, tmp_path / "out.mp4")
