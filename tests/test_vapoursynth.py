@@ -6,6 +6,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 from fractions import Fraction
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 import torch
 import vapoursynth as vs
 import vsvidsr as sr
+from vsvidsr.batching import Worker
 
 from vidsr.archs import create_model
 from vidsr.checkpoint import save_checkpoint
@@ -27,6 +29,7 @@ WIDTH, HEIGHT = 64, 48
 CFR_MS = [40 * i for i in range(10)]
 VFR_MS = [0, 40, 80, 120, 200, 280, 290, 300, 400, 500]
 VSPIPE = Path(sys.executable).with_name("vspipe")
+EXAMPLES = Path(__file__).resolve().parents[1] / "plugins" / "examples"
 
 SCRIPT = """
 import vapoursynth as vs
@@ -96,9 +99,9 @@ def run_vspipe(tmp_path_factory: pytest.TempPathFactory):
     script = root / "script.vpy"
     script.write_text(SCRIPT)
 
-    def run(path: Path, *options: str, model: str = "", batch_size: int = 1, num_streams: int = 1,
-            output: str = "-") -> subprocess.CompletedProcess:
-        args = {"path": str(path), "model": model, "batch_size": batch_size, "num_streams": num_streams}
+    def run(path: Path, *options: str, script: Path = script, output: str = "-", **args: object
+            ) -> subprocess.CompletedProcess:
+        args = {"path": path, "model": "", "batch_size": 1, "num_streams": 1} | args
         command = [str(VSPIPE), *options, *(f for k, v in args.items() for f in ("-a", f"{k}={v}")),
                    str(script), output]
         return subprocess.run(command, env=env, capture_output=True, timeout=60)
@@ -159,6 +162,7 @@ def planes_psnr(a: list[np.ndarray], b: list[np.ndarray], peak: int) -> float:
 
 # --- tests through vspipe ----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_vspipe_info_reports_upscaled_clip(media, models, run_vspipe):
     result = run_vspipe(media["h264"], "--info", model=models["y"])
     assert result.returncode == 0, result.stderr.decode()
@@ -168,11 +172,15 @@ def test_vspipe_info_reports_upscaled_clip(media, models, run_vspipe):
     assert info["FPS"].startswith("25/1")
 
 
-@pytest.mark.parametrize(("clip", "model", "scale", "peak"), [("h264", "y", 2, 255), ("10bit", "rgb", 3, 1023)])
-def test_y4m_matches_engine(media, models, run_vspipe, clip, model, scale, peak):
+@pytest.mark.slow
+@pytest.mark.parametrize(("clip", "model", "scale", "peak", "timestamps_ms"),
+                         [("vfr", "y", 2, 255, VFR_MS), ("10bit", "rgb", 3, 1023, CFR_MS)])
+def test_y4m_matches_engine(media, models, run_vspipe, tmp_path, clip, model, scale, peak, timestamps_ms):
     """vspipe's y4m (parallel requests, 2 streams, batches of 2) == the engine on the same decoded frames;
-    stdout carries nothing but the y4m stream."""
-    result = run_vspipe(media[clip], "-c", "y4m", "-r", "4", model=models[model], batch_size=2, num_streams=2)
+    stdout carries nothing but the y4m stream; the frame timestamps (from the durations) are the source's."""
+    timecodes = tmp_path / "timecodes.txt"
+    result = run_vspipe(media[clip], "-c", "y4m", "-r", "4", "-t", str(timecodes), model=models[model],
+                        batch_size=2, num_streams=2)
     assert result.returncode == 0, result.stderr.decode()
     fields, payloads = read_y4m(result.stdout)
     assert (int(fields["W"]), int(fields["H"])) == (WIDTH * scale, HEIGHT * scale)
@@ -184,16 +192,22 @@ def test_y4m_matches_engine(media, models, run_vspipe, clip, model, scale, peak)
         planes = y4m_planes(got, WIDTH * scale, HEIGHT * scale, dtype)
         assert max(int(p.max()) for p in planes) <= peak
         assert planes_psnr(planes, want, peak) > 50
-
-
-def test_vfr_durations_survive_upscale(media, models, run_vspipe, tmp_path):
-    timecodes = tmp_path / "timecodes.txt"
-    result = run_vspipe(media["vfr"], "-t", str(timecodes), model=models["y"], output="--")
-    assert result.returncode == 0, result.stderr.decode()
     lines = [line for line in timecodes.read_text().splitlines() if not line.startswith("#")]
-    assert [round(float(line)) for line in lines] == VFR_MS
+    assert [round(float(line)) for line in lines] == timestamps_ms
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(("example", "size"), [("upscale_encode", (128, 96)), ("upscale_region", (64, 48)),
+                                               ("compare_bicubic", (256, 96))])
+def test_examples_run(media, models, run_vspipe, example, size):
+    result = run_vspipe(media["h264"], "-c", "y4m", "-e", "1", script=EXAMPLES / f"{example}.vpy",
+                        model=models["y"])
+    assert result.returncode == 0, result.stderr.decode()
+    fields, payloads = read_y4m(result.stdout)
+    assert ((int(fields["W"]), int(fields["H"])), len(payloads)) == (size, 2)
+
+
+@pytest.mark.slow
 def test_bad_model_is_a_clear_error(media, run_vspipe):
     result = run_vspipe(media["h264"], "-c", "y4m", model="no-such-model")
     assert result.returncode != 0
@@ -274,3 +288,14 @@ def test_bad_model_and_variable_format_raise_vs_error(media, models):
     resized = vs.core.std.Splice([clip, vs.core.resize.Point(clip, width=2 * WIDTH)], mismatch=True)
     with pytest.raises(vs.Error, match="variable-format or variable-size"):
         sr.upscale(resized, model=models["y"])
+
+
+def test_streams_run_batches_at_the_same_time(models, monkeypatch):
+    """With num_streams=2, two frames requested together are computed together (each waits for the other)."""
+    meeting = threading.Barrier(2, timeout=10)
+    run = Worker.run
+    monkeypatch.setattr(Worker, "run", lambda self, frames: (meeting.wait(), run(self, frames))[1])
+    monkeypatch.setattr(vs.core, "num_threads", max(vs.core.num_threads, 2))
+    clip = vs.core.std.BlankClip(width=WIDTH, height=HEIGHT, format=vs.YUV420P8, length=4)
+    out = sr.upscale(clip, model=models["y"], num_streams=2, device="cpu")
+    assert len(list(out.frames(prefetch=2))) == 4
