@@ -93,6 +93,7 @@ class Trainer:
         self.iteration = 0
         self.best_psnr = -math.inf
         self.elapsed = 0.0
+        self.pending_losses: list[float] = []  # losses since the last log row
         self.state_path = self.out_dir / "state.pt"
         self.log_path = self.out_dir / "log.csv"
         if self.state_path.is_file():
@@ -106,7 +107,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
             "sampler_rng": self.sampler.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "python_rng": random.getstate(),
+            "python_rng": random.getstate(), "pending_losses": self.pending_losses,
         }
 
     def save_state(self) -> None:
@@ -127,6 +128,7 @@ class Trainer:
             torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
         random.setstate(state["python_rng"])
         self.iteration, self.best_psnr, self.elapsed = state["iteration"], state["best_psnr"], state["elapsed"]
+        self.pending_losses = state["pending_losses"]
         self._truncate_log(self.iteration)
 
     # ----- logging -----------------------------------------------------------------------------------------
@@ -211,14 +213,16 @@ class Trainer:
         self.iteration += 1
         return loss.item()
 
-    def run(self, progress: bool = True) -> Path:
-        """Train to `config.iterations` (continuing a resumed run) and export the final EMA weights."""
+    def run(self, progress: bool = True, until: int | None = None) -> Path:
+        """Train to `config.iterations` (continuing a resumed run), or pause after iteration `until` (resumable,
+        same result as an unbroken run), and export the EMA weights."""
         config = self.config
+        stop = min(until or config.iterations, config.iterations)
         last_save = time.monotonic()
         started = time.monotonic() - self.elapsed
-        losses: list[float] = []
+        losses = self.pending_losses
         bar = tqdm(total=config.iterations, initial=self.iteration, disable=not progress, desc="train")
-        while self.iteration < config.iterations:
+        while self.iteration < stop:
             losses.append(self.step())
             bar.update(1)
             self.elapsed = time.monotonic() - started

@@ -1,0 +1,101 @@
+"""Training: patches, schedule, exact resume, logs and the exported weights."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vidsr.errors import InputError
+from vidsr.resize import imresize_np
+from vidsr.train.config import TrainConfig, load_config
+from vidsr.train.data import PairCache, PatchSampler
+from vidsr.train.trainer import Trainer, lr_factor
+from vidsr.zoo import load_model
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("hr")
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        small = rng.integers(0, 256, (8, 10, 3), dtype=np.uint8)
+        Image.fromarray(imresize_np(small, 6)).save(folder / f"{i}.png")  # 48x60, smooth
+    return folder
+
+
+def tiny_config(image_dir: Path, out_dir: Path, **overrides) -> TrainConfig:
+    values = dict(arch="espcn", scale=2, hyperparams={"channels": 1, "features": 8, "mid_features": 4},
+                  train_dirs=[str(image_dir)], val_dir=str(image_dir), out_dir=str(out_dir), patch_size=8,
+                  batch_size=4, iterations=12, log_every=3, val_every=6, lr=1e-3, threads=1)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_patches_are_aligned_lr_hr_pairs(image_dir: Path, tmp_path: Path) -> None:
+    cache = PairCache([image_dir], scale=2, channels=1, cache_dir=tmp_path)
+    assert any(tmp_path.glob("pairs_x2_c1_*.npz"))
+    lr, hr = PatchSampler(cache, patch_size=8, batch_size=5, seed=0).batch()
+    assert lr.shape == (5, 1, 8, 8) and hr.shape == (5, 1, 16, 16)
+    # the LR patch is the MATLAB-bicubic downscale of the HR patch, up to border effects and 8-bit rounding
+    down = torch.stack([torch.from_numpy(imresize_np(h[0].numpy().astype(np.float64), 0.5)) for h in hr])
+    assert torch.allclose(down[:, 2:-2, 2:-2].float(), lr[:, 0, 2:-2, 2:-2], atol=3 / 255)
+    reloaded = PairCache([image_dir], scale=2, channels=1, cache_dir=tmp_path)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(cache.pairs, reloaded.pairs, strict=True))
+
+
+def test_lr_schedules() -> None:
+    cosine = TrainConfig(iterations=100, lr=1e-3, lr_min=1e-5, warmup=10)
+    assert lr_factor(cosine, 0) == pytest.approx(0.1)
+    assert lr_factor(cosine, 10) == pytest.approx(1.0)
+    assert lr_factor(cosine, 100) == pytest.approx(0.01)
+    step = TrainConfig(schedule="step", step_size=10, gamma=0.5)
+    assert [lr_factor(step, i) for i in (9, 10, 25)] == [1.0, 0.5, 0.25]
+
+
+def read_log(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "log.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_resume_is_exact_and_logs_and_exports(image_dir: Path, tmp_path: Path) -> None:
+    straight = Trainer(tiny_config(image_dir, tmp_path / "straight"))
+    straight.run(progress=False)
+
+    Trainer(tiny_config(image_dir, tmp_path / "resumed")).run(progress=False, until=7)
+    resumed = Trainer(tiny_config(image_dir, tmp_path / "resumed"))
+    assert resumed.iteration == 7
+    exported = resumed.run(progress=False)
+
+    for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    rows = read_log(tmp_path / "resumed")
+    assert [(int(r["iteration"]), bool(r["val_psnr"])) for r in rows] == [
+        (3, False), (6, True), (9, False), (12, True)]
+    same_fields = ("iteration", "loss", "lr", "val_psnr")
+    assert [[r[f] for f in same_fields] for r in rows] == [[r[f] for f in same_fields]
+                                                            for r in read_log(tmp_path / "straight")]
+    assert (tmp_path / "resumed" / "plot.png").stat().st_size > 0
+    model = load_model(exported)
+    assert model.metadata["recipe"]["iterations"] == 12
+    assert (model.scale, model.color) == (2, "y")
+
+
+def test_training_reduces_loss(image_dir: Path, tmp_path: Path) -> None:
+    trainer = Trainer(tiny_config(image_dir, tmp_path, iterations=60, val_dir=None, lr=3e-3, ema_decay=0))
+    losses = [trainer.step() for _ in range(60)]
+    assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:10])
+
+
+def test_config_file_with_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('arch = "fsrcnn"\nscale = 3\nhyperparams = { channels = 1 }\n')
+    config = load_config(path, scale=4, lr=None)
+    assert (config.arch, config.scale, config.channels) == ("fsrcnn", 4, 1)
+    path.write_text("learning_rate = 1\n")
+    with pytest.raises(InputError, match="learning_rate"):
+        load_config(path)
