@@ -4,6 +4,7 @@ called `<arch>-x<scale>[-variant]`; adding a weight file adds a model."""
 from __future__ import annotations
 
 import importlib.resources
+import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -64,3 +65,39 @@ def _model_info(name: str, path: Path, mtime_ns: int) -> ModelInfo:
         params=descriptor.params, gmacs_1080p=descriptor.gmacs(), set5_psnr=psnr.get("Set5"),
         set14_psnr=psnr.get("Set14"), path=path,
     )
+
+
+def _recipe_line(recipe: dict) -> str:
+    if not recipe:
+        return "- Training recipe: not recorded"
+    get = lambda key: recipe.get(key, "?")  # noqa: E731
+    line = (f"- Trained by this project on {', '.join(recipe.get('data', []))}: {get('iterations')} iterations, "
+            f"batch {get('batch_size')} x {get('patch_size')}px LR patches, {get('loss')} loss, "
+            f"Adam lr {get('lr')} {get('schedule')}, EMA {get('ema_decay')}, {get('device')} ({get('train_hours')} h)")
+    return line + (f", initialised from {recipe['init_from']}" if recipe.get("init_from") else "")
+
+
+def model_card(name_or_path: str | Path) -> str:
+    """Markdown model card built from a weight file's metadata (figures as recorded by `vidsr eval --record`)."""
+    descriptor = load_model(name_or_path)
+    meta = descriptor.metadata
+    psnr, ssim = meta.get("psnr", {}), meta.get("ssim", {})
+    colour = "Y (BT.601 luma; chroma upscaled bicubically)" if descriptor.color == "y" else "RGB"
+    lines = [
+        f"# {meta['name']}",
+        "",
+        f"- Architecture: `{descriptor.arch}` {json.dumps(descriptor.hyperparams)}",
+        f"- Scale: x{descriptor.scale}; colour: {colour}",
+        f"- Parameters: {descriptor.params:,}; cost: {descriptor.gmacs():.2f} GMACs per 1920x1080 output frame",
+        _recipe_line(meta.get("recipe", {})),
+        "",
+        "## Measured quality (`vidsr eval`, standard protocol: MATLAB bicubic LR, Y channel, shave = scale)",
+        "",
+        "| dataset | PSNR (dB) | SSIM |",
+        "|---|---|---|",
+        *(f"| {dataset} | {value:.2f} | {ssim.get(dataset, float('nan')):.4f} |" for dataset, value in psnr.items()),
+        "",
+        f"Reproduce: `vidsr eval {meta['name']} --dataset <Set5 dir> <Set14 dir>`",
+        "",
+    ]
+    return "\n".join(lines)
