@@ -56,8 +56,9 @@ def write_clip(path: Path, codec: str, pix_fmt: str, timestamps_ms: list[int], o
         stream.codec_context.options = options
         ctx = stream.codec_context
         ctx.colorspace = ctx.color_primaries = ctx.color_trc = ctx.color_range = 1
+        chroma = [] if pix_fmt.startswith("gray") else [(HEIGHT // 2, WIDTH // 2)] * 2
+        shapes = [(HEIGHT, WIDTH), *chroma]
         for ts in timestamps_ms:
-            shapes = [(HEIGHT, WIDTH), (HEIGHT // 2, WIDTH // 2), (HEIGHT // 2, WIDTH // 2)]
             planes = [rng.integers(depth_max // 8, depth_max * 7 // 8, shape, dtype=dtype) for shape in shapes]
             frame = planes_to_frame(planes, pix_fmt)
             frame.pts, frame.time_base = ts, Fraction(1, 1000)
@@ -74,6 +75,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "h264": write_clip(root / "cfr.mp4", "libx264", "yuv420p", CFR_MS, gop),
         "vfr": write_clip(root / "vfr.mkv", "libx264", "yuv420p", VFR_MS, gop),
         "10bit": write_clip(root / "ten.mkv", "ffv1", "yuv420p10le", CFR_MS, {}),
+        "gray": write_clip(root / "gray.mkv", "ffv1", "gray10le", CFR_MS, {}),
     }
 
 
@@ -221,7 +223,7 @@ def plane_arrays(frame: vs.VideoFrame) -> list[np.ndarray]:
     return [np.asarray(frame[p]).copy() for p in range(frame.format.num_planes)]
 
 
-@pytest.mark.parametrize("clip", ["h264", "10bit"])
+@pytest.mark.parametrize("clip", ["h264", "vfr", "10bit", "gray"])
 def test_source_random_access_equals_linear_decode(media, clip):
     linear = decode_linear(media[clip])
     source = sr.source(media[clip], cache_size=2)

@@ -88,8 +88,7 @@ def upscale(
     sources = [template, *batch_members(work, batch_size)]
     # VapourSynth runs one ModifyFrame node's callbacks one at a time; a node per frame (made by FrameEval)
     # lets the frames VapourSynth requests in parallel reach the workers together.
-    upscaled = vs.core.std.FrameEval(template, lambda n: vs.core.std.ModifyFrame(template, sources, deliver),
-                                     clip_src=sources)
+    upscaled = template.std.FrameEval(lambda n: template.std.ModifyFrame(sources, deliver), clip_src=sources)
     return vs.core.std.CopyFrameProps(restore_format(upscaled, clip.format), clip)
 
 
