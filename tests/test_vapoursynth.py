@@ -76,6 +76,9 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "vfr": write_clip(root / "vfr.mkv", "libx264", "yuv420p", VFR_MS, gop),
         "10bit": write_clip(root / "ten.mkv", "ffv1", "yuv420p10le", CFR_MS, {}),
         "gray": write_clip(root / "gray.mkv", "ffv1", "gray10le", CFR_MS, {}),
+        # MPEG-TS seeks by dts and loosely; open GOPs start with pictures that need the previous GOP
+        "ts": write_clip(root / "opengop.ts", "libx264", "yuv420p", CFR_MS,
+                         {"bf": "2", "preset": "ultrafast", "x264-params": "open-gop=1:keyint=4:scenecut=0"}),
     }
 
 
@@ -223,7 +226,7 @@ def plane_arrays(frame: vs.VideoFrame) -> list[np.ndarray]:
     return [np.asarray(frame[p]).copy() for p in range(frame.format.num_planes)]
 
 
-@pytest.mark.parametrize("clip", ["h264", "vfr", "10bit", "gray"])
+@pytest.mark.parametrize("clip", ["h264", "vfr", "10bit", "gray", "ts"])
 def test_source_random_access_equals_linear_decode(media, clip):
     linear = decode_linear(media[clip])
     source = sr.source(media[clip], cache_size=2)

@@ -6,7 +6,7 @@
     clip.set_output()
 """
 
+from vsvidsr.avsource import source
 from vsvidsr.filter import upscale
-from vsvidsr.source import source
 
 __all__ = ["source", "upscale"]

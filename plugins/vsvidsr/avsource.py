@@ -25,21 +25,28 @@ from vidsr.media.info import ColorInfo, open_container, video_info
 
 
 @dataclass(frozen=True)
+class Keyframe:
+    pts: int  # when it is shown: where decoding must have started to show frame n
+    dts: int  # when it is decoded: what some demuxers (MPEG-TS) seek by
+
+
+@dataclass(frozen=True)
 class FrameIndex:
-    """Presentation timestamps of every frame (sorted) and of the keyframes, in stream time base units."""
+    """Timestamps of every frame (presentation order) and the keyframes, in stream time base units."""
 
     timestamps: list[int]
-    keyframes: list[int]
+    keyframes: list[Keyframe]  # sorted by pts
+    first_dts: int
     last_duration: int
 
     def position(self, timestamp: int) -> int | None:
         i = bisect.bisect_left(self.timestamps, timestamp)
         return i if i < len(self.timestamps) and self.timestamps[i] == timestamp else None
 
-    def keyframe_before(self, n: int) -> int:
-        """Timestamp of the last keyframe at or before frame n (the first frame when there is none)."""
-        i = bisect.bisect_right(self.keyframes, self.timestamps[n]) - 1
-        return self.keyframes[i] if i >= 0 else self.timestamps[0]
+    def keyframe_before(self, n: int) -> Keyframe:
+        """The last keyframe shown at or before frame n (the stream start when there is none)."""
+        i = bisect.bisect_right(self.keyframes, self.timestamps[n], key=lambda k: k.pts) - 1
+        return self.keyframes[i] if i >= 0 else Keyframe(self.timestamps[0], self.first_dts)
 
     def durations(self) -> list[int]:
         """Per-frame durations: the gap to the next timestamp; the last frame keeps its packet duration."""
@@ -57,6 +64,7 @@ def index_packets(container: av.container.InputContainer, stream: av.video.strea
     """Demux the stream once, without decoding, to collect the timestamps of all frames shown."""
     stamps: list[tuple[int, int]] = []  # (timestamp, duration)
     keyframes = []
+    first_dts = None
     try:
         for packet in container.demux(stream):
             if packet.size == 0 or packet.is_discard:
@@ -64,15 +72,17 @@ def index_packets(container: av.container.InputContainer, stream: av.video.strea
             ts = _timestamp(packet)
             if ts is None:
                 raise InputError(f"{container.name}: video packets carry no timestamps; remux it into mkv or mp4")
+            dts = packet.dts if packet.dts is not None else ts
+            first_dts = dts if first_dts is None else min(first_dts, dts)
             stamps.append((ts, packet.duration or 0))
             if packet.is_keyframe:
-                keyframes.append(ts)
+                keyframes.append(Keyframe(ts, dts))
     except av.FFmpegError as exc:
         raise DecodeError(f"{container.name}: cannot read video packets ({exc})") from None
     if not stamps:
         raise InputError(f"{container.name}: video stream has no frames")
     stamps.sort()
-    return FrameIndex([ts for ts, _ in stamps], sorted(keyframes), stamps[-1][1])
+    return FrameIndex([ts for ts, _ in stamps], sorted(keyframes, key=lambda k: k.pts), first_dts, stamps[-1][1])
 
 
 class FrameReader:
@@ -99,24 +109,35 @@ class FrameReader:
             if n in self._cache:
                 self._cache.move_to_end(n)
                 return self._cache[n]
-            if self._frames is None or self._last_decoded >= n or self._needs_seek(n):
-                self._seek_before(n)
-            return self._decode_until(n)
+            decode_on = self._frames is not None and self._last_decoded < n and not self._needs_seek(n)
+            if decode_on and (planes := self._decode_until(n)) is not None:
+                return planes
+            keyframe = self.index.keyframe_before(n)
+            start = self.index.position(keyframe.pts) or 0
+            # Demuxers seek by pts (Matroska, MP4) or by dts and loosely (MPEG-TS); a keyframe flag can also
+            # mark a picture that does not decode on its own. Fall back until frame n comes out.
+            for target, first in ((keyframe.pts, start), (keyframe.dts, start), (self.index.first_dts, 0)):
+                self._seek(target, first)
+                if (planes := self._decode_until(n)) is not None:
+                    return planes
+            self._frames = None
+            raise DecodeError(f"{self.container.name}: frame {n} is missing from the decoded stream")
 
     def _needs_seek(self, n: int) -> bool:
         """Seek only when a keyframe after the decoder's position is closer to frame n than decoding on."""
-        keyframe = self.index.position(self.index.keyframe_before(n))
+        keyframe = self.index.position(self.index.keyframe_before(n).pts)
         return keyframe is not None and keyframe > self._last_decoded + 1
 
-    def _seek_before(self, n: int) -> None:
-        target = self.index.keyframe_before(n)
+    def _seek(self, target: int, first: int) -> None:
+        """Seek to the keyframe at or before `target`; frames shown before frame `first` are not kept
+        (open-GOP leading pictures may reference data before the seek point)."""
         self.container.seek(target, stream=self.stream, backward=True, any_frame=False)
         self.stream.codec_context.flush_buffers()
         self._frames = self.container.decode(self.stream)
-        # Frames shown before the keyframe (open-GOP leading pictures) may reference data before the seek.
-        self._last_decoded = (self.index.position(target) or 0) - 1
+        self._last_decoded = first - 1
 
-    def _decode_until(self, n: int) -> list[np.ndarray]:
+    def _decode_until(self, n: int) -> list[np.ndarray] | None:
+        """Decode forward, caching frames, up to frame n; None if the stream skipped past it."""
         try:
             for frame in self._frames:
                 position = self.index.position(_timestamp(frame))
@@ -129,10 +150,7 @@ class FrameReader:
         except av.FFmpegError as exc:
             self._frames = None
             raise DecodeError(f"{self.container.name}: frame {n} does not decode ({exc})") from None
-        if n not in self._cache:
-            self._frames = None
-            raise DecodeError(f"{self.container.name}: frame {n} is missing from the decoded stream")
-        return self._cache[n]
+        return self._cache.get(n)
 
     def _remember(self, position: int, planes: list[np.ndarray]) -> None:
         self._cache[position] = planes
