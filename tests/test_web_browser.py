@@ -1,4 +1,4 @@
-"""The web demo end to end in headless Chromium: upload, preview, full job, download, cleanup.
+"""The web demo end to end in headless Chromium: upload, preview, full job, download, queue, cancel, cleanup.
 
 Needs Debian's `chromium` (/usr/bin/chromium; .ci/run installs it) and the `playwright` Python package (the
 `dev` extra); skipped with the reason when either is missing. Saves the page as docs/img/web.png.
@@ -7,6 +7,7 @@ Needs Debian's `chromium` (/usr/bin/chromium; .ci/run installs it) and the `play
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -14,13 +15,15 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
 import vidsr
-from vidsr.sample import ClipSpec, write_clip
+from vidsr.sample import ClipSpec, pattern_frame, write_clip
 
 CHROMIUM = os.environ.get("VIDSR_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -34,12 +37,6 @@ if shutil.which(CHROMIUM) is None:
     pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until(condition, timeout_s: float, what: str, interval_s: float = 0.2):
@@ -59,71 +56,126 @@ def answers(url: str) -> bool:
         return False
 
 
+@dataclass
+class Server:
+    url: str
+    temp: Path  # its GRADIO_TEMP_DIR, where the session folders live
+    process: subprocess.Popen
+    log: Path
+
+    def wait_ready(self) -> str:
+        wait_until(lambda: answers(self.url) or self.process.poll() is not None, 90, "the server to answer")
+        assert self.process.poll() is None, self.log.read_text()[-3000:]
+        return self.url
+
+    def session_folders(self) -> list[Path]:
+        return [folder for root in self.temp.glob("vidsr-web-*") for folder in root.iterdir()]
+
+
 @pytest.fixture
 def server(tmp_path: Path):
-    """`python -m web` on a free loopback port, with its own Gradio temp folder so cleanup can be checked."""
-    port, temp = free_port(), tmp_path / "gradio"
-    log = (tmp_path / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "web", "--port", str(port), "--max-duration", "60", "--max-resolution", "640x480"],
-        cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "GRADIO_TEMP_DIR": str(temp)})
-    url = f"http://127.0.0.1:{port}/"
+    """`python -m web` on a free loopback port (CPU models); the test builds its clips while it starts."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = tmp_path / "server.log"
+    with log.open("w") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "web", "--port", str(port), "--device", "cpu", "--max-duration", "60",
+             "--max-resolution", "640x480"],
+            cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT,
+            env={**os.environ, "GRADIO_TEMP_DIR": str(tmp_path / "gradio")})
     try:
-        wait_until(lambda: answers(url) or process.poll() is not None, 90, "the server to answer")
-        assert process.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-        yield url, temp, process
+        yield Server(f"http://127.0.0.1:{port}/", tmp_path / "gradio", process, log)
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             process.wait(30)
-        log.close()
 
 
-def session_folders(temp: Path) -> list[Path]:
-    return [folder for root in temp.glob("vidsr-web-*") for folder in root.iterdir()]
-
-
-def test_upload_preview_upscale_download_in_chromium(server, tmp_path: Path) -> None:
-    url, temp, process = server
-    clip = write_clip(tmp_path / "sample clip.mkv", CLIP)
+@pytest.fixture
+def browser():
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
-        page.set_default_timeout(60_000)
-        page.goto(url)
-
-        page.locator("#upload input[type=file]").set_input_files(clip)
-        sync_api.expect(page.locator("#media-info")).to_contain_text("160x96")
-        sync_api.expect(page.locator("#media-info")).to_contain_text("subtitle (srt)")
-
-        page.locator("#preview-button").click()
-        sync_api.expect(page.locator("#comparison img")).to_have_count(2)
-        sync_api.expect(page.locator("#preview-info")).to_contain_text("160x96 → 320x192")
-
-        page.locator("#process-button").click()
-        sync_api.expect(page.locator("#status")).to_contain_text("Done in", timeout=90_000)
-        link = page.locator("#result-file a").first
-        with page.expect_download() as download_info:
-            link.click()
-        downloaded = tmp_path / "downloaded.mkv"
-        download_info.value.save_as(downloaded)
-        page.wait_for_timeout(500)  # let the result video show its first frame
-        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOT), full_page=True)
-
-        outputs = list(temp.glob("vidsr-web-*/*/output/*"))
-        assert len(outputs) == 1 and outputs[0].read_bytes() == downloaded.read_bytes()
-        info = vidsr.probe(downloaded)
-        assert (info.video.width, info.video.height) == (320, 192)
-        with av.open(str(downloaded)) as container:
-            assert sum(1 for _ in container.decode(video=0)) == CLIP.frames
-            assert [s.type for s in container.streams] == ["video", "audio", "subtitle"]
-            assert container.streams.audio[0].codec_context.name == "aac"
-
-        page.close()  # the unload event removes the session folder
-        wait_until(lambda: not session_folders(temp), 30, "the session folder to be removed")
+        yield browser
         browser.close()
 
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(30) == 0
-    assert not list(temp.glob("vidsr-web-*")), "the server left its session root behind"
+
+def open_page(browser, url: str, clip: Path):
+    """A fresh session (Gradio gives each page load its own) with `clip` uploaded."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    page.set_default_timeout(60_000)
+    page.goto(url)
+    page.locator("#upload input[type=file]").set_input_files(clip)
+    return page
+
+
+def still_clip(path: Path, width: int, height: int, frames: int) -> Path:
+    """A long clip that is quick to make: one picture repeated (the server still upscales every frame)."""
+    picture = av.VideoFrame.from_ndarray((pattern_frame(width, height, 0) * 255).astype(np.uint8), format="rgb24")
+    picture = picture.reformat(format="yuv420p")
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=24, options={"preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for index in range(frames):
+            picture.pts = index
+            out.mux(stream.encode(picture))
+        out.mux(stream.encode(None))
+    return path
+
+
+def test_upload_preview_upscale_download_in_chromium(server: Server, browser, tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "sample clip.mkv", CLIP)
+    page = open_page(browser, server.wait_ready(), clip)
+    sync_api.expect(page.locator("#media-info")).to_contain_text("160x96")
+    sync_api.expect(page.locator("#media-info")).to_contain_text("subtitle (srt)")
+
+    page.locator("#preview-button").click()
+    sync_api.expect(page.locator("#comparison img")).to_have_count(2)
+    sync_api.expect(page.locator("#preview-info")).to_contain_text("160x96 → 320x192")
+
+    page.locator("#process-button").click()
+    sync_api.expect(page.locator("#status")).to_contain_text("Done in", timeout=90_000)
+    with page.expect_download() as download_info:
+        page.locator("#result-file a").first.click()
+    downloaded = tmp_path / "downloaded.mkv"
+    download_info.value.save_as(downloaded)
+    page.wait_for_timeout(500)  # let the result video show its first frame
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+    outputs = list(server.temp.glob("vidsr-web-*/*/output/*"))
+    assert len(outputs) == 1 and outputs[0].read_bytes() == downloaded.read_bytes()
+    info = vidsr.probe(downloaded)
+    assert (info.video.width, info.video.height) == (320, 192)
+    with av.open(str(downloaded)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == CLIP.frames
+        assert [s.type for s in container.streams] == ["video", "audio", "subtitle"]
+        assert container.streams.audio[0].codec_context.name == "aac"
+
+    page.close()  # the unload event removes the session folder
+    wait_until(lambda: not server.session_folders(), 30, "the session folder to be removed")
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(30) == 0
+    assert not list(server.temp.glob("vidsr-web-*")), "the server left its session root behind"
+
+
+def test_second_job_waits_in_the_queue_while_the_first_shows_progress_and_is_cancelled(
+        server: Server, browser, tmp_path: Path) -> None:
+    long_clip = still_clip(tmp_path / "long.mp4", 320, 180, frames=600)
+    short_clip = write_clip(tmp_path / "short.mkv", CLIP)
+    first = open_page(browser, server.wait_ready(), long_clip)
+    sync_api.expect(first.locator("#media-info")).to_contain_text("320x180")
+    first.locator("#process-button").click()
+    live = re.compile(r"\d+/600 frames · [\d.]+ fps · ETA \d+:\d\d")
+    sync_api.expect(first.locator("#result-video").get_by_text(live)).to_be_visible()
+
+    second = open_page(browser, server.url, short_clip)
+    sync_api.expect(second.locator("#media-info")).to_contain_text("160x96")
+    second.locator("#process-button").click()
+    sync_api.expect(second.locator("#result-video")).to_contain_text("queue: 1/1")
+
+    first.locator("#cancel-button").click()
+    sync_api.expect(first.locator("#status")).to_have_text("Cancelled.")
+    assert not list(server.temp.glob("vidsr-web-*/*/output/long*")), "cancelled output left behind"
+    sync_api.expect(second.locator("#status")).to_contain_text("Done in", timeout=90_000)

@@ -147,7 +147,7 @@ def build_app(settings: WebSettings, store: SessionStore) -> gr.Blocks:
                              concurrency_id=GPU_QUEUE, **private)
         process_button.click(on_request_job, None, [status], queue=False, **private).then(
             on_process, [model, precision, encoder, crf], [result_video, result_file, status],
-            concurrency_id=GPU_QUEUE, **private)
+            show_progress_on=[result_video], concurrency_id=GPU_QUEUE, **private)
         encoder.change(lambda name: gr.Slider(value=crf_for(name)), [encoder], [crf], queue=False, **private)
         cancel_button.click(on_cancel, None, [status], queue=False, **private)
         demo.unload(on_unload)
