@@ -6,7 +6,8 @@ Used by `make demo` (python -m vidsr.sample OUT) and by the test suite.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -15,6 +16,9 @@ import av
 import numpy as np
 
 from vidsr.media.frames import plane_layout, planes_to_frame
+
+# FFmpeg scale filter names for H.273 matrix codes (untagged clips are converted as BT.601).
+_SCALE_MATRIX = {1: "bt709", 5: "bt470", 6: "smpte170m", 9: "bt2020", 10: "bt2020"}
 
 
 @dataclass(frozen=True)
@@ -72,8 +76,25 @@ def rgb_to_frame(rgb: np.ndarray, spec: ClipSpec) -> av.VideoFrame:
     return planes_to_frame([p[0].numpy() for p in planes], spec.pix_fmt)
 
 
+def testsrc_frames(spec: ClipSpec) -> Iterator[av.VideoFrame]:
+    """FFmpeg's moving testsrc2 pattern, converted to spec.pix_fmt with the spec's matrix and range."""
+    graph = av.filter.Graph()
+    chain = [
+        graph.add("testsrc2", f"size={spec.width}x{spec.height}:rate={spec.rate}"),
+        graph.add("scale", f"out_color_matrix={_SCALE_MATRIX.get(spec.matrix, 'bt601')}:"
+                           f"out_range={'pc' if spec.full_range else 'tv'}"),
+        graph.add("format", f"pix_fmts={spec.pix_fmt}"),
+        graph.add("buffersink"),
+    ]
+    for a, b in itertools.pairwise(chain):
+        a.link_to(b)
+    graph.configure()
+    for _ in range(spec.frames):
+        yield graph.pull()
+
+
 def write_clip(path: str | Path, spec: ClipSpec = ClipSpec(), frames: Sequence[np.ndarray] | None = None) -> Path:
-    """Write a clip; `frames` (float RGB HxWx3) replaces the built-in test pattern when given."""
+    """Write a clip; `frames` (float RGB HxWx3) replaces FFmpeg's testsrc2 pattern when given."""
     path = Path(path)
     with av.open(str(path), "w") as out:
         video = out.add_stream(spec.codec, rate=spec.rate)
@@ -86,9 +107,8 @@ def write_clip(path: str | Path, spec: ClipSpec = ClipSpec(), frames: Sequence[n
         audio = out.add_stream("aac", rate=48000, layout="stereo") if spec.audio else None
         subs = out.add_mux_stream("subrip", time_base=Fraction(1, 1000)) if spec.subtitles else None
         times = frame_times(spec)
-        for i, t in enumerate(times):
-            rgb = frames[i] if frames is not None else pattern_frame(spec.width, spec.height, i)
-            frame = rgb_to_frame(rgb, spec)
+        pictures = (rgb_to_frame(rgb, spec) for rgb in frames) if frames is not None else testsrc_frames(spec)
+        for t, frame in zip(times, pictures, strict=False):
             frame.pts, frame.time_base = int(t / spec.time_base), spec.time_base
             out.mux(video.encode(frame))
         out.mux(video.encode(None))

@@ -213,7 +213,7 @@ def _run(info: MediaInfo, tmp: Path, container_format: str | None, upscaler: Ups
 
     frames, encoded = _Channel(2 * batch_size, stopping), _Channel(4 * batch_size + 64, stopping)
     source = Source(info.path, skip_errors=skip_errors)
-    report, close_report = _progress_reporter(progress, info)
+    close_report: Callable[[], None] = lambda: None  # noqa: E731
     sink: Sink | None = None
     stages: list[_Stage] = []
     finished = False
@@ -224,6 +224,7 @@ def _run(info: MediaInfo, tmp: Path, container_format: str | None, upscaler: Ups
         runner = BatchRunner(upscaler, plane_layout(working_format(video.pix_fmt)), video.color, out_layout,
                              sink.color, batch_size)
         stages = _start_stages(source, sink, frames, encoded, failed)
+        report, close_report = _progress_reporter(progress, info)
         start, done = time.monotonic(), 0
         for items, planes in runner.run(_batches(frames, batch_size)):
             for item, frame_planes in zip(items, planes, strict=True):

@@ -1,0 +1,121 @@
+"""The `vidsr` command line: bad input gives one clear line and exit 1, Ctrl-C leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import av
+import numpy as np
+import pytest
+
+from vidsr.cli import main
+from vidsr.media.info import probe
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(err: str, fragment: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("vidsr: error: ") and fragment in lines[0]
+    assert "Traceback" not in err
+
+
+def test_upscale_writes_output_and_reports_progress(capsys, make_clip, random_espcn, tmp_path):
+    src = make_clip("in.mkv", width=64, height=48, frames=5, codec="ffv1", options=())
+    code, out, err = run_cli(capsys, "upscale", src, "--model", random_espcn, "-o", tmp_path / "out.mkv")
+    assert code == 0 and out.strip() == str(tmp_path / "out.mkv")
+    assert "frame/s" in err and "5/5" in err  # tqdm bar: count against the estimated total, with a rate
+    assert probe(tmp_path / "out.mkv").video.width == 128
+
+
+@pytest.mark.parametrize(
+    ("make_input", "fragment"),
+    [
+        (lambda d: d / "missing.mp4", "no such file"),
+        (lambda d: (d / "notes.mp4").write_text("just text") and d / "notes.mp4", "not a readable media file"),
+        (lambda d: d, "holds no video or image files"),
+    ],
+    ids=["nonexistent", "text-renamed-mp4", "empty-folder"],
+)
+def test_bad_inputs_give_one_line(capsys, tmp_path, make_input, fragment):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    code, _, err = run_cli(capsys, "upscale", make_input(folder))
+    assert code == 1
+    assert_one_line_error(err, fragment)
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file() and p.name != "notes.mp4") == []
+
+
+def test_bad_options_give_one_line(capsys, make_clip, random_espcn, tmp_path):
+    src = make_clip("in.mp4", width=64, height=48, frames=2)
+    cases = [
+        (["-o", tmp_path / "nodir" / "o.mp4"], "output directory does not exist"),
+        (["-o", src], "overwrite the input"),
+        (["--pix-fmt", "yuv420p", "-c", "prores_ks"], "does not support pix_fmt"),
+        (["--pix-fmt", "bogus"], "does not support pix_fmt"),
+        (["--model", "no-such-model"], "no model named"),
+        (["--device", "tpu"], "device"),
+    ]
+    for extra, fragment in cases:
+        args = ["upscale", src, "--model", random_espcn, *extra]
+        if "--model" in extra:
+            args = ["upscale", src, *extra]
+        code, _, err = run_cli(capsys, *args)
+        assert code == 1, extra
+        assert_one_line_error(err, fragment)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+def test_unsupported_pixel_format_is_refused(capsys, tmp_path, random_espcn):
+    src = tmp_path / "odd.nut"
+    with av.open(str(src), "w") as c:
+        s = c.add_stream("rawvideo", rate=10)
+        s.width, s.height, s.pix_fmt = 16, 16, "rgb565le"
+        frame = av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), np.uint8), format="rgb24").reformat(format="rgb565le")
+        frame.pts = 0
+        c.mux(s.encode(frame))
+        c.mux(s.encode(None))
+    code, _, err = run_cli(capsys, "upscale", src, "--model", random_espcn, "-o", tmp_path / "o.mkv")
+    assert code == 1
+    assert_one_line_error(err, "unsupported pixel format 'rgb565le'")
+    assert not (tmp_path / "o.mkv").exists()
+
+
+def test_debug_shows_the_traceback(capsys, tmp_path):
+    with pytest.raises(Exception, match="no such file"):
+        main(["upscale", str(tmp_path / "missing.mp4"), "--debug"])
+
+
+def test_probe_prints_stream_facts(capsys, make_clip):
+    src = make_clip("in.mkv", width=64, height=48, frames=3, audio=True, subtitles=True, matrix=6, primaries=6,
+                    transfer=6)
+    code, out, _ = run_cli(capsys, "probe", src)
+    assert code == 0
+    assert "64x48 yuv420p (8-bit)" in out and "matrix=smpte170m" in out and "frames unknown" in out
+    assert "audio #1: aac" in out and "subtitle #2" in out
+
+
+def test_ctrl_c_stops_cleanly_and_leaves_nothing(make_clip, random_espcn, tmp_path):
+    src = make_clip("long.mp4", width=320, height=240, frames=240)
+    out = tmp_path / "out.mp4"
+    proc = subprocess.Popen([sys.executable, "-m", "vidsr.cli", "upscale", str(src), "--model", str(random_espcn),
+                             "-o", str(out), "-b", "1"], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".out.partial-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mp4"]

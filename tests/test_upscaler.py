@@ -1,0 +1,137 @@
+"""Upscaler, tiling and the double-buffered batch runner (run on the CPU)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from vidsr.archs import create_model
+from vidsr.errors import VidsrError
+from vidsr.media.frames import plane_layout
+from vidsr.media.info import ColorInfo
+from vidsr.metrics import psnr
+from vidsr.runner import Batch, BatchRunner
+from vidsr.upscaler import Upscaler
+
+
+@pytest.fixture
+def espcn() -> Upscaler:
+    torch.manual_seed(0)
+    return Upscaler(create_model("espcn", scale=2), device="cpu")
+
+
+def test_tiles_match_whole_frame_exactly_when_context_covers_receptive_field(espcn):
+    x = torch.rand(2, 1, 75, 61)
+    whole = espcn.run_model(x)
+    espcn.tile, espcn.tile_pad = 32, 8  # ESPCN sees 4 pixels each way; pad/2 = 4
+    assert torch.allclose(espcn.run_model(x), whole, atol=1e-5)
+
+
+def test_deep_model_tiles_blend_without_seams():
+    """A model that sees further than the tile context still blends smoothly (no step at tile borders)."""
+    torch.manual_seed(0)
+    upscaler = Upscaler(create_model("vdsr", scale=2, depth=10, features=16), device="cpu")
+    x = torch.rand(1, 1, 40, 40) * 0.5 + torch.linspace(0, 0.5, 40)
+    whole = upscaler.run_model(x)
+    upscaler.tile, upscaler.tile_pad = 20, 4
+    tiled = upscaler.run_model(x)
+    assert psnr(whole.numpy(), tiled.numpy()) > 40
+    # The error at a tile border is no worse than the error one feather-width inside a tile.
+    err = (tiled - whole).abs()[0, 0]
+    border_rows = err[38:42].mean()  # output rows around input row 20
+    assert border_rows < 5 * err[10:30].mean() + 1e-3
+
+
+def test_out_of_memory_halves_the_tile_and_retries(espcn, monkeypatch):
+    real_forward = espcn.model.forward
+    espcn.tile_pad = 8
+    seen = []
+
+    def limited_forward(x):
+        seen.append(x.shape[-1])
+        if x.shape[-1] * x.shape[-2] > 70 * 70:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_forward(x)
+
+    monkeypatch.setattr(espcn.model, "forward", limited_forward)
+    monkeypatch.setattr(espcn, "device", torch.device("cuda"))  # OOM recovery only applies on CUDA
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    x = torch.rand(1, 1, 128, 128)
+    whole = real_forward(x)
+    result = espcn.run_model(x)
+    assert seen[0] == 128 and espcn.tile == 32  # whole frame, then 64px tiles, then 32px tiles fit
+    assert torch.allclose(result, whole, atol=1e-5)
+
+
+def test_out_of_memory_below_minimum_tile_is_a_clear_error(espcn, monkeypatch):
+    def always_oom(x):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(espcn.model, "forward", always_oom)
+    monkeypatch.setattr(espcn, "device", torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    with pytest.raises(VidsrError, match="out of GPU memory"):
+        espcn.run_model(torch.rand(1, 1, 64, 64))
+
+
+def test_size_multiple_is_padded_and_cropped():
+    torch.manual_seed(0)
+    upscaler = Upscaler(create_model("rrdbnet", scale=2, blocks=1, features=8, growth=4), device="cpu")
+    assert upscaler.descriptor.size_multiple == 2  # pixel-unshuffle x2 variant
+    out = upscaler.upscale_rgb(torch.rand(1, 3, 15, 21))
+    assert out.shape == (1, 3, 30, 42)
+
+
+def test_upscale_image_keeps_dtype(espcn):
+    for image in (np.zeros((9, 11, 3), np.uint8), np.zeros((9, 11, 3), np.uint16), np.zeros((9, 11, 3), np.float32)):
+        out = espcn.upscale_image(image)
+        assert out.shape == (18, 22, 3) and out.dtype == image.dtype
+
+
+def test_bad_device_and_precision_are_clear(espcn):
+    with pytest.raises(VidsrError, match="no CUDA GPU|does not exist"):
+        Upscaler(espcn.descriptor, device="cuda:0") if not torch.cuda.is_available() else Upscaler(
+            espcn.descriptor, device="cuda:99")
+    with pytest.raises(VidsrError, match="unknown precision"):
+        Upscaler(espcn.descriptor, device="cpu", precision="fp8")
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 4])
+def test_batch_runner_matches_frame_by_frame_in_order(espcn, batch_size):
+    layout, color = plane_layout("yuv420p10le"), ColorInfo(matrix=1)
+    rng = np.random.default_rng(0)
+    frames = [[rng.integers(64, 940, (24, 31)).astype(np.uint16),
+               rng.integers(64, 960, (12, 16)).astype(np.uint16),
+               rng.integers(64, 960, (12, 16)).astype(np.uint16)] for _ in range(7)]
+    batches = [Batch(frames[i:i + batch_size], list(range(i, min(i + batch_size, 7))))
+               for i in range(0, 7, batch_size)]
+    runner = BatchRunner(espcn, layout, color, layout, color, batch_size)
+    got = [(item, [p.copy() for p in planes]) for items, out in runner.run(batches)
+           for item, planes in zip(items, out, strict=True)]
+    assert [item for item, _ in got] == list(range(7))
+    for index, planes in got:
+        expected = espcn.upscale_planes([torch.from_numpy(p)[None] for p in frames[index]], layout, color)
+        for plane, ref in zip(planes, expected, strict=True):
+            assert np.array_equal(plane, ref[0].numpy())
+
+
+def test_rgb_model_on_yuv_planes_keeps_geometry():
+    torch.manual_seed(0)
+    upscaler = Upscaler(nn_identity_x2(), device="cpu")
+    layout, color = plane_layout("yuv420p"), ColorInfo(matrix=1)
+    y = torch.randint(16, 235, (1, 20, 30), dtype=torch.uint8)
+    c = torch.full((1, 10, 15), 128, dtype=torch.uint8)
+    out = upscaler.upscale_planes([y, c, c.clone()], layout, color)
+    assert [tuple(p.shape) for p in out] == [(1, 40, 60), (1, 20, 30), (1, 20, 30)]
+    # A nearest-neighbour "model" keeps grey grey and each luma value in its 2x2 block.
+    assert (out[1].int() - 128).abs().max() <= 1
+    assert (out[0][0, ::2, ::2].int() - y[0].int()).abs().max() <= 1
+
+
+def nn_identity_x2():
+    """An RGB 'model' that upscales by pixel repetition (a pixel shuffle of copies)."""
+    model = create_model("espcn", scale=2, channels=3)
+    model.model = nn.Upsample(scale_factor=2, mode="nearest")
+    return model
