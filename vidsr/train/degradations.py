@@ -26,6 +26,7 @@ KERNEL_TYPES = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau
 RESIZE_MODES = ("area", "bilinear", "bicubic")
 DECODERS = {"libx264": "h264", "libx265": "hevc"}
 CODEC_BLOCK = 16
+X265_MIN_SIDE = 96
 
 
 # ---------------------------------------------------------------------------------------------- configuration
@@ -344,6 +345,14 @@ def _encoder(codec: str, width: int, height: int, crf: int, gop: int, bframes: i
     return context
 
 
+def _encode(encoder: Any, frames: list[av.VideoFrame]) -> list[av.Packet]:
+    packets = []
+    for pts, frame in enumerate(frames):
+        frame.pts = pts
+        packets += encoder.encode(frame)
+    return packets + encoder.encode(None)
+
+
 def _to_yuv_frame(img: Tensor) -> av.VideoFrame:
     array = _to_uint8(img)
     if array.shape[-1] == 3:
@@ -361,28 +370,30 @@ def _from_yuv_frame(frame: av.VideoFrame, like: Tensor) -> Tensor:
     return _from_uint8(frame.to_ndarray(format="yuv420p")[: frame.height], like)
 
 
-def _coded_size(side: int) -> int:
-    """Whole 16x16 macroblocks (a codec pads to its block size internally anyway), which also avoids the
-    x265 heap corruption seen here on frames 48 or 34 pixels wide; 48 goes up to 64 for that reason."""
+def _coded_size(side: int, codec: str) -> int:
+    """Whole 16x16 macroblocks (a codec pads to its block size internally anyway). x265 gets at least
+    X265_MIN_SIDE: on smaller frames this build reads uninitialised memory (different bitstreams from run to
+    run, and heap corruption on frames 48 pixels wide)."""
     coded = -(-side // CODEC_BLOCK) * CODEC_BLOCK
-    return 64 if coded == 48 else coded
+    return max(coded, X265_MIN_SIDE) if codec == "libx265" else coded
 
 
 def codec_roundtrip(
     clip: list[Tensor], codec: str, crf: int, gop: int, bframes: int, preset: str = "veryfast"
 ) -> list[Tensor]:
-    """Encode frames `(C, H, W)` with libx264 / libx265 in yuv420p and decode them again, in display order."""
+    """Encode frames `(C, H, W)` with libx264 / libx265 in yuv420p and decode them again, in display order.
+
+    Reproducible for a given input within one thread; parallel x265 encoders in threads of one process are
+    not, so parallelise with processes.
+    """
     if codec not in DECODERS:
         raise ValueError(f"unknown codec {codec!r}; choose from {', '.join(DECODERS)}")
     height, width = clip[0].shape[-2:]
-    coded_h, coded_w = _coded_size(height), _coded_size(width)
-    encoder = _encoder(codec, coded_w, coded_h, crf, gop, bframes, preset)
-    packets = []
-    for pts, img in enumerate(clip):
-        frame = _to_yuv_frame(F.pad(img[None], (0, coded_w - width, 0, coded_h - height), mode="replicate")[0])
-        frame.pts = pts
-        packets += encoder.encode(frame)
-    packets += encoder.encode(None)
+    coded_h, coded_w = _coded_size(height, codec), _coded_size(width, codec)
+    frames = [
+        _to_yuv_frame(F.pad(img[None], (0, coded_w - width, 0, coded_h - height), mode="replicate")[0]) for img in clip
+    ]
+    packets = _encode(_encoder(codec, coded_w, coded_h, crf, gop, bframes, preset), frames)
     decoder = av.CodecContext.create(DECODERS[codec], "r")
     decoded = [frame for packet in [*packets, None] for frame in decoder.decode(packet)]
     return [_from_yuv_frame(frame, clip[0])[:, :height, :width] for frame in decoded]

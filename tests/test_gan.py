@@ -1,0 +1,187 @@
+"""GAN fine-tuning on CPU (few steps, exact resume) and network interpolation (`vidsr blend`)."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vidsr.archs import create_model
+from vidsr.blend import blend_models, blend_state_dicts
+from vidsr.checkpoint import load_checkpoint, save_checkpoint
+from vidsr.cli import main as cli_main
+from vidsr.errors import InputError, ModelError
+from vidsr.train.config import TrainConfig
+from vidsr.train.gan import GANSettings, GANTrainer, degradation_config, load_gan_config
+from vidsr.zoo import load_model
+
+HYPERPARAMS = {"channels": 3, "features": 8, "mid_features": 8}
+
+
+def _write_images(folder, count: int = 2, size: int = 48) -> None:
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    for index in range(count):
+        base = np.stack([np.sin(2 * np.pi * (xx * (c + 2 + index) + yy)) for c in range(3)], axis=-1)
+        img = 127 + 100 * base + rng.normal(0, 10, base.shape)
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"{index}.png")
+
+
+@pytest.fixture
+def setup(tmp_path):
+    """Training images and a 'stage 1' ESPCN checkpoint to fine-tune from."""
+    _write_images(tmp_path / "hr")
+    torch.manual_seed(0)
+    pretrained = save_checkpoint(tmp_path / "psnr.safetensors", create_model("espcn", scale=2, **HYPERPARAMS))
+    config = TrainConfig(
+        arch="espcn", scale=2, hyperparams=HYPERPARAMS, train_dirs=[str(tmp_path / "hr")],
+        cache_dir=str(tmp_path / "cache"), patch_size=16, batch_size=2, iterations=3, lr=1e-3, ema_decay=0.9,
+        device="cpu", threads=1, log_every=1, checkpoint_minutes=1e9,
+    )
+    gan = GANSettings(
+        pretrained=str(pretrained), d_features=8, perceptual_weight=0.0, fft_weight=0.1, ms_ssim_weight=0.1
+    )
+    return tmp_path, config, gan
+
+
+def _run(config: TrainConfig, gan: GANSettings, out_dir, iterations: int) -> GANTrainer:
+    trainer = GANTrainer(replace(config, out_dir=str(out_dir), iterations=iterations), gan)
+    trainer.run(progress=False)
+    return trainer
+
+
+def test_gan_steps_change_the_generator_from_its_pretrained_start(setup) -> None:
+    tmp_path, config, gan = setup
+    start, _ = load_checkpoint(gan.pretrained)
+    trainer = _run(config, gan, tmp_path / "run", iterations=3)
+    weights = trainer.model.state_dict()
+    assert all(not torch.equal(weights[key], start[key]) for key in start)
+    assert all(torch.isfinite(value).all() for value in weights.values())
+    with (tmp_path / "run" / "gan_log.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["iteration"] for row in rows] == ["1", "2", "3"]
+    assert all(float(row["adversarial"]) > 0 and float(row["fft"]) > 0 and row["perceptual"] == "" for row in rows)
+    exported = load_model(tmp_path / "run" / "last.safetensors")
+    assert exported.metadata["recipe"]["stage"] == "gan"
+    assert exported.metadata["recipe"]["gan"]["discriminator"] == "vgg"
+    assert torch.equal(exported.model.state_dict()["first_part.0.weight"], trainer.ema.model.first_part[0].weight)
+
+
+def test_gan_resume_continues_exactly(setup) -> None:
+    """Real-ESRGAN style: U-Net discriminator, degraded pairs with codec round trips, standard GAN loss.
+    The uninterrupted run degrades in 2 worker processes, the interrupted one in-process: same batches."""
+    tmp_path, config, gan = setup
+    gan = replace(gan, discriminator="unet", adversarial="standard", degradation={"preset": "video"})
+    straight = _run(config, replace(gan, degradation_workers=2), tmp_path / "straight", iterations=4)
+    interrupted = GANTrainer(replace(config, out_dir=str(tmp_path / "split"), iterations=4), gan)
+    interrupted.step(), interrupted.step()
+    interrupted.save_state()  # as the periodic checkpoint does; then the process dies
+    resumed = _run(config, gan, tmp_path / "split", iterations=4)
+    assert resumed.iteration == 4
+    for part in ("model", "discriminator", "optimizer", "d_optimizer"):
+        a, b = straight._state()[part], resumed._state()[part]
+        assert _flatten(a) == _flatten(b), part
+    assert _flatten(straight.ema.model.state_dict()) == _flatten(resumed.ema.model.state_dict())
+    assert (tmp_path / "split" / "gan_log.csv").read_text() == (tmp_path / "straight" / "gan_log.csv").read_text()
+
+
+def _flatten(state) -> list:
+    """Nested state (tensors, dicts, lists, numbers) as a comparable list with tensors as exact bytes."""
+    if isinstance(state, torch.Tensor):
+        return [tuple(state.shape), state.detach().numpy().tobytes()]
+    if isinstance(state, dict):
+        return [[key, _flatten(value)] for key, value in sorted(state.items(), key=lambda kv: str(kv[0]))]
+    if isinstance(state, list | tuple):
+        return [_flatten(value) for value in state]
+    return [state]
+
+
+def test_perceptual_loss_runs_with_local_vgg_weights(setup) -> None:
+    from tests.test_losses import _fake_torchvision_vgg19
+
+    tmp_path, config, gan = setup
+    _fake_torchvision_vgg19(tmp_path / "vgg19.safetensors", upto=7)
+    gan = replace(gan, perceptual_weight=1.0, vgg_weights=str(tmp_path / "vgg19.safetensors"),
+                  vgg_layers={"conv2_2": 1.0})
+    _run(config, gan, tmp_path / "run", iterations=1)
+    with (tmp_path / "run" / "gan_log.csv").open() as handle:
+        assert float(next(csv.DictReader(handle))["perceptual"]) > 0
+    with pytest.raises(ModelError, match="--vgg-weights"):
+        GANTrainer(replace(config, out_dir=str(tmp_path / "other")), replace(gan, vgg_weights=None))
+
+
+def test_gan_refuses_a_missing_or_different_starting_model(setup) -> None:
+    tmp_path, config, gan = setup
+    with pytest.raises(InputError, match="gan.pretrained"):
+        GANTrainer(replace(config, out_dir=str(tmp_path / "a")), replace(gan, pretrained=None))
+    other = save_checkpoint(tmp_path / "other.safetensors", create_model("espcn", scale=2, channels=3, features=16))
+    with pytest.raises(ModelError, match="the config trains espcn"):
+        GANTrainer(replace(config, out_dir=str(tmp_path / "b")), replace(gan, pretrained=str(other)))
+    with pytest.raises(InputError, match="multiple of 32"):
+        GANTrainer(replace(config, out_dir=str(tmp_path / "c"), patch_size=20), gan)
+
+
+def test_gan_config_file_splits_the_gan_table(tmp_path) -> None:
+    path = tmp_path / "gan.toml"
+    path.write_text('arch = "espcn"\nscale = 4\n[gan]\ndiscriminator = "unet"\n[gan.degradation]\npreset = "video"\n')
+    config, gan = load_gan_config(path, vgg_weights="vgg.pth", iterations=7, device=None)
+    assert (config.arch, config.scale, config.iterations) == ("espcn", 4, 7)
+    assert (gan.discriminator, gan.vgg_weights) == ("unet", "vgg.pth")
+    assert degradation_config(gan.degradation).codec.prob > 0
+    tuned = degradation_config({"preset": "video", "codec": {"crf_range": [30, 40]}})
+    assert tuned.codec.crf_range == (30, 40) and tuned.codec.prob == degradation_config("video").codec.prob
+    path.write_text("[gan]\ndiscriminatr = 'vgg'\n")
+    with pytest.raises(InputError, match="unknown \\[gan\\] keys: discriminatr"):
+        load_gan_config(path)
+
+
+# ---------------------------------------------------------------------------------------------- blend
+def _two_models(features: int = 8):
+    torch.manual_seed(1)
+    a = create_model("espcn", scale=2, channels=3, features=features)
+    torch.manual_seed(2)
+    b = create_model("espcn", scale=2, channels=3, features=features)
+    return a, b
+
+
+def test_blend_endpoints_are_exact_and_the_midpoint_is_the_mean() -> None:
+    a, b = _two_models()
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    for key in sa:
+        assert torch.equal(blend_state_dicts(sa, sb, 0.0)[key], sa[key])
+        assert torch.equal(blend_state_dicts(sa, sb, 1.0)[key], sb[key])
+        torch.testing.assert_close(blend_state_dicts(sa, sb, 0.5)[key], (sa[key] + sb[key]) / 2)
+    counters = {"bn.num_batches_tracked": torch.tensor(5)}
+    assert blend_state_dicts(counters, {"bn.num_batches_tracked": torch.tensor(9)}, 0.5)["bn.num_batches_tracked"] == 5
+    with pytest.raises(ValueError, match="alpha"):
+        blend_state_dicts(sa, sb, 1.5)
+
+
+def test_blend_refuses_different_architectures() -> None:
+    a, _ = _two_models()
+    _, wider = _two_models(features=16)
+    with pytest.raises(ModelError, match="cannot blend"):
+        blend_models(a, wider, 0.5)
+    with pytest.raises(ModelError, match="different layers"):
+        blend_state_dicts({"x": torch.zeros(1)}, {"y": torch.zeros(1)}, 0.5)
+
+
+def test_blend_command_writes_a_loadable_interpolated_model(tmp_path, capsys) -> None:
+    a, b = _two_models()
+    path_a = save_checkpoint(tmp_path / "psnr.safetensors", a)
+    path_b = save_checkpoint(tmp_path / "gan.safetensors", b)
+    out = tmp_path / "blend.safetensors"
+    assert cli_main(["blend", str(path_a), str(path_b), "--alpha", "0.8", "-o", str(out)]) == 0
+    assert "0.2 x" in capsys.readouterr().out
+    blended = load_model(out)
+    key = "first_part.0.weight"
+    expected = 0.2 * a.model.state_dict()[key] + 0.8 * b.model.state_dict()[key]
+    torch.testing.assert_close(blended.model.state_dict()[key], expected)
+    assert blended.metadata["blend"]["alpha"] == 0.8
+    assert cli_main(["blend", str(path_a), str(path_b), "-o", str(out)]) == 1  # exists, no --overwrite
+    assert "exists" in capsys.readouterr().err

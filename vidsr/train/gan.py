@@ -1,0 +1,307 @@
+"""GAN fine-tuning, the second stage of the ESRGAN / Real-ESRGAN recipe, built on the supervised Trainer.
+
+Stage 1 is `vidsr train` (PSNR-oriented, L1). Stage 2 starts the generator from those weights and adds a
+discriminator, a perceptual loss and an adversarial loss. Training pairs are the PSNR trainer's bicubic pairs
+(ESRGAN) or, with a `degradation` setting, its HR patches degraded by the Real-ESRGAN chain (real-world models).
+Everything else (data cache, patches, EMA, schedule, validation, exact resume, export) is the Trainer's.
+
+    python -m vidsr.train.gan --config configs/esrgan_x4_gan.toml --vgg-weights vgg19-dcbb9e9d.pth
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import multiprocessing
+import sys
+import tomllib
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vidsr.archs import model_from_state_dict
+from vidsr.checkpoint import load_checkpoint, save_checkpoint
+from vidsr.errors import InputError, ModelError, VidsrError
+from vidsr.train.config import TrainConfig, load_config
+from vidsr.train.data import PatchSampler
+from vidsr.train.degradations import DegradationConfig, DegradedPair, make_pair
+from vidsr.train.discriminators import create_discriminator
+from vidsr.train.ema import EMA
+from vidsr.train.losses import ContentLoss, discriminator_loss, generator_adversarial_loss
+from vidsr.train.trainer import Trainer, lr_factor, resolve_device
+
+GAN_LOG_FIELDS = ["iteration", "pixel", "perceptual", "fft", "ms_ssim", "adversarial", "d_loss", "d_real", "d_fake"]
+HEADER_KEYS = ("arch", "scale", "color", "hyperparams")  # written by save_checkpoint from the descriptor
+
+
+@dataclass
+class GANSettings:
+    """The `[gan]` table of a training config. Defaults are ESRGAN's."""
+
+    pretrained: str | None = None  # stage-1 (PSNR) weights the generator starts from
+    discriminator: str = "vgg"  # vgg (ESRGAN, needs HR patch side = 128 or another multiple of 32) | unet
+    d_features: int = 64
+    d_lr: float | None = None  # default: the generator's lr
+    adversarial: str = "relativistic"  # relativistic (ESRGAN) | standard (SRGAN)
+    pixel_weight: float = 1e-2
+    perceptual_weight: float = 1.0
+    adversarial_weight: float = 5e-3
+    fft_weight: float = 0.0
+    ms_ssim_weight: float = 0.0
+    vgg_weights: str | None = None  # torchvision vgg19 state dict; required when perceptual_weight > 0
+    vgg_layers: dict[str, float] = field(default_factory=lambda: {"conv5_4": 1.0})
+    degradation: str | dict[str, Any] | None = None  # None: bicubic pairs; "realesrgan", "video" or a table
+    degradation_workers: int = 0  # processes degrading patches (0: in the training process)
+
+
+def degradation_config(spec: str | dict[str, Any]) -> DegradationConfig:
+    """`"realesrgan"`, `"video"`, or a table of overrides with an optional `preset` key (default realesrgan)."""
+    values = {"preset": spec} if isinstance(spec, str) else dict(spec)
+    preset = values.pop("preset", "realesrgan")
+    presets = {"realesrgan": DegradationConfig, "video": DegradationConfig.video}
+    if preset not in presets:
+        raise InputError(f"unknown degradation preset {preset!r}; choose realesrgan or video")
+    try:
+        return DegradationConfig.from_dict(values, base=presets[preset]())
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+def _degrade_patch(hr: torch.Tensor, scale: int, config: DegradationConfig, seed: int) -> DegradedPair:
+    return make_pair(hr, scale, config, np.random.default_rng(seed))
+
+
+class DegradedSampler:
+    """HR patches from the PSNR trainer's sampler, degraded on the fly into LR inputs.
+
+    It shares the base sampler's generator, so the Trainer's saved `sampler_rng` covers the degradations too.
+    Each patch gets its own seed drawn from it, so `workers` processes give the same batches as none
+    (processes, not threads: parallel x265 encoders in one process are not reproducible).
+    """
+
+    def __init__(self, base: PatchSampler, config: DegradationConfig, workers: int) -> None:
+        self.base = base
+        self.rng = base.rng
+        self.config = config
+        self.pool = ProcessPoolExecutor(workers, mp_context=_process_context()) if workers > 0 else None
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(LR input, loss target, discriminator's real image): the target is unsharp-masked when configured."""
+        _, hr = self.base.batch()
+        seeds = [int(seed) for seed in self.rng.integers(0, 2**63, size=len(hr))]
+        jobs = (list(hr), [self.base.cache.scale] * len(hr), [self.config] * len(hr), seeds)
+        pairs = list(self.pool.map(_degrade_patch, *jobs) if self.pool else map(_degrade_patch, *jobs))
+        return tuple(torch.stack([getattr(p, name) for p in pairs]) for name in ("lr", "gt", "gt_plain"))
+
+    def close(self) -> None:
+        if self.pool:
+            self.pool.shutdown()
+
+
+def _process_context() -> multiprocessing.context.BaseContext:
+    """forkserver with this module preloaded: workers start fast, without forking a multi-threaded trainer."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["vidsr.train.gan"])
+    return context
+
+
+class GANTrainer(Trainer):
+    def __init__(self, config: TrainConfig, gan: GANSettings) -> None:
+        self.gan = gan
+        device = resolve_device(config.device)
+        torch.manual_seed(config.seed + 1)  # the discriminator's initialisation (spectral norm vectors too)
+        self.discriminator = self._build_discriminator(config).to(device).train()
+        self.d_optimizer = torch.optim.Adam(
+            self.discriminator.parameters(), lr=gan.d_lr or config.lr, betas=(0.9, 0.99)
+        )
+        self.d_scheduler = torch.optim.lr_scheduler.LambdaLR(self.d_optimizer, lambda it: lr_factor(config, it))
+        self.gan_log_path = Path(config.out_dir) / "gan_log.csv"
+        self._pending: list[dict[str, float]] = []
+        super().__init__(config)  # generator, data, EMA; resumes from state.pt when there is one
+        self.content_loss = ContentLoss(
+            self.loss_fn,
+            gan.pixel_weight,
+            gan.perceptual_weight,
+            gan.fft_weight,
+            gan.ms_ssim_weight,
+            gan.vgg_weights,
+            gan.vgg_layers,
+        ).to(self.device)
+        if gan.degradation is not None:
+            self.sampler = DegradedSampler(self.sampler, degradation_config(gan.degradation), gan.degradation_workers)
+        if self.iteration == 0:
+            self._start_from_pretrained()
+
+    def _build_discriminator(self, config: TrainConfig) -> torch.nn.Module:
+        channels = int(config.hyperparams.get("channels", config.hyperparams.get("in_channels", 3)))
+        kwargs: dict[str, Any] = {"in_channels": channels, "num_features": self.gan.d_features}
+        if self.gan.discriminator == "vgg":
+            kwargs["input_size"] = config.patch_size * config.scale
+        try:
+            return create_discriminator(self.gan.discriminator, **kwargs)
+        except ValueError as exc:
+            raise InputError(f"discriminator: {exc}") from None
+
+    def _start_from_pretrained(self) -> None:
+        if not self.gan.pretrained:
+            raise InputError("GAN fine-tuning starts from PSNR-trained weights: set gan.pretrained (or --pretrained)")
+        tensors, metadata = load_checkpoint(self.gan.pretrained)
+        source = model_from_state_dict(tensors, metadata)
+        if (source.arch, source.hyperparams) != (self.descriptor.arch, self.descriptor.hyperparams):
+            raise ModelError(
+                f"{self.gan.pretrained} is {source.arch} {source.hyperparams}, the config trains "
+                f"{self.descriptor.arch} {self.descriptor.hyperparams}"
+            )
+        self.model.load_state_dict(source.model.state_dict())
+        if self.ema:
+            self.ema = EMA(self.model, self.config.ema_decay)  # average from the pretrained weights on
+
+    def run(self, progress: bool = True) -> Path:
+        try:
+            return super().run(progress)
+        finally:
+            if isinstance(self.sampler, DegradedSampler):
+                self.sampler.close()
+
+    # ----- one iteration ----------------------------------------------------------------------------------------
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        batch = self.sampler.batch()
+        lr, target, real = batch if len(batch) == 3 else (*batch, batch[1])
+        return tuple(t.to(self.device, non_blocking=True) for t in (lr, target, real))
+
+    def step(self) -> float:
+        lr, target, real = self._batch()
+        use_amp = self.config.amp and self.device.type == "cuda"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
+            output = self.model(lr)
+        output = output.float()
+        kind, discriminator = self.gan.adversarial, self.discriminator
+
+        discriminator.requires_grad_(False)
+        terms = self.content_loss(output, target)
+        real_logits = discriminator(real).detach() if kind == "relativistic" else None
+        adversarial = generator_adversarial_loss(real_logits, discriminator(output), kind)
+        terms["adversarial"] = self.gan.adversarial_weight * adversarial
+        generator_loss = sum(terms.values())
+        self.optimizer.zero_grad(set_to_none=True)
+        generator_loss.backward()
+        self.optimizer.step()
+
+        discriminator.requires_grad_(True)
+        real_logits, fake_logits = discriminator(real), discriminator(output.detach())
+        d_loss = discriminator_loss(real_logits, fake_logits, kind)
+        self.d_optimizer.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.d_optimizer.step()
+
+        self.scheduler.step()
+        self.d_scheduler.step()
+        if self.ema:
+            self.ema.update(self.model)
+        self.iteration += 1
+        self._log_terms(terms, d_loss, real_logits, fake_logits)
+        return generator_loss.item()
+
+    def _log_terms(
+        self, terms: dict[str, torch.Tensor], d_loss: torch.Tensor, real: torch.Tensor, fake: torch.Tensor
+    ) -> None:
+        row = {name: value.item() for name, value in terms.items()}
+        row.update(d_loss=d_loss.item(), d_real=real.detach().mean().item(), d_fake=fake.detach().mean().item())
+        self._pending.append(row)
+        if self.iteration % self.config.log_every and self.iteration != self.config.iterations:
+            return
+        means = {name: np.mean([r[name] for r in self._pending]) for name in self._pending[0]}
+        new_file = not self.gan_log_path.is_file()
+        with self.gan_log_path.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=GAN_LOG_FIELDS)
+            if new_file:
+                writer.writeheader()
+            writer.writerow({"iteration": self.iteration, **{k: f"{v:.6g}" for k, v in means.items()}})
+        self._pending.clear()
+
+    # ----- checkpoints ------------------------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {
+            **super()._state(),
+            "gan": asdict(self.gan),
+            "discriminator": self.discriminator.state_dict(),
+            "d_optimizer": self.d_optimizer.state_dict(),
+            "d_scheduler": self.d_scheduler.state_dict(),
+        }
+
+    def _resume(self) -> None:
+        super()._resume()
+        state = torch.load(self.state_path, map_location=self.device, weights_only=False)  # our own file
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.d_optimizer.load_state_dict(state["d_optimizer"])
+        self.d_scheduler.load_state_dict(state["d_scheduler"])
+        self._truncate_gan_log()
+
+    def _truncate_gan_log(self) -> None:
+        if not self.gan_log_path.is_file():
+            return
+        with self.gan_log_path.open() as handle:
+            rows = [row for row in csv.DictReader(handle) if int(row["iteration"]) <= self.iteration]
+        with self.gan_log_path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=GAN_LOG_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def export(self, path: Path, val_psnr: float | None = None) -> Path:
+        """The Trainer's export, with the GAN stage's recipe added to the metadata."""
+        path = super().export(path, val_psnr)
+        _, metadata = load_checkpoint(path)
+        extra = {key: value for key, value in metadata.items() if key not in HEADER_KEYS}
+        settings = asdict(self.gan)
+        settings["vgg_weights"] = Path(settings["vgg_weights"]).name if settings["vgg_weights"] else None
+        extra["recipe"] = {**extra.get("recipe", {}), "stage": "gan", "gan": settings}
+        return save_checkpoint(path, self.eval_model(), **extra)
+
+
+# ---------------------------------------------------------------------------------------------- configuration
+def load_gan_config(path: str | Path, **overrides: Any) -> tuple[TrainConfig, GANSettings]:
+    """A TrainConfig TOML with a `[gan]` table; `overrides` (None ignored) go to whichever of the two has them."""
+    try:
+        values = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise InputError(f"cannot read config {path}: {exc}") from None
+    gan_values = values.pop("gan", {})
+    gan_names = {f.name for f in fields(GANSettings)}
+    for key, value in overrides.items():
+        if value is not None:
+            (gan_values if key in gan_names else values)[key] = value
+    unknown = sorted(set(gan_values) - gan_names)
+    if unknown:
+        raise InputError(f"unknown [gan] keys: {', '.join(unknown)}")
+    return load_config(None, **values), GANSettings(**gan_values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vidsr.train.gan", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, help="TOML: TrainConfig fields plus a [gan] table")
+    parser.add_argument("--pretrained", help="stage-1 (PSNR) weights to start from")
+    parser.add_argument("--vgg-weights", help="torchvision VGG19 state dict for the perceptual loss")
+    parser.add_argument("--out-dir", help="run folder (resumes from its state.pt)")
+    parser.add_argument("--iterations", type=int)
+    parser.add_argument("--device", help="auto, cpu, cuda ...")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    overrides = {key: value for key, value in vars(args).items() if key not in ("config", "no_progress")}
+    try:
+        trainer = GANTrainer(*load_gan_config(args.config, **overrides))
+        path = trainer.run(progress=not args.no_progress)
+    except VidsrError as exc:
+        print(f"vidsr: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"exported {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
