@@ -18,10 +18,10 @@ import vapoursynth as vs
 import vsvidsr as sr
 from vsvidsr.batching import Worker
 
+from vidsr import upscale_video
 from vidsr.archs import create_model
 from vidsr.checkpoint import save_checkpoint
-from vidsr.media.frames import frame_to_planes, plane_layout, planes_to_frame
-from vidsr.media.info import probe
+from vidsr.media.frames import frame_to_planes, planes_to_frame
 from vidsr.metrics import psnr
 from vidsr.upscaler import Upscaler
 
@@ -144,20 +144,16 @@ def info_fields(stdout: bytes) -> dict[str, str]:
     return dict(line.split(": ", 1) for line in stdout.decode().splitlines() if ": " in line)
 
 
-# --- reference: the engine on linearly decoded frames ------------------------------------------------------
+# --- references: linear decoding and the CLI ------------------------------------------------------
 
 def decode_linear(path: Path) -> list[list[np.ndarray]]:
     with av.open(str(path)) as container:
         return [[plane.copy() for plane in frame_to_planes(frame)] for frame in container.decode(video=0)]
 
 
-def engine_upscale(path: Path, model: str) -> list[list[np.ndarray]]:
-    """What the CLI's engine makes of the file's frames: Upscaler.upscale_planes on the decoded planes."""
-    info = probe(path).video
-    frames = decode_linear(path)
-    planes = [torch.from_numpy(np.stack([frame[p] for frame in frames])) for p in range(3)]
-    out = Upscaler(model, device="cpu").upscale_planes(planes, plane_layout(info.pix_fmt), info.color)
-    return [[plane[i].numpy() for plane in out] for i in range(len(frames))]
+def cli_upscale(path: Path, model: str, output: Path) -> list[list[np.ndarray]]:
+    """What the CLI makes of the file (`vidsr upscale -c ffv1`, lossless), decoded back to planes."""
+    return decode_linear(upscale_video(path, output, model=model, device="cpu", encoder="ffv1", progress=False))
 
 
 def planes_psnr(a: list[np.ndarray], b: list[np.ndarray], peak: int) -> float:
@@ -168,8 +164,8 @@ def planes_psnr(a: list[np.ndarray], b: list[np.ndarray], peak: int) -> float:
 # --- tests through vspipe ----------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_vspipe_info_reports_upscaled_clip(media, models, run_vspipe):
-    result = run_vspipe(media["h264"], "--info", model=models["y"])
+def test_vspipe_info_reports_upscaled_clip(media, run_vspipe):
+    result = run_vspipe(media["h264"], "--info", model="espcn-x2")  # the bundled default, by name
     assert result.returncode == 0, result.stderr.decode()
     info = info_fields(result.stdout)
     assert (info["Width"], info["Height"], info["Frames"]) == ("128", "96", "10")
@@ -181,8 +177,8 @@ def test_vspipe_info_reports_upscaled_clip(media, models, run_vspipe):
 @pytest.mark.parametrize(("clip", "model", "scale", "peak", "timestamps_ms"),
                          [("vfr", "y", 2, 255, VFR_MS), ("10bit", "rgb", 3, 1023, CFR_MS)])
 def test_y4m_matches_engine(media, models, run_vspipe, tmp_path, clip, model, scale, peak, timestamps_ms):
-    """vspipe's y4m (parallel requests, 2 streams, batches of 2) == the engine on the same decoded frames;
-    stdout carries nothing but the y4m stream; the frame timestamps (from the durations) are the source's."""
+    """vspipe's y4m (parallel requests, 2 streams, batches of 2) == the CLI's lossless output; stdout carries
+    nothing but the y4m stream; the frame timestamps (from the durations) are the source's."""
     timecodes = tmp_path / "timecodes.txt"
     result = run_vspipe(media[clip], "-c", "y4m", "-r", "4", "-t", str(timecodes), model=models[model],
                         batch_size=2, num_streams=2)
@@ -192,7 +188,7 @@ def test_y4m_matches_engine(media, models, run_vspipe, tmp_path, clip, model, sc
     assert fields["C"].startswith("420p10" if peak == 1023 else "420")
     assert len(payloads) == 10
     dtype = np.uint16 if peak == 1023 else np.uint8
-    expected = engine_upscale(media[clip], models[model])
+    expected = cli_upscale(media[clip], models[model], tmp_path / "cli.mkv")
     for got, want in zip(payloads, expected, strict=True):
         planes = y4m_planes(got, WIDTH * scale, HEIGHT * scale, dtype)
         assert max(int(p.max()) for p in planes) <= peak
