@@ -128,7 +128,7 @@ class Trainer:
             torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
         random.setstate(state["python_rng"])
         self.iteration, self.best_psnr, self.elapsed = state["iteration"], state["best_psnr"], state["elapsed"]
-        self.pending_losses = state["pending_losses"]
+        self.pending_losses = state.get("pending_losses", [])  # absent in states saved before it was tracked
         self._truncate_log(self.iteration)
 
     # ----- logging -----------------------------------------------------------------------------------------
