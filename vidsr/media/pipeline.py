@@ -157,7 +157,11 @@ def _progress_reporter(progress: ProgressCallback | bool | None, info: MediaInfo
             bar.total = None  # the estimate was short: fall back to a count without ETA
         bar.update(p.frames - bar.n)
 
-    return report, bar.close
+    def close() -> None:
+        bar.total = bar.n  # an estimated total was only an estimate: end the bar at what was done
+        bar.close()
+
+    return report, close
 
 
 def upscale_video(

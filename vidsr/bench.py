@@ -1,0 +1,198 @@
+"""`vidsr bench`: per-stage throughput, end-to-end and model-only fps, and a naive frame-by-frame loop.
+
+The naive loop is the Real-ESRGAN video script's pattern (decode -> rgb24 ndarray -> model -> ndarray ->
+encode, one frame at a time, synchronously) with the same model, clip and encoder: it is the denominator
+every other figure is quoted against.
+"""
+
+from __future__ import annotations
+
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from vidsr.media.frames import frame_to_planes, plane_layout, planes_to_frame, working_format
+from vidsr.media.info import probe
+from vidsr.media.pipeline import Progress, upscale_video
+from vidsr.media.sink import DEFAULT_CRF
+from vidsr.media.source import Source
+from vidsr.sample import ClipSpec, write_clip
+from vidsr.upscaler import Upscaler
+
+
+@dataclass
+class BenchResult:
+    model: str
+    device: str
+    device_name: str
+    precision: str
+    input_size: str
+    output_size: str
+    batch_size: int
+    frames: int
+    encoder: str
+    decode_fps: float
+    upload_fps: float | None
+    model_fps: float
+    download_fps: float | None
+    encode_fps: float
+    end_to_end_fps: float
+    naive_fps: float
+    model_tflops: float
+    peak_tflops: float
+    roofline_fraction: float
+    peak_gpu_memory_mb: float | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def table(self) -> str:
+        rows = [
+            ("decode", self.decode_fps), ("upload (H2D)", self.upload_fps), ("model only", self.model_fps),
+            ("download (D2H)", self.download_fps), ("encode", self.encode_fps),
+            ("end to end (vidsr)", self.end_to_end_fps), ("naive frame loop", self.naive_fps),
+        ]
+        lines = [f"{self.model} on {self.device_name} ({self.precision}), {self.input_size} -> {self.output_size}, "
+                 f"batch {self.batch_size}, {self.frames} frames, encoder {self.encoder}",
+                 "| stage | fps |", "|---|---|"]
+        lines += [f"| {name} | {fps:.2f} |" for name, fps in rows if fps is not None]
+        lines += [
+            f"end to end / model only: {self.end_to_end_fps / self.model_fps:.2f}; "
+            f"end to end / naive: {self.end_to_end_fps / self.naive_fps:.2f}x",
+            f"model: {self.model_tflops:.3f} TFLOP/s of a measured {self.peak_tflops:.3f} TFLOP/s peak "
+            f"({self.roofline_fraction:.1%})",
+        ]
+        if self.peak_gpu_memory_mb is not None:
+            lines.append(f"peak GPU memory: {self.peak_gpu_memory_mb:.0f} MB")
+        return "\n".join(lines)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[], object], device: torch.device, repeats: int = 1) -> float:
+    """Seconds per call, after one warm-up call."""
+    fn()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - start) / repeats
+
+
+def measure_peak_tflops(device: torch.device, dtype: torch.dtype) -> float:
+    """Dense matmul throughput of the device in `dtype`: the roofline the model is compared with."""
+    n = 4096 if device.type == "cuda" else 1024
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    seconds = _timed(lambda: a @ b, device, repeats=10 if device.type == "cuda" else 3)
+    return 2 * n**3 / seconds / 1e12
+
+
+def decode_fps(path: Path) -> float:
+    source = Source(path)
+    count = 0
+
+    def on_frame(_frame: object) -> None:
+        nonlocal count
+        count += 1
+
+    start = time.perf_counter()
+    source.run(on_frame, lambda _packet: None, ())
+    source.close()
+    return count / (time.perf_counter() - start)
+
+
+def encode_fps(planes: list[np.ndarray], pix_fmt: str, encoder: str, frames: int) -> float:
+    """Encoding speed at the output size: the same upscaled picture, `frames` times, to a null muxer."""
+    picture = planes_to_frame(planes, pix_fmt)
+    with tempfile.TemporaryDirectory() as tmp, av.open(str(Path(tmp) / "o.mkv"), "w") as out:
+        stream = out.add_stream(encoder, rate=24)
+        stream.width, stream.height, stream.pix_fmt = picture.width, picture.height, pix_fmt
+        if encoder in DEFAULT_CRF:
+            stream.codec_context.options = {"crf": str(DEFAULT_CRF[encoder])}
+        start = time.perf_counter()
+        for i in range(frames):
+            picture.pts = i
+            out.mux(stream.encode(picture))
+        out.mux(stream.encode(None))
+        return frames / (time.perf_counter() - start)
+
+
+def naive_loop_fps(path: Path, output: Path, upscaler: Upscaler, encoder: str) -> float:
+    """Frame by frame through rgb24 ndarrays, synchronously: the Real-ESRGAN video script's loop."""
+    start = time.perf_counter()
+    count = 0
+    with av.open(str(path)) as src, av.open(str(output), "w") as out:
+        stream = None
+        for frame in src.decode(video=0):
+            image = upscaler.upscale_image(frame.to_ndarray(format="rgb24"))
+            if stream is None:
+                stream = out.add_stream(encoder, rate=24)
+                stream.width, stream.height, stream.pix_fmt = image.shape[1], image.shape[0], "yuv420p"
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+            count += 1
+        out.mux(stream.encode(None))
+    return count / (time.perf_counter() - start)
+
+
+def run_bench(model: str = "espcn-x2", width: int = 640, height: int = 360, frames: int = 48,
+              batch_size: int = 4, precision: str = "auto", device: str = "auto", encoder: str = "libx264",
+              input_path: Path | None = None) -> BenchResult:
+    upscaler = Upscaler(model, device=device, precision=precision)
+    dev = upscaler.device
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = input_path or write_clip(Path(tmp) / "bench.mkv", ClipSpec(width=width, height=height, frames=frames,
+                                                                          options=(("preset", "ultrafast"),)))
+        video = probe(clip).video
+        width, height = video.width, video.height
+        layout = plane_layout(working_format(video.pix_fmt))
+        with av.open(str(clip)) as c:
+            first = next(c.decode(video=0))
+            host = [torch.from_numpy(np.stack([p] * batch_size)) for p in frame_to_planes(first)]
+        device_planes = [p.to(dev) for p in host]
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        upscale = lambda: upscaler.upscale_planes(device_planes, layout, video.color)  # noqa: E731
+        model_seconds = _timed(upscale, dev, repeats=max(1, frames // batch_size // 4))
+        out_planes = upscale()
+        upload = download = None
+        if dev.type == "cuda":
+            pinned = [p.pin_memory() for p in host]
+            upload = batch_size / _timed(lambda: [p.to(dev, non_blocking=True) for p in pinned], dev, repeats=10)
+            download = batch_size / _timed(lambda: [p.to("cpu") for p in out_planes], dev, repeats=10)
+        peak_memory = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None
+        model_fps = batch_size / model_seconds
+        progress: list[Progress] = []
+        upscale_video(clip, Path(tmp) / "vidsr.mkv", upscaler=upscaler, batch_size=batch_size, encoder=encoder,
+                      overwrite=True, progress=progress.append)
+        end_to_end = progress[-1].fps
+        naive = naive_loop_fps(clip, Path(tmp) / "naive.mkv", upscaler, encoder)
+        decode = decode_fps(clip)
+        encode = encode_fps([p[0].cpu().numpy() for p in out_planes], layout.pix_fmt, encoder, min(frames, 24))
+    tflops = upscaler.descriptor.gmacs(width * upscaler.scale, height * upscaler.scale) * 2 * model_fps / 1000
+    peak = measure_peak_tflops(dev, upscaler.dtype)
+    return BenchResult(
+        model=str(model), device=str(dev), device_name=_device_name(dev), precision=str(upscaler.dtype).split(".")[-1],
+        input_size=f"{width}x{height}", output_size=f"{width * upscaler.scale}x{height * upscaler.scale}",
+        batch_size=batch_size, frames=progress[-1].frames, encoder=encoder, decode_fps=decode,
+        upload_fps=upload, model_fps=model_fps, download_fps=download, encode_fps=encode, end_to_end_fps=end_to_end,
+        naive_fps=naive, model_tflops=tflops, peak_tflops=peak, roofline_fraction=tflops / peak,
+        peak_gpu_memory_mb=peak_memory,
+    )
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"

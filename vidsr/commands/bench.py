@@ -1,0 +1,32 @@
+"""`vidsr bench`: stage-by-stage throughput against a naive frame loop, on any device."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from vidsr.bench import run_bench
+from vidsr.commands import add_command
+from vidsr.zoo import DEFAULT_MODEL
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = add_command(subparsers, "bench", "measure decode/model/encode throughput vs a naive frame loop", run)
+    parser.add_argument("-m", "--model", default=DEFAULT_MODEL)
+    parser.add_argument("--size", default="640x360", help="WIDTHxHEIGHT of the generated clip (default 640x360)")
+    parser.add_argument("--frames", type=int, default=48, help="length of the generated clip (default 48)")
+    parser.add_argument("--input", type=Path, help="benchmark this clip instead of a generated one")
+    parser.add_argument("-b", "--batch-size", type=int, default=4)
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("-c", "--encoder", default="libx264")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def run(args: argparse.Namespace) -> int:
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    result = run_bench(args.model, width, height, args.frames, args.batch_size, args.precision, args.device,
+                       args.encoder, args.input)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.table())
+    return 0
