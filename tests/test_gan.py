@@ -41,11 +41,9 @@ def setup(tmp_path):
     config = TrainConfig(
         arch="espcn", scale=2, hyperparams=HYPERPARAMS, train_dirs=[str(tmp_path / "hr")],
         cache_dir=str(tmp_path / "cache"), patch_size=16, batch_size=2, iterations=3, lr=1e-3, ema_decay=0.9,
-        device="cpu", threads=1, log_every=1, checkpoint_minutes=1e9,
+        device="cpu", threads=1, log_every=1, checkpoint_minutes=1e9, init_from=str(pretrained),
     )
-    gan = GANSettings(
-        pretrained=str(pretrained), d_features=8, perceptual_weight=0.0, fft_weight=0.1, ms_ssim_weight=0.1
-    )
+    gan = GANSettings(d_features=8, perceptual_weight=0.0, fft_weight=0.1, ms_ssim_weight=0.1)
     return tmp_path, config, gan
 
 
@@ -57,7 +55,7 @@ def _run(config: TrainConfig, gan: GANSettings, out_dir, iterations: int) -> GAN
 
 def test_gan_steps_change_the_generator_from_its_pretrained_start(setup) -> None:
     tmp_path, config, gan = setup
-    start, _ = load_checkpoint(gan.pretrained)
+    start, _ = load_checkpoint(config.init_from)
     trainer = _run(config, gan, tmp_path / "run", iterations=3)
     weights = trainer.model.state_dict()
     assert all(not torch.equal(weights[key], start[key]) for key in start)
@@ -77,17 +75,18 @@ def test_gan_resume_continues_exactly(setup) -> None:
     The uninterrupted run degrades in 2 worker processes, the interrupted one in-process: same batches."""
     tmp_path, config, gan = setup
     gan = replace(gan, discriminator="unet", adversarial="standard", degradation={"preset": "video"})
+    config = replace(config, log_every=3)  # the interruption falls inside a logging window
     straight = _run(config, replace(gan, degradation_workers=2), tmp_path / "straight", iterations=4)
-    interrupted = GANTrainer(replace(config, out_dir=str(tmp_path / "split"), iterations=4), gan)
-    interrupted.step(), interrupted.step()
-    interrupted.save_state()  # as the periodic checkpoint does; then the process dies
+    GANTrainer(replace(config, out_dir=str(tmp_path / "split"), iterations=4), gan).run(progress=False, until=2)
     resumed = _run(config, gan, tmp_path / "split", iterations=4)
     assert resumed.iteration == 4
     for part in ("model", "discriminator", "optimizer", "d_optimizer"):
         a, b = straight._state()[part], resumed._state()[part]
         assert _flatten(a) == _flatten(b), part
     assert _flatten(straight.ema.model.state_dict()) == _flatten(resumed.ema.model.state_dict())
-    assert (tmp_path / "split" / "gan_log.csv").read_text() == (tmp_path / "straight" / "gan_log.csv").read_text()
+    log = (tmp_path / "straight" / "gan_log.csv").read_text()
+    assert [line.split(",")[0] for line in log.splitlines()] == ["iteration", "3", "4"]
+    assert (tmp_path / "split" / "gan_log.csv").read_text() == log
 
 
 def _flatten(state) -> list:
@@ -117,11 +116,11 @@ def test_perceptual_loss_runs_with_local_vgg_weights(setup) -> None:
 
 def test_gan_refuses_a_missing_or_different_starting_model(setup) -> None:
     tmp_path, config, gan = setup
-    with pytest.raises(InputError, match="gan.pretrained"):
-        GANTrainer(replace(config, out_dir=str(tmp_path / "a")), replace(gan, pretrained=None))
+    with pytest.raises(InputError, match="set init_from"):
+        GANTrainer(replace(config, out_dir=str(tmp_path / "a"), init_from=None), gan)
     other = save_checkpoint(tmp_path / "other.safetensors", create_model("espcn", scale=2, channels=3, features=16))
     with pytest.raises(ModelError, match="the config trains espcn"):
-        GANTrainer(replace(config, out_dir=str(tmp_path / "b")), replace(gan, pretrained=str(other)))
+        GANTrainer(replace(config, out_dir=str(tmp_path / "b"), init_from=str(other)), gan)
     with pytest.raises(InputError, match="multiple of 32"):
         GANTrainer(replace(config, out_dir=str(tmp_path / "c"), patch_size=20), gan)
 
@@ -129,8 +128,8 @@ def test_gan_refuses_a_missing_or_different_starting_model(setup) -> None:
 def test_gan_config_file_splits_the_gan_table(tmp_path) -> None:
     path = tmp_path / "gan.toml"
     path.write_text('arch = "espcn"\nscale = 4\n[gan]\ndiscriminator = "unet"\n[gan.degradation]\npreset = "video"\n')
-    config, gan = load_gan_config(path, vgg_weights="vgg.pth", iterations=7, device=None)
-    assert (config.arch, config.scale, config.iterations) == ("espcn", 4, 7)
+    config, gan = load_gan_config(path, vgg_weights="vgg.pth", iterations=7, device=None, init_from="psnr.pth")
+    assert (config.arch, config.scale, config.iterations, config.init_from) == ("espcn", 4, 7, "psnr.pth")
     assert (gan.discriminator, gan.vgg_weights) == ("unet", "vgg.pth")
     assert degradation_config(gan.degradation).codec.prob > 0
     tuned = degradation_config({"preset": "video", "codec": {"crf_range": [30, 40]}})

@@ -1,6 +1,6 @@
 """GAN fine-tuning, the second stage of the ESRGAN / Real-ESRGAN recipe, built on the supervised Trainer.
 
-Stage 1 is `vidsr train` (PSNR-oriented, L1). Stage 2 starts the generator from those weights and adds a
+Stage 1 is `vidsr train` (PSNR-oriented, L1). Stage 2 (`init_from` = stage 1's weights) adds a
 discriminator, a perceptual loss and an adversarial loss. Training pairs are the PSNR trainer's bicubic pairs
 (ESRGAN) or, with a `degradation` setting, its HR patches degraded by the Real-ESRGAN chain (real-world models).
 Everything else (data cache, patches, EMA, schedule, validation, exact resume, export) is the Trainer's.
@@ -23,14 +23,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from vidsr.archs import model_from_state_dict
+from vidsr.archs import ModelDescriptor, create_model, model_from_state_dict
 from vidsr.checkpoint import load_checkpoint, save_checkpoint
 from vidsr.errors import InputError, ModelError, VidsrError
 from vidsr.train.config import TrainConfig, load_config
 from vidsr.train.data import PatchSampler
 from vidsr.train.degradations import DegradationConfig, DegradedPair, make_pair
 from vidsr.train.discriminators import create_discriminator
-from vidsr.train.ema import EMA
 from vidsr.train.losses import ContentLoss, discriminator_loss, generator_adversarial_loss
 from vidsr.train.trainer import Trainer, lr_factor, resolve_device
 
@@ -42,7 +41,6 @@ HEADER_KEYS = ("arch", "scale", "color", "hyperparams")  # written by save_check
 class GANSettings:
     """The `[gan]` table of a training config. Defaults are ESRGAN's."""
 
-    pretrained: str | None = None  # stage-1 (PSNR) weights the generator starts from
     discriminator: str = "vgg"  # vgg (ESRGAN, needs HR patch side = 128 or another multiple of 32) | unet
     d_features: int = 64
     d_lr: float | None = None  # default: the generator's lr
@@ -69,6 +67,21 @@ def degradation_config(spec: str | dict[str, Any]) -> DegradationConfig:
         return DegradationConfig.from_dict(values, base=presets[preset]())
     except ValueError as exc:
         raise InputError(str(exc)) from None
+
+
+def _check_stage_one(config: TrainConfig) -> ModelDescriptor:
+    """The GAN stage fine-tunes a whole PSNR-trained model: `init_from` must hold one of the configured model."""
+    if not config.init_from:
+        raise InputError("GAN fine-tuning starts from PSNR-trained weights: set init_from (or --pretrained)")
+    tensors, metadata = load_checkpoint(config.init_from)
+    source = model_from_state_dict(tensors, metadata)
+    wanted = create_model(config.arch, scale=config.scale, **config.hyperparams)
+    if (source.arch, source.hyperparams) != (wanted.arch, wanted.hyperparams):
+        raise ModelError(
+            f"{config.init_from} is {source.arch} {source.hyperparams}, the config trains "
+            f"{wanted.arch} {wanted.hyperparams}"
+        )
+    return source
 
 
 def _degrade_patch(hr: torch.Tensor, scale: int, config: DegradationConfig, seed: int) -> DegradedPair:
@@ -114,9 +127,10 @@ def _process_context() -> multiprocessing.context.BaseContext:
 class GANTrainer(Trainer):
     def __init__(self, config: TrainConfig, gan: GANSettings) -> None:
         self.gan = gan
+        stage_one = _check_stage_one(config)  # before the data cache is built
         device = resolve_device(config.device)
         torch.manual_seed(config.seed + 1)  # the discriminator's initialisation (spectral norm vectors too)
-        self.discriminator = self._build_discriminator(config).to(device).train()
+        self.discriminator = self._build_discriminator(config, stage_one.in_channels).to(device).train()
         self.d_optimizer = torch.optim.Adam(
             self.discriminator.parameters(), lr=gan.d_lr or config.lr, betas=(0.9, 0.99)
         )
@@ -135,11 +149,8 @@ class GANTrainer(Trainer):
         ).to(self.device)
         if gan.degradation is not None:
             self.sampler = DegradedSampler(self.sampler, degradation_config(gan.degradation), gan.degradation_workers)
-        if self.iteration == 0:
-            self._start_from_pretrained()
 
-    def _build_discriminator(self, config: TrainConfig) -> torch.nn.Module:
-        channels = int(config.hyperparams.get("channels", config.hyperparams.get("in_channels", 3)))
+    def _build_discriminator(self, config: TrainConfig, channels: int) -> torch.nn.Module:
         kwargs: dict[str, Any] = {"in_channels": channels, "num_features": self.gan.d_features}
         if self.gan.discriminator == "vgg":
             kwargs["input_size"] = config.patch_size * config.scale
@@ -148,23 +159,9 @@ class GANTrainer(Trainer):
         except ValueError as exc:
             raise InputError(f"discriminator: {exc}") from None
 
-    def _start_from_pretrained(self) -> None:
-        if not self.gan.pretrained:
-            raise InputError("GAN fine-tuning starts from PSNR-trained weights: set gan.pretrained (or --pretrained)")
-        tensors, metadata = load_checkpoint(self.gan.pretrained)
-        source = model_from_state_dict(tensors, metadata)
-        if (source.arch, source.hyperparams) != (self.descriptor.arch, self.descriptor.hyperparams):
-            raise ModelError(
-                f"{self.gan.pretrained} is {source.arch} {source.hyperparams}, the config trains "
-                f"{self.descriptor.arch} {self.descriptor.hyperparams}"
-            )
-        self.model.load_state_dict(source.model.state_dict())
-        if self.ema:
-            self.ema = EMA(self.model, self.config.ema_decay)  # average from the pretrained weights on
-
-    def run(self, progress: bool = True) -> Path:
+    def run(self, progress: bool = True, until: int | None = None) -> Path:
         try:
-            return super().run(progress)
+            return super().run(progress, until)
         finally:
             if isinstance(self.sampler, DegradedSampler):
                 self.sampler.close()
@@ -233,6 +230,7 @@ class GANTrainer(Trainer):
             "discriminator": self.discriminator.state_dict(),
             "d_optimizer": self.d_optimizer.state_dict(),
             "d_scheduler": self.d_scheduler.state_dict(),
+            "gan_pending": self._pending,
         }
 
     def _resume(self) -> None:
@@ -241,6 +239,7 @@ class GANTrainer(Trainer):
         self.discriminator.load_state_dict(state["discriminator"])
         self.d_optimizer.load_state_dict(state["d_optimizer"])
         self.d_scheduler.load_state_dict(state["d_scheduler"])
+        self._pending = state["gan_pending"]
         self._truncate_gan_log()
 
     def _truncate_gan_log(self) -> None:
@@ -285,7 +284,7 @@ def load_gan_config(path: str | Path, **overrides: Any) -> tuple[TrainConfig, GA
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vidsr.train.gan", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="TOML: TrainConfig fields plus a [gan] table")
-    parser.add_argument("--pretrained", help="stage-1 (PSNR) weights to start from")
+    parser.add_argument("--pretrained", dest="init_from", help="stage-1 (PSNR) weights to start from")
     parser.add_argument("--vgg-weights", help="torchvision VGG19 state dict for the perceptual loss")
     parser.add_argument("--out-dir", help="run folder (resumes from its state.pt)")
     parser.add_argument("--iterations", type=int)
