@@ -9,8 +9,9 @@ import torch
 
 from vidsr.archs import create_model
 from vidsr.checkpoint import load_checkpoint, save_checkpoint, unwrap_state_dict, update_metadata
+from vidsr.cli import main
 from vidsr.errors import ModelError
-from vidsr.zoo import bundled_weights, list_models, load_model
+from vidsr.zoo import bundled_weights, list_models, load_model, model_card
 
 
 def tiny_espcn(seed: int = 0):
@@ -95,3 +96,15 @@ def test_every_bundled_weight_file_is_a_listed_model() -> None:
     for info in infos.values():
         assert info.params > 0 and info.gmacs_1080p > 0
         assert load_model(info.name).scale == info.scale
+
+
+def test_model_card_and_models_command_show_recorded_figures(tmp_path: Path, capsys) -> None:
+    path = save_checkpoint(tmp_path / "m.safetensors", tiny_espcn(), name="tiny-x3", psnr={"Set5": 30.5},
+                           ssim={"Set5": 0.9}, recipe={"data": ["t91"], "iterations": 10})
+    card = model_card(path)
+    assert card.startswith("# tiny-x3")
+    assert "| Set5 | 30.50 | 0.9000 |" in card and "10 iterations" in card
+    assert main(["models"]) == 0
+    listed = capsys.readouterr().out
+    for info in list_models():
+        assert info.name in listed
