@@ -168,6 +168,16 @@ def test_corrupt_or_oversized_upload_is_refused_and_removed(store, clip, tmp_pat
         handlers.process(workspace, JobOptions())
 
 
+def test_no_new_upload_while_a_job_works_on_the_current_one(store, clip, tmp_path) -> None:
+    workspace = store.get("s")
+    first = handlers.accept_upload(workspace, upload_copy(clip, tmp_path), Limits())
+    with workspace.job(), pytest.raises(InputError, match="still running"):
+        handlers.accept_upload(workspace, upload_copy(clip, tmp_path, "other.mp4"), Limits())
+    assert workspace.upload is first and first.path.exists()
+    with workspace.job(), pytest.raises(InputError, match="still running"):
+        handlers.process(workspace, JobOptions())
+
+
 def test_errors_shown_in_the_page_hide_server_folders(store, tmp_path) -> None:
     import gradio as gr
 

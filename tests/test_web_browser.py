@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import av
-import numpy as np
 import pytest
 
 import vidsr
-from vidsr.sample import ClipSpec, pattern_frame, write_clip
+from vidsr.sample import ClipSpec, write_clip
 
 CHROMIUM = os.environ.get("VIDSR_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -110,20 +109,6 @@ def open_page(browser, url: str, clip: Path):
     return page
 
 
-def still_clip(path: Path, width: int, height: int, frames: int) -> Path:
-    """A long clip that is quick to make: one picture repeated (the server still upscales every frame)."""
-    picture = av.VideoFrame.from_ndarray((pattern_frame(width, height, 0) * 255).astype(np.uint8), format="rgb24")
-    picture = picture.reformat(format="yuv420p")
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=24, options={"preset": "ultrafast"})
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for index in range(frames):
-            picture.pts = index
-            out.mux(stream.encode(picture))
-        out.mux(stream.encode(None))
-    return path
-
-
 def test_upload_preview_upscale_download_in_chromium(server: Server, browser, tmp_path: Path) -> None:
     clip = write_clip(tmp_path / "sample clip.mkv", CLIP)
     page = open_page(browser, server.wait_ready(), clip)
@@ -162,7 +147,8 @@ def test_upload_preview_upscale_download_in_chromium(server: Server, browser, tm
 
 def test_second_job_waits_in_the_queue_while_the_first_shows_progress_and_is_cancelled(
         server: Server, browser, tmp_path: Path) -> None:
-    long_clip = still_clip(tmp_path / "long.mp4", 320, 180, frames=600)
+    long_clip = write_clip(tmp_path / "long.mp4", ClipSpec(width=320, height=180, frames=600,
+                                                      options=(("preset", "ultrafast"),)))
     short_clip = write_clip(tmp_path / "short.mkv", CLIP)
     first = open_page(browser, server.wait_ready(), long_clip)
     sync_api.expect(first.locator("#media-info")).to_contain_text("320x180")
@@ -176,6 +162,6 @@ def test_second_job_waits_in_the_queue_while_the_first_shows_progress_and_is_can
     sync_api.expect(second.locator("#result-video")).to_contain_text("queue: 1/1")
 
     first.locator("#cancel-button").click()
-    sync_api.expect(first.locator("#status")).to_have_text("Cancelled.")
+    sync_api.expect(first.locator("#status")).to_have_text("Cancelled.", timeout=30_000)
     assert not list(server.temp.glob("vidsr-web-*/*/output/long*")), "cancelled output left behind"
     sync_api.expect(second.locator("#status")).to_contain_text("Done in", timeout=90_000)

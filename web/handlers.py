@@ -23,7 +23,7 @@ from vidsr.media.info import MediaInfo
 from vidsr.resize import imresize_np
 from vidsr.zoo import ModelInfo
 from web.limits import Limits
-from web.sessions import Workspace
+from web.sessions import JOB_RUNNING, Workspace
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 # Delivery encoders offered in the page (the engine also has intermediate ones such as ffv1 and prores_ks).
@@ -86,6 +86,8 @@ def safe_name(name: str) -> str:
 def accept_upload(workspace: Workspace, uploaded: Path, limits: Limits) -> Upload:
     """Move an uploaded file into the session folder, probe it and check the limits; drops the previous upload."""
     limits.check_size(uploaded)
+    if workspace.job_running:
+        raise InputError(JOB_RUNNING)
     forget_upload(workspace)
     target = workspace.directory / "input" / safe_name(uploaded.name)
     target.parent.mkdir()
@@ -168,21 +170,22 @@ def process(workspace: Workspace, options: JobOptions,
             report: Callable[[vidsr.Progress], None] | None = None, report_interval_s: float = 0.25) -> Path:
     """Upscale the whole upload with the engine (audio and subtitles kept); Cancel stops it between batches."""
     upload = current_upload(workspace)
-    if workspace.cancel_event.is_set():
-        raise Cancelled("cancelled before it started")
-    output = output_path(workspace, upload, options.model)
-    shutil.rmtree(output.parent, ignore_errors=True)
-    output.parent.mkdir()
-    workspace.result = None
     upscaler = upscaler_for(options.model, options.precision, options.device)
     encoder, crf = (None, None) if upload.is_image else (options.encoder, options.crf)  # images: PNG
+    output = output_path(workspace, upload, options.model)
 
     def job(progress: Callable[[vidsr.Progress], None]) -> Path:
         return vidsr.upscale_video(upload.path, output, upscaler=upscaler, encoder=encoder, crf=crf,
                                    progress=progress, cancel=workspace.cancel_event)
 
-    run_reporting(job, report or (lambda _: None), report_interval_s)
-    workspace.result = output
+    with workspace.job():
+        if workspace.cancel_event.is_set():
+            raise Cancelled("cancelled before it started")
+        workspace.result = None
+        shutil.rmtree(output.parent, ignore_errors=True)
+        output.parent.mkdir()
+        run_reporting(job, report or (lambda _: None), report_interval_s)
+        workspace.result = output
     return output
 
 

@@ -14,6 +14,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from vidsr.errors import InputError
+
+JOB_RUNNING = "a job of this page is still running: wait for it or cancel it first"
+
 
 class Workspace:
     """One browser session's folder, its current upload and result, and the cancel flag of its jobs."""
@@ -27,6 +31,7 @@ class Workspace:
         self._running = 0
         self._closed = False
         self._lock = threading.Lock()
+        self._job_lock = threading.Lock()
 
     @property
     def closed(self) -> bool:
@@ -35,6 +40,20 @@ class Workspace:
     @property
     def running(self) -> bool:
         return self._running > 0
+
+    @property
+    def job_running(self) -> bool:
+        return self._job_lock.locked()
+
+    @contextmanager
+    def job(self) -> Iterator[None]:
+        """Held while a job works on the upload, so that nothing replaces it meanwhile."""
+        if not self._job_lock.acquire(blocking=False):
+            raise InputError(JOB_RUNNING)
+        try:
+            yield
+        finally:
+            self._job_lock.release()
 
     def arm(self) -> None:
         """Called when a job is requested (before it waits in the queue), so Cancel also reaches a waiting job.
