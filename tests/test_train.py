@@ -95,7 +95,7 @@ def test_config_file_with_overrides(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text('arch = "fsrcnn"\nscale = 3\nhyperparams = { channels = 1 }\n')
     config = load_config(path, scale=4, lr=None)
-    assert (config.arch, config.scale, config.channels) == ("fsrcnn", 4, 1)
+    assert (config.arch, config.scale, config.hyperparams) == ("fsrcnn", 4, {"channels": 1})
     path.write_text("learning_rate = 1\n")
     with pytest.raises(InputError, match="learning_rate"):
         load_config(path)

@@ -11,8 +11,9 @@ Y_WEIGHTS = (65.481, 128.553, 24.966)
 
 
 def rgb_to_y(rgb: np.ndarray) -> np.ndarray:
-    """HxWx3 uint8 RGB -> HxW float64 luma on the 0-255 scale (16..235), not rounded: this reproduces the
-    published bicubic baselines within 0.015 dB (rounding to uint8 first gives 0.02 dB less on Set5 x2)."""
+    """HxWx3 RGB on the 0-255 scale (uint8, or float 0..255, not 0..1) -> HxW float64 luma on the 0-255 scale
+    (16..235), not rounded: this reproduces the published bicubic baselines within 0.015 dB (rounding to uint8
+    first gives 0.02 dB less on Set5 x2)."""
     r, g, b = (rgb[..., i].astype(np.float64) / 255 for i in range(3))
     return 16 + Y_WEIGHTS[0] * r + Y_WEIGHTS[1] * g + Y_WEIGHTS[2] * b
 

@@ -40,10 +40,6 @@ class TrainConfig:
     val_every: int = 2000
     checkpoint_minutes: float = 5.0
 
-    @property
-    def channels(self) -> int:
-        return int(self.hyperparams.get("channels", 3))
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

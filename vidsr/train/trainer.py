@@ -77,7 +77,7 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(config.seed)
         random.seed(config.seed)
-        self.descriptor: ModelDescriptor = create_model(config.arch, scale=config.scale, **config.hyperparams)
+        self.descriptor: ModelDescriptor = create_model(config.arch, **{**config.hyperparams, "scale": config.scale})
         if config.init_from:
             copied = init_from(self.descriptor.model, config.init_from)
             tqdm.write(f"initialised {len(copied)} of {len(self.descriptor.model.state_dict())} tensors "
