@@ -58,10 +58,11 @@ def test_out_of_memory_halves_the_tile_and_retries(espcn, monkeypatch):
     monkeypatch.setattr(espcn.model, "forward", limited_forward)
     monkeypatch.setattr(espcn, "device", torch.device("cuda"))  # OOM recovery only applies on CUDA
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
-    x = torch.rand(1, 1, 128, 128)
+    x = torch.rand(2, 1, 128, 128)
     whole = real_forward(x)
     result = espcn.run_model(x)
-    assert seen[0] == 128 and espcn.tile == 32  # whole frame, then 64px tiles, then 32px tiles fit
+    # batch of 2 fails, then each frame whole, then 64px tiles, then 32px tiles fit
+    assert seen[:2] == [128, 128] and espcn.tile == 32
     assert torch.allclose(result, whole, atol=1e-5)
 
 

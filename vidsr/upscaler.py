@@ -68,10 +68,12 @@ class Upscaler:
         tile: tile size in input pixels, or None to run whole frames (and tile automatically on CUDA
             out-of-memory, halving until it fits).
         tile_pad: context pixels around each tile; tiles are cross-faded over this overlap.
+        max_memory: cap on this process's CUDA memory in GiB (tiles shrink to stay inside it).
     """
 
     def __init__(self, model: str | Path | ModelDescriptor = DEFAULT_MODEL, device: str | torch.device = "auto",
-                 precision: Precision = "auto", tile: int | None = None, tile_pad: int = 16) -> None:
+                 precision: Precision = "auto", tile: int | None = None, tile_pad: int = 16,
+                 max_memory: float | None = None) -> None:
         self.descriptor = model if isinstance(model, ModelDescriptor) else load_model(model)
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device, self.descriptor)
@@ -81,7 +83,15 @@ class Upscaler:
         self.tile_pad = max(0, tile_pad)
         memory_format = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
         self.model = self.descriptor.model.eval().to(self.device, self.dtype, memory_format=memory_format)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        if max_memory is not None:
+            self._cap_memory(max_memory)
+
+    def _cap_memory(self, gib: float) -> None:
+        if self.device.type != "cuda":
+            return  # host memory is not capped: CPU inference does not run out the way a GPU does
+        total = torch.cuda.get_device_properties(self.device).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, gib * 2**30 / total), self.device)
 
     @property
     def scale(self) -> int:
@@ -105,8 +115,9 @@ class Upscaler:
     def run_model(self, x: torch.Tensor) -> torch.Tensor:
         """Model input (N,C,H,W) float on the device -> output float32, tiled as configured.
 
-        On CUDA out-of-memory the tile size is halved (starting from the frame size when untiled) and the
-        batch retried, so a large frame degrades to slower tiles instead of failing.
+        On CUDA out-of-memory a batch is split in halves first; a single frame then has its tile size
+        halved (starting from the frame size when untiled) until it fits, so a large frame degrades to
+        slower tiles instead of failing.
         """
         with self._lock:
             while True:
@@ -117,6 +128,9 @@ class Upscaler:
                 except (torch.OutOfMemoryError, RuntimeError) as exc:
                     if self.device.type != "cuda" or not is_out_of_memory(exc):
                         raise
+                    if x.shape[0] > 1:
+                        torch.cuda.empty_cache()
+                        return torch.cat([self.run_model(part) for part in x.chunk(2)])
                     self._shrink_tile(max(x.shape[-2:]))
 
     def _shrink_tile(self, frame_side: int) -> None:
