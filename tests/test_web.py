@@ -276,3 +276,11 @@ def test_model_labels_show_scale_speed_and_psnr() -> None:
     assert f"×{models[0].scale}" in label and handlers.speed_class(models[0].gmacs_1080p) in label
     assert handlers.format_duration(3725) == "1:02:05" and handlers.format_duration(65) == "1:05"
     assert "libx264" in handlers.available_encoders()
+
+
+def test_progress_text_handles_unknown_and_overrun_totals() -> None:
+    assert handlers.describe_progress(vidsr.Progress(frames=30, total=120, elapsed=2.0)) == \
+        "30/120 frames · 15.0 fps · ETA 0:06"
+    assert handlers.describe_progress(vidsr.Progress(frames=5, total=None, elapsed=1.0)) == "5 frames · 5.0 fps"
+    overrun = vidsr.Progress(frames=14, total=13, elapsed=2.0)  # the container's duration was short
+    assert handlers.known_total(overrun) is None and handlers.describe_progress(overrun).startswith("14 frames")

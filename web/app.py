@@ -85,15 +85,15 @@ def build_app(settings: WebSettings, store: SessionStore) -> gr.Blocks:
 
     def on_request_job(request: gr.Request) -> str:
         workspace_of(request).arm()
-        return "Waiting for the GPU…"
+        return ""  # the result video shows the queue position, then the progress
 
     def on_process(model: str, precision: str, encoder: str, crf: float, request: gr.Request,
                    progress: gr.Progress = gr.Progress()):  # noqa: B008 - Gradio injects it by this default
         workspace = workspace_of(request)
 
         def report(update: vidsr.Progress) -> None:
-            fraction = (update.frames, update.total) if update.total else None
-            progress(fraction, desc=handlers.describe_progress(update), unit="frames")
+            progress((update.frames, handlers.known_total(update)), desc=handlers.describe_progress(update),
+                     unit="frames")
 
         started = time.perf_counter()
         with workspace.in_use(), user_errors(workspace):
@@ -107,7 +107,7 @@ def build_app(settings: WebSettings, store: SessionStore) -> gr.Blocks:
     def on_cancel(request: gr.Request) -> str:
         workspace = workspace_of(request)
         workspace.cancel()
-        return "Cancelling…" if workspace.running else "Nothing to cancel."
+        return "Cancelling…" if workspace.job_running else "Cancelled."  # a queued job stops when it starts
 
     def on_unload(request: gr.Request) -> None:
         store.release(request.session_hash)

@@ -212,8 +212,13 @@ def run_reporting[T](job: Callable[[Callable[[vidsr.Progress], None]], T],
                 return future.result()
 
 
+def known_total(progress: vidsr.Progress) -> int | None:
+    """The expected frame count, unless unknown or already passed (container durations can be short)."""
+    return progress.total if progress.total and progress.frames <= progress.total else None
+
+
 def describe_progress(progress: vidsr.Progress) -> str:
-    total = f"/{progress.total}" if progress.total else ""
+    total = f"/{known_total(progress)}" if known_total(progress) else ""
     eta = f" · ETA {format_duration(progress.eta)}" if progress.eta is not None else ""
     return f"{progress.frames}{total} frames · {progress.fps:.1f} fps{eta}"
 
