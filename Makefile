@@ -12,6 +12,7 @@ $(BIN)/vidsr: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/vapoursynth config >/dev/null  # lets the wheel's vspipe find this Python
 	touch $@
 
 env: $(BIN)/vidsr

@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 import torch
 import vapoursynth as vs
-import vsvidsr as sr
-from vsvidsr.batching import Worker
 
+import vsvidsr as sr
 from vidsr import upscale_video
 from vidsr.archs import create_model
 from vidsr.checkpoint import save_checkpoint
 from vidsr.media.frames import frame_to_planes, planes_to_frame
 from vidsr.metrics import psnr
 from vidsr.upscaler import Upscaler
+from vsvidsr.batching import Worker
 
 WIDTH, HEIGHT = 64, 48
 CFR_MS = [40 * i for i in range(10)]
