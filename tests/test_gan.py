@@ -100,6 +100,21 @@ def _flatten(state) -> list:
     return [state]
 
 
+def test_adversarial_weight_zero_is_the_real_esrnet_stage(setup) -> None:
+    """L1 on degraded pairs without a discriminator: Real-ESRGAN's first stage."""
+    tmp_path, config, gan = setup
+    gan = replace(gan, adversarial_weight=0.0, pixel_weight=1.0, degradation="realesrgan")
+    trainer = GANTrainer(replace(config, out_dir=str(tmp_path / "run"), iterations=2), gan)
+    untouched = {key: value.clone() for key, value in trainer.discriminator.state_dict().items()}
+    start = {key: value.clone() for key, value in trainer.model.state_dict().items()}
+    trainer.run(progress=False)
+    assert all(torch.equal(value, untouched[key]) for key, value in trainer.discriminator.state_dict().items())
+    assert not torch.equal(trainer.model.state_dict()["first_part.0.weight"], start["first_part.0.weight"])
+    with (tmp_path / "run" / "gan_log.csv").open() as handle:
+        row = next(csv.DictReader(handle))
+    assert float(row["pixel"]) > 0 and row["adversarial"] == "" and row["d_loss"] == ""
+
+
 def test_perceptual_loss_runs_with_local_vgg_weights(setup) -> None:
     from tests.test_losses import _fake_torchvision_vgg19
 

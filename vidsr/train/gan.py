@@ -33,7 +33,18 @@ from vidsr.train.discriminators import create_discriminator
 from vidsr.train.losses import ContentLoss, discriminator_loss, generator_adversarial_loss
 from vidsr.train.trainer import Trainer, lr_factor, resolve_device
 
-GAN_LOG_FIELDS = ["iteration", "pixel", "perceptual", "fft", "ms_ssim", "adversarial", "d_loss", "d_real", "d_fake"]
+GAN_LOG_FIELDS = [
+    "iteration",
+    "pixel",
+    "perceptual",
+    "fft",
+    "fft_amplitude",
+    "ms_ssim",
+    "adversarial",
+    "d_loss",
+    "d_real",
+    "d_fake",
+]
 HEADER_KEYS = ("arch", "scale", "color", "hyperparams")  # written by save_checkpoint from the descriptor
 
 
@@ -49,6 +60,7 @@ class GANSettings:
     perceptual_weight: float = 1.0
     adversarial_weight: float = 5e-3
     fft_weight: float = 0.0
+    fft_amplitude_weight: float = 0.0
     ms_ssim_weight: float = 0.0
     vgg_weights: str | None = None  # torchvision vgg19 state dict; required when perceptual_weight > 0
     vgg_layers: dict[str, float] = field(default_factory=lambda: {"conv5_4": 1.0})
@@ -143,6 +155,7 @@ class GANTrainer(Trainer):
             gan.pixel_weight,
             gan.perceptual_weight,
             gan.fft_weight,
+            gan.fft_amplitude_weight,
             gan.ms_ssim_weight,
             gan.vgg_weights,
             gan.vgg_layers,
@@ -172,44 +185,54 @@ class GANTrainer(Trainer):
         lr, target, real = batch if len(batch) == 3 else (*batch, batch[1])
         return tuple(t.to(self.device, non_blocking=True) for t in (lr, target, real))
 
+    @property
+    def adversarial(self) -> bool:
+        """Adversarial weight 0 trains without the discriminator (Real-ESRNet: L1 on degraded pairs)."""
+        return self.gan.adversarial_weight > 0
+
     def step(self) -> float:
         lr, target, real = self._batch()
         use_amp = self.config.amp and self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
             output = self.model(lr)
         output = output.float()
-        kind, discriminator = self.gan.adversarial, self.discriminator
-
-        discriminator.requires_grad_(False)
-        terms = self.content_loss(output, target)
-        real_logits = discriminator(real).detach() if kind == "relativistic" else None
-        adversarial = generator_adversarial_loss(real_logits, discriminator(output), kind)
-        terms["adversarial"] = self.gan.adversarial_weight * adversarial
-        generator_loss = sum(terms.values())
-        self.optimizer.zero_grad(set_to_none=True)
-        generator_loss.backward()
-        self.optimizer.step()
-
-        discriminator.requires_grad_(True)
-        real_logits, fake_logits = discriminator(real), discriminator(output.detach())
-        d_loss = discriminator_loss(real_logits, fake_logits, kind)
-        self.d_optimizer.zero_grad(set_to_none=True)
-        d_loss.backward()
-        self.d_optimizer.step()
-
+        terms = self._generator_step(output, target, real)
+        row = {name: value.item() for name, value in terms.items()}
+        if self.adversarial:
+            row.update(self._discriminator_step(output.detach(), real))
+            self.d_scheduler.step()
         self.scheduler.step()
-        self.d_scheduler.step()
         if self.ema:
             self.ema.update(self.model)
         self.iteration += 1
-        self._log_terms(terms, d_loss, real_logits, fake_logits)
-        return generator_loss.item()
+        self._log(row)
+        return sum(terms.values()).item()
 
-    def _log_terms(
-        self, terms: dict[str, torch.Tensor], d_loss: torch.Tensor, real: torch.Tensor, fake: torch.Tensor
-    ) -> None:
-        row = {name: value.item() for name, value in terms.items()}
-        row.update(d_loss=d_loss.item(), d_real=real.detach().mean().item(), d_fake=fake.detach().mean().item())
+    def _generator_step(
+        self, output: torch.Tensor, target: torch.Tensor, real: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        terms = self.content_loss(output, target)
+        if self.adversarial:
+            kind, discriminator = self.gan.adversarial, self.discriminator.requires_grad_(False)
+            real_logits = discriminator(real).detach() if kind == "relativistic" else None
+            adversarial = generator_adversarial_loss(real_logits, discriminator(output), kind)
+            terms["adversarial"] = self.gan.adversarial_weight * adversarial
+        self.optimizer.zero_grad(set_to_none=True)
+        sum(terms.values()).backward()
+        self.optimizer.step()
+        return terms
+
+    def _discriminator_step(self, fake: torch.Tensor, real: torch.Tensor) -> dict[str, float]:
+        discriminator = self.discriminator.requires_grad_(True)
+        real_logits, fake_logits = discriminator(real), discriminator(fake)
+        d_loss = discriminator_loss(real_logits, fake_logits, self.gan.adversarial)
+        self.d_optimizer.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.d_optimizer.step()
+        return {"d_loss": d_loss.item(), "d_real": real_logits.mean().item(), "d_fake": fake_logits.mean().item()}
+
+    def _log(self, row: dict[str, float]) -> None:
+        """Mean of each loss term over `log_every` iterations, one row in gan_log.csv."""
         self._pending.append(row)
         if self.iteration % self.config.log_every and self.iteration != self.config.iterations:
             return
