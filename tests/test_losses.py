@@ -128,6 +128,17 @@ def test_fft_loss_sees_lost_detail_that_l1_barely_sees() -> None:
     assert float(spectrum_l2) == pytest.approx(float(torch.linalg.vector_norm(blurred - target)), rel=1e-4)
 
 
+def test_fft_amplitude_loss_ignores_where_detail_is_but_not_how_much() -> None:
+    target = _images(size=32)
+    shifted = target.roll((3, 5), (2, 3))  # same spectrum amplitudes, every pixel moved
+    assert losses.fft_amplitude_loss(shifted, target).item() == pytest.approx(0, abs=1e-6)
+    assert losses.fft_loss(shifted, target).item() > 0.01
+    output = (0.5 * target + 0.25).requires_grad_()  # half the contrast
+    loss = losses.fft_amplitude_loss(output, target)
+    loss.backward()
+    assert loss.item() > 0.01 and torch.isfinite(output.grad).all()
+
+
 def test_single_scale_ms_ssim_equals_the_evaluation_ssim() -> None:
     x = _images(1, 1, 20, seed=4)
     y = (x + 0.1 * _images(1, 1, 20, seed=5)).clamp(0, 1)

@@ -105,7 +105,8 @@ class DegradedSampler:
 
     It shares the base sampler's generator, so the Trainer's saved `sampler_rng` covers the degradations too.
     Each patch gets its own seed drawn from it, so `workers` processes give the same batches as none
-    (processes, not threads: parallel x265 encoders in one process are not reproducible).
+    (processes, not threads: parallel x265 encoders in one process are not reproducible). Workers start by
+    forkserver, so a script that trains with workers needs the usual `if __name__ == "__main__":` guard.
     """
 
     def __init__(self, base: PatchSampler, config: DegradationConfig, workers: int) -> None:
