@@ -63,6 +63,16 @@ def test_chroma_upsampling_respects_left_siting():
     assert row.argmax().item() == 6 and row[5].item() == pytest.approx(row[7].item(), abs=1e-6)
 
 
+def test_top_left_siting_is_honoured():
+    """BT.2020-style 'top-left' chroma (location 3) is co-sited vertically too: row 2k, not 2k+0.5."""
+    top_left = ColorInfo(matrix=9, chroma_location=3)
+    assert top_left.chroma_siting == (False, False) and BT709.chroma_siting == (False, True)
+    chroma = torch.zeros(1, 8, 4)
+    chroma[..., 3, :] = 1.0
+    column = resample_plane(chroma, 16, 8, (1, 1), (0, 0), 1.0, top_left.chroma_siting)[0, :, 3]
+    assert column.argmax().item() == 6 and column[5].item() == pytest.approx(column[7].item(), abs=1e-6)
+
+
 def test_downsampling_antialiases():
     """Alternating columns (luma Nyquist) average out in 4:2:0 chroma instead of aliasing."""
     stripes = torch.zeros(1, 8, 16)

@@ -2,8 +2,8 @@
 
 Levels follow the stream's range (limited: 16-235/240 scaled to the bit depth; full: 0..2^b-1), the matrix
 its H.273 code (BT.601, BT.709, BT.2020 non-constant luminance). Chroma is resampled with a Keys cubic
-kernel that honours chroma siting (MPEG-2/H.264 style: co-sited horizontally, centred vertically) and
-antialiases when it shrinks.
+kernel that honours the stream's chroma siting (MPEG-2 'left' unless tagged otherwise, e.g. BT.2020's
+'top-left') and antialiases when it shrinks.
 """
 
 from __future__ import annotations
@@ -129,14 +129,15 @@ def _resample_last_axis(x: torch.Tensor, index: torch.Tensor, weight: torch.Tens
 
 
 def resample_plane(x: torch.Tensor, out_height: int, out_width: int, log2_in: tuple[int, int],
-                   log2_out: tuple[int, int], scale: float) -> torch.Tensor:
+                   log2_out: tuple[int, int], scale: float, siting: tuple[bool, bool] = (False, True)) -> torch.Tensor:
     """Resample (N,h,w) float plane samples onto another plane grid (chroma <-> luma, and/or scaled).
 
-    `log2_in` / `log2_out` are the (horizontal, vertical) subsampling exponents of the two grids.
+    `log2_in` / `log2_out` are the (horizontal, vertical) subsampling exponents of the two grids and
+    `siting` says whether subsampled samples sit centred between luma samples on each axis.
     """
     device = str(x.device)
-    idx_w, w_w = _axis_taps(x.shape[-1], out_width, 1 << log2_in[0], 1 << log2_out[0], scale, False, device)
-    idx_h, w_h = _axis_taps(x.shape[-2], out_height, 1 << log2_in[1], 1 << log2_out[1], scale, True, device)
+    idx_w, w_w = _axis_taps(x.shape[-1], out_width, 1 << log2_in[0], 1 << log2_out[0], scale, siting[0], device)
+    idx_h, w_h = _axis_taps(x.shape[-2], out_height, 1 << log2_in[1], 1 << log2_out[1], scale, siting[1], device)
     x = _resample_last_axis(x, idx_w, w_w.to(x.dtype))
     x = _resample_last_axis(x.transpose(-1, -2), idx_h, w_h.to(x.dtype))
     return x.transpose(-1, -2).contiguous()
@@ -160,7 +161,8 @@ def planes_to_rgb(planes: list[torch.Tensor], layout: PlaneLayout, color: ColorI
         return y.clamp(0, 1).unsqueeze(1).expand(-1, 3, -1, -1)
     height, width = y.shape[-2:]
     sub = (layout.log2_chroma_w, layout.log2_chroma_h)
-    cb, cr = (resample_plane(decode_chroma(c, depth, full), height, width, sub, (0, 0), 1.0) for c in planes[1:])
+    cb, cr = (resample_plane(decode_chroma(c, depth, full), height, width, sub, (0, 0), 1.0, color.chroma_siting)
+              for c in planes[1:])
     return ycc_to_rgb(y, cb, cr, color.resolved_matrix(height)).clamp_(0, 1)
 
 
@@ -177,5 +179,6 @@ def rgb_to_planes(rgb: torch.Tensor, layout: PlaneLayout, color: ColorInfo) -> l
     c_height, c_width = chroma_size(width, height, layout)
     sub = (layout.log2_chroma_w, layout.log2_chroma_h)
     return [encode_luma(y, depth, full)] + [
-        encode_chroma(resample_plane(c, c_height, c_width, (0, 0), sub, 1.0), depth, full) for c in (cb, cr)
+        encode_chroma(resample_plane(c, c_height, c_width, (0, 0), sub, 1.0, color.chroma_siting), depth, full)
+        for c in (cb, cr)
     ]

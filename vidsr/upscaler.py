@@ -201,6 +201,7 @@ class Upscaler:
             return out + [neutral, neutral.clone()]
         for plane in planes[1:]:
             chroma = colorops.decode_chroma(plane, layout.bit_depth, color.full_range)
-            chroma = colorops.resample_plane(chroma, c_height, c_width, sub_in, sub_out, self.scale)
+            chroma = colorops.resample_plane(chroma, c_height, c_width, sub_in, sub_out, self.scale,
+                                             color.chroma_siting)
             out.append(colorops.encode_chroma(chroma, out_layout.bit_depth, out_color.full_range))
         return out

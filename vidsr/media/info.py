@@ -26,6 +26,13 @@ class ColorInfo:
     primaries: int = UNSPECIFIED
     transfer: int = UNSPECIFIED
     full_range: bool = False
+    chroma_location: int = 0  # AVChromaLocation: 0 unspecified, 1 left, 2 center, 3 top-left, 4 top, ...
+
+    @property
+    def chroma_siting(self) -> tuple[bool, bool]:
+        """(horizontally centred, vertically centred) chroma samples; unspecified means MPEG-2 'left'."""
+        location = self.chroma_location or 1
+        return location in (2, 4, 6), location in (1, 2)
 
     def resolved_matrix(self, height: int) -> int:
         """The matrix to convert with: the tagged one, else FFmpeg's convention (BT.601 below 720 lines)."""
@@ -117,6 +124,7 @@ def video_info(container: av.container.InputContainer, path: Path) -> VideoInfo:
     ctx = stream.codec_context
     if ctx.pix_fmt is None or ctx.width == 0:
         raise InputError(f"{path}: video stream has no decodable picture format")
+    first = _first_frame(container, stream)
     return VideoInfo(
         index=stream.index,
         codec=ctx.name,
@@ -129,12 +137,13 @@ def video_info(container: av.container.InputContainer, path: Path) -> VideoInfo:
         time_base=Fraction(stream.time_base or Fraction(1, 1000)),
         duration=_duration_seconds(container, stream),
         frame_count=stream.frames or None,
-        rotation=_first_frame_rotation(container, stream),
+        rotation=int(first.rotation or 0),
         color=ColorInfo(
             matrix=int(ctx.colorspace),
             primaries=int(ctx.color_primaries),
             transfer=int(ctx.color_trc),
             full_range=int(ctx.color_range) == 2 or ctx.pix_fmt.startswith("yuvj"),
+            chroma_location=int(first.chroma_location or 0),
         ),
     )
 
@@ -147,15 +156,15 @@ def _duration_seconds(container: av.container.InputContainer, stream: av.video.s
     return None
 
 
-def _first_frame_rotation(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> int:
-    """Display rotation in degrees; PyAV exposes it only on decoded frames, so decode the first one."""
+def _first_frame(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> av.VideoFrame:
+    """PyAV exposes rotation and chroma location only on decoded frames, so decode the first one."""
     try:
         frame = next(container.decode(stream), None)
     except av.FFmpegError as exc:
         raise InputError(f"{container.name}: first video frame does not decode ({ffmpeg_reason(exc)})") from None
     if frame is None:
         raise InputError(f"{container.name}: video stream has no frames")
-    return int(frame.rotation or 0)
+    return frame
 
 
 def probe(path: str | Path) -> MediaInfo:

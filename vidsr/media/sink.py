@@ -196,6 +196,7 @@ class Sink:
             frame = frame.reformat(format=self.pix_fmt)
         frame.pts, frame.time_base = pts, time_base
         frame.colorspace, frame.color_range = self.color.matrix, 2 if self.color.full_range else 1
+        frame.chroma_location = self.color.chroma_location
         self._mux(self.stream.encode(frame))
 
     def write_packet(self, packet: av.Packet) -> None:
@@ -250,4 +251,5 @@ def _output_color(video: VideoInfo, rgb_output: bool) -> ColorInfo:
         primaries=video.color.primaries if video.color.primaries != UNSPECIFIED else implied_primaries,
         transfer=video.color.transfer if video.color.transfer != UNSPECIFIED else implied_transfer,
         full_range=video.color.full_range,
+        chroma_location=video.color.chroma_location,
     )
