@@ -188,7 +188,7 @@ def test_errors_shown_in_the_page_hide_server_folders(store, tmp_path) -> None:
     garbage.write_bytes(b"\x1a\x45\xdf\xa3 truncated")
     with pytest.raises(gr.Error) as raised, user_errors(workspace):
         handlers.accept_upload(workspace, garbage, Limits())
-    assert raised.value.message.startswith("input/broken.mkv: ") and str(store.root) not in raised.value.message
+    assert raised.value.message.startswith("broken.mkv: ") and str(store.root) not in raised.value.message
 
 
 # --- preview, job, cancel --------------------------------------------------------------------------------------

@@ -110,8 +110,14 @@ def open_page(browser, url: str, clip: Path):
 
 
 def test_upload_preview_upscale_download_in_chromium(server: Server, browser, tmp_path: Path) -> None:
+    not_media = tmp_path / "notes.mp4"
+    not_media.write_text("not a video\n" * 100)
+    refused = open_page(browser, server.wait_ready(), not_media)
+    sync_api.expect(refused.get_by_text(re.compile(r"^notes\.mp4: not a readable media file"))).to_be_visible()
+    refused.close()
+
     clip = write_clip(tmp_path / "sample clip.mkv", CLIP)
-    page = open_page(browser, server.wait_ready(), clip)
+    page = open_page(browser, server.url, clip)
     sync_api.expect(page.locator("#media-info")).to_contain_text("160x96")
     sync_api.expect(page.locator("#media-info")).to_contain_text("subtitle (srt)")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
 import time
@@ -44,7 +45,8 @@ def user_errors(workspace: Workspace) -> Iterator[None]:
     try:
         yield
     except VidsrError as exc:
-        raise gr.Error(str(exc).replace(f"{workspace.directory}/", ""), print_exception=False) from None
+        message = re.sub(re.escape(f"{workspace.directory}/") + r"(?:[^/\s]+/)*", "", str(exc))  # keep the name
+        raise gr.Error(message, print_exception=False) from None
 
 
 def build_app(settings: WebSettings, store: SessionStore) -> gr.Blocks:
@@ -118,7 +120,8 @@ def build_app(settings: WebSettings, store: SessionStore) -> gr.Blocks:
                     f"whole file (audio and subtitles are kept). This server accepts {settings.limits.describe()}.")
         with gr.Row():
             with gr.Column(scale=2):
-                upload = gr.File(label="Video or image", file_types=["video", "image"], elem_id="upload")
+                # any file: what FFmpeg cannot read is refused by the probe with its reason
+                upload = gr.File(label="Video or image", elem_id="upload")
                 media_info = gr.Markdown(elem_id="media-info")
                 model = gr.Dropdown(model_choices, value=default_model, label="Model",
                                     info="scale · speed class · PSNR on Set5 (×scale bicubic downscaled)")
