@@ -1,10 +1,7 @@
-"""`python -m web`: the same as `vidsr web`."""
+"""`python -m web`: the same as `vidsr web` (same options, same one-line errors)."""
 
-import argparse
 import sys
 
-from web.cli import add_arguments, run
+from vidsr.cli import main
 
-parser = argparse.ArgumentParser(prog="python -m web", description="vidsr web demo (Gradio).")
-add_arguments(parser)
-sys.exit(run(parser.parse_args()))
+sys.exit(main(["web", *sys.argv[1:]]))

@@ -6,6 +6,7 @@ import argparse
 import ipaddress
 import sys
 
+from vidsr.errors import VidsrError
 from web.limits import Limits, parse_resolution
 
 
@@ -55,7 +56,11 @@ def run(args: argparse.Namespace) -> int:
         device=args.device, concurrency=args.concurrency, queue_size=args.queue_size)
     if (args.share or not _is_loopback(args.host)) and args.auth is None:
         print("vidsr web: warning: reachable from other machines without --auth", file=sys.stderr)
-    launch(settings, host=args.host, port=args.port, auth=args.auth, share=args.share)
+    try:
+        launch(settings, host=args.host, port=args.port, auth=args.auth, share=args.share)
+    except OSError as exc:  # Gradio's message talks about launch() arguments; say it in CLI terms
+        raise VidsrError(f"cannot listen on {args.host}:{args.port} ({exc.strerror or 'in use or not allowed'}); "
+                         "choose another --port or --host") from None
     return 0
 
 
