@@ -136,6 +136,8 @@ def test_gan_refuses_a_missing_or_different_starting_model(setup) -> None:
     other = save_checkpoint(tmp_path / "other.safetensors", create_model("espcn", scale=2, channels=3, features=16))
     with pytest.raises(ModelError, match="the config trains espcn"):
         GANTrainer(replace(config, out_dir=str(tmp_path / "b"), init_from=str(other)), gan)
+    with pytest.raises(InputError, match="unknown adversarial loss 'hinge'"):
+        GANTrainer(replace(config, out_dir=str(tmp_path / "d")), replace(gan, adversarial="hinge"))
     with pytest.raises(InputError, match="multiple of 32"):
         GANTrainer(replace(config, out_dir=str(tmp_path / "c"), patch_size=20), gan)
 

@@ -30,7 +30,7 @@ from vidsr.train.config import TrainConfig, load_config
 from vidsr.train.data import PatchSampler
 from vidsr.train.degradations import DegradationConfig, DegradedPair, make_pair
 from vidsr.train.discriminators import create_discriminator
-from vidsr.train.losses import ContentLoss, discriminator_loss, generator_adversarial_loss
+from vidsr.train.losses import ADVERSARIAL_KINDS, ContentLoss, discriminator_loss, generator_adversarial_loss
 from vidsr.train.trainer import Trainer, lr_factor, resolve_device
 
 GAN_LOG_FIELDS = [
@@ -140,6 +140,8 @@ def _process_context() -> multiprocessing.context.BaseContext:
 class GANTrainer(Trainer):
     def __init__(self, config: TrainConfig, gan: GANSettings) -> None:
         self.gan = gan
+        if gan.adversarial not in ADVERSARIAL_KINDS:
+            raise InputError(f"unknown adversarial loss {gan.adversarial!r}; choose {' or '.join(ADVERSARIAL_KINDS)}")
         stage_one = _check_stage_one(config)  # before the data cache is built
         device = resolve_device(config.device)
         torch.manual_seed(config.seed + 1)  # the discriminator's initialisation (spectral norm vectors too)
