@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 import vidsr
-from vidsr.errors import Cancelled, InputError
+from vidsr.errors import Cancelled, InputError, VidsrError
 from vidsr.sample import ClipSpec, pattern_frame, write_clip
 from web import handlers
 from web.cli import add_arguments
@@ -163,6 +163,9 @@ def test_corrupt_or_oversized_upload_is_refused_and_removed(store, clip, tmp_pat
         handlers.accept_upload(workspace, garbage, Limits())
     with pytest.raises(InputError, match="accepts up to 32x32"):
         handlers.accept_upload(workspace, upload_copy(clip, tmp_path), Limits(max_resolution=(32, 32)))
+    with pytest.raises(InputError, match="accepts up to 0.001 MB"):
+        handlers.accept_upload(workspace, upload_copy(clip, tmp_path), Limits(max_upload_mb=0.001))
+    assert not (tmp_path / "gradio-upload" / clip.name).exists()
     assert list(workspace.directory.iterdir()) == [] and workspace.upload is None
     with pytest.raises(InputError, match="upload a video or an image first"):
         handlers.process(workspace, JobOptions())
@@ -206,6 +209,13 @@ def test_preview_shows_the_chosen_frame_next_to_bicubic(store, clip, tmp_path) -
     bicubic_png, upscaled_png = handlers.save_preview(workspace, preview)
     np.testing.assert_array_equal(np.asarray(Image.open(upscaled_png)), preview.upscaled)
     assert bicubic_png.parent.parent == workspace.directory
+
+
+def test_preview_of_a_truncated_video_says_it_does_not_decode(clip, tmp_path) -> None:
+    truncated = tmp_path / "cut.mp4"
+    truncated.write_bytes(clip.read_bytes()[: clip.stat().st_size // 3])
+    with pytest.raises(VidsrError, match=r"^cut\.mp4: the frame at 0.90 s does not decode"):
+        handlers.read_frame(truncated, 0.9)
 
 
 def test_full_job_reports_progress_and_keeps_audio(store, clip, tmp_path) -> None:

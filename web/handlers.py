@@ -17,11 +17,11 @@ import torch
 from PIL import Image
 
 import vidsr
-from vidsr.errors import Cancelled, InputError
+from vidsr.errors import Cancelled, DecodeError, InputError
 from vidsr.media import sink
 from vidsr.media.info import MediaInfo
 from vidsr.resize import imresize_np
-from vidsr.zoo import ModelInfo
+from vidsr.zoo import DEFAULT_MODEL, ModelInfo
 from web.limits import Limits
 from web.sessions import JOB_RUNNING, Workspace
 
@@ -68,7 +68,7 @@ class Preview:
 
 @dataclass(frozen=True)
 class JobOptions:
-    model: str = "espcn-x2"
+    model: str = DEFAULT_MODEL
     precision: str = "auto"
     encoder: str = "libx264"
     crf: int | None = None
@@ -84,8 +84,9 @@ def safe_name(name: str) -> str:
 
 
 def accept_upload(workspace: Workspace, uploaded: Path, limits: Limits) -> Upload:
-    """Move an uploaded file into the session folder, probe it and check the limits; drops the previous upload."""
-    limits.check_size(uploaded)
+    """Move an uploaded file into the session folder, check the limits and probe it; drops the previous upload.
+
+    A refused file is deleted at once."""
     if workspace.job_running:
         raise InputError(JOB_RUNNING)
     forget_upload(workspace)
@@ -93,6 +94,7 @@ def accept_upload(workspace: Workspace, uploaded: Path, limits: Limits) -> Uploa
     target.parent.mkdir()
     shutil.move(uploaded, target)
     try:
+        limits.check_size(target)
         info = vidsr.probe(target)
         limits.check_media(info)
     except Exception:
@@ -117,17 +119,20 @@ def current_upload(workspace: Workspace) -> Upload:
 
 def read_frame(path: Path, at_seconds: float) -> tuple[np.ndarray, float]:
     """The RGB frame shown at `at_seconds` (the last one if the time is past the end) and its time."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        if at_seconds > 0 and stream.time_base:
-            container.seek(int(at_seconds / stream.time_base), stream=stream, backward=True)
-        frame = None
-        for frame in container.decode(stream):
-            if frame.time is None or frame.time >= at_seconds - 1e-6:
-                break
-        if frame is None:
-            raise InputError(f"{path.name}: no frame decodes at {at_seconds:.2f} s")
-        return frame.to_ndarray(format="rgb24"), frame.time or 0.0
+    frame = None
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            if at_seconds > 0 and stream.time_base:
+                container.seek(int(at_seconds / stream.time_base), stream=stream, backward=True)
+            for frame in container.decode(stream):
+                if frame.time is None or frame.time >= at_seconds - 1e-6:
+                    break
+    except av.FFmpegError as exc:
+        raise DecodeError(f"{path.name}: the frame at {at_seconds:.2f} s does not decode ({exc.strerror})") from None
+    if frame is None:
+        raise DecodeError(f"{path.name}: no frame decodes at {at_seconds:.2f} s")
+    return frame.to_ndarray(format="rgb24"), frame.time or 0.0
 
 
 @lru_cache(maxsize=2)
