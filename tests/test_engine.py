@@ -212,3 +212,38 @@ def test_audio_only_file_is_refused(tmp_path):
         c.mux(s.encode(None))
     with pytest.raises(InputError, match="no video stream"):
         vidsr.upscale_video(path, tmp_path / "out.mp4")
+
+
+def with_chapters(src: Path, dst: Path) -> Path:
+    """Remux `src` into `dst` with two chapters."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        out.set_chapters([
+            {"id": 1, "start": 0, "end": 100, "time_base": Fraction(1, 1000), "metadata": {"title": "Intro"}},
+            {"id": 2, "start": 100, "end": 250, "time_base": Fraction(1, 1000), "metadata": {"title": "Main"}},
+        ])
+        for packet in inp.demux():
+            if packet.size:
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+    return dst
+
+
+def chapter_titles(path: Path) -> list[tuple[float, str]]:
+    with av.open(str(path)) as c:
+        return [(float(ch["start"] * ch["time_base"]), ch["metadata"]["title"]) for ch in c.chapters()]
+
+
+def test_chapters_kept_and_audio_reencoded_only_where_the_container_needs_it(make_clip, random_espcn, tmp_path,
+                                                                             caplog):
+    src = with_chapters(make_clip("plain.mkv", width=64, height=48, frames=6, audio=True, subtitles=True),
+                        tmp_path / "in.mkv")
+    mkv = vidsr.upscale_video(src, tmp_path / "out.mkv", model=random_espcn)
+    assert chapter_titles(mkv) == chapter_titles(src) == [(0.0, "Intro"), (0.1, "Main")]
+    assert packets(mkv, "audio") == packets(src, "audio")  # Matroska holds AAC: copied, not re-encoded
+
+    webm = vidsr.upscale_video(src, tmp_path / "out.webm", model=random_espcn, encoder="libvpx-vp9")
+    with av.open(str(webm)) as c:
+        kinds = sorted((s.type, s.codec_context.name) for s in c.streams)
+    assert kinds == [("audio", "opus"), ("video", "vp9")]  # WebM cannot hold AAC or SRT
+    assert "re-encoding to opus" in caplog.text and "cannot hold it; dropped" in caplog.text
