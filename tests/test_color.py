@@ -58,7 +58,7 @@ def test_chroma_upsampling_respects_left_siting():
     """4:2:0 chroma is co-sited with even luma columns: a chroma impulse lands on column 2k, not 2k+0.5."""
     chroma = torch.zeros(1, 4, 8)
     chroma[..., 3] = 1.0
-    up = resample_plane(chroma, 8, 16, (1, 1), (0, 0), 1.0)
+    up = resample_plane(chroma, 8, 16, (1, 1), (0, 0), 1)
     row = up[0, 3]
     assert row.argmax().item() == 6 and row[5].item() == pytest.approx(row[7].item(), abs=1e-6)
 
@@ -69,7 +69,7 @@ def test_top_left_siting_is_honoured():
     assert top_left.chroma_siting == (False, False) and BT709.chroma_siting == (False, True)
     chroma = torch.zeros(1, 8, 4)
     chroma[..., 3, :] = 1.0
-    column = resample_plane(chroma, 16, 8, (1, 1), (0, 0), 1.0, top_left.chroma_siting)[0, :, 3]
+    column = resample_plane(chroma, 16, 8, (1, 1), (0, 0), 1, top_left.chroma_siting)[0, :, 3]
     assert column.argmax().item() == 6 and column[5].item() == pytest.approx(column[7].item(), abs=1e-6)
 
 
@@ -77,5 +77,5 @@ def test_downsampling_antialiases():
     """Alternating columns (luma Nyquist) average out in 4:2:0 chroma instead of aliasing."""
     stripes = torch.zeros(1, 8, 16)
     stripes[..., ::2] = 1.0
-    down = resample_plane(stripes, 4, 8, (0, 0), (1, 1), 1.0)
+    down = resample_plane(stripes, 4, 8, (0, 0), (1, 1), 1)
     assert down[0, :, 1:-1].sub(0.5).abs().max() < 0.15

@@ -9,9 +9,11 @@ kernel that honours the stream's chroma siting (MPEG-2 'left' unless tagged othe
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
+import torch.nn.functional as F
 
 from vidsr.media.frames import PlaneLayout
 from vidsr.media.info import ColorInfo
@@ -102,44 +104,72 @@ def _keys_cubic(x: torch.Tensor) -> torch.Tensor:
     return torch.where(ax <= 1, near, torch.where(ax < 2, far, torch.zeros_like(ax)))
 
 
+@dataclass(frozen=True)
+class _AxisKernel:
+    """One axis of a resampling as a strided 1-D convolution with one output channel per phase.
+
+    For integer scales the mapping is periodic: `phases` consecutive outputs use fixed weights and the next
+    `phases` outputs the same weights `stride` input samples further on. So the whole axis is a conv1d
+    over the replicate-padded input, its channels interleaved back into one line.
+    """
+
+    weight: torch.Tensor  # (phases, 1, taps)
+    stride: int
+    offset: int  # input index of the first kernel tap for output 0 (may be negative: replicate padding)
+    phases: int
+
+    def apply(self, x: torch.Tensor, n_out: int) -> torch.Tensor:
+        """Resample the last axis of (..., n_in) `x` to (..., n_out)."""
+        lead, n_in = x.shape[:-1], x.shape[-1]
+        blocks = -(-n_out // self.phases)
+        needed = (blocks - 1) * self.stride + self.weight.shape[-1]
+        pad_left = max(0, -self.offset)
+        pad_right = max(0, self.offset + needed - n_in)
+        line = F.pad(x.reshape(-1, 1, n_in), (pad_left, pad_right), mode="replicate")
+        start = self.offset + pad_left
+        out = F.conv1d(line[..., start:start + needed], self.weight.to(x.dtype), stride=self.stride)
+        return out.transpose(1, 2).reshape(*lead, blocks * self.phases)[..., :n_out]
+
+
 @lru_cache(maxsize=64)
-def _axis_taps(n_in: int, n_out: int, step_in: int, step_out: int, scale: float, centred: bool,
-               device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gather indices and weights, each (n_out, taps), mapping one axis of a plane onto another.
+def _axis_kernel(step_in: int, step_out: int, scale: int, centred: bool, device: str) -> _AxisKernel:
+    """The kernel mapping one axis of a plane grid onto another.
 
     A plane subsampled by `step` stores sample i at luma position step*i (+ (step-1)/2 when centred); the
     output luma grid is the input's scaled by `scale` with pixel centres aligned.
     """
+    common = math.gcd(step_out, scale * step_in)
+    phases, stride = scale * step_in // common, step_out // common
     offset_in = (step_in - 1) / 2 if centred else 0.0
     offset_out = (step_out - 1) / 2 if centred else 0.0
-    out_luma = torch.arange(n_out, dtype=torch.float64) * step_out + offset_out
-    in_luma = (out_luma + 0.5) / scale - 0.5
-    u = (in_luma - offset_in) / step_in
+    out_luma = torch.arange(phases, dtype=torch.float64) * step_out + offset_out
+    u = ((out_luma + 0.5) / scale - 0.5 - offset_in) / step_in  # fractional input index of each phase
     stretch = max(1.0, step_out / (scale * step_in))  # > 1 when shrinking: widen the kernel to antialias
     taps = 2 * math.ceil(2 * stretch)
     first = torch.floor(u - 2 * stretch).long() + 1
     index = first[:, None] + torch.arange(taps)[None, :]
     weight = _keys_cubic((index - u[:, None]) / stretch)
     weight = weight / weight.sum(dim=1, keepdim=True)
-    return index.clamp_(0, n_in - 1).to(device), weight.float().to(device)
-
-
-def _resample_last_axis(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    return (x[..., index] * weight).sum(dim=-1)
+    start = int(first.min())
+    kernel = torch.zeros(phases, 1, taps + int(first.max()) - start, dtype=torch.float64)
+    for phase in range(phases):
+        shift = int(first[phase]) - start
+        kernel[phase, 0, shift:shift + taps] = weight[phase]
+    return _AxisKernel(kernel.float().to(device), stride, start, phases)
 
 
 def resample_plane(x: torch.Tensor, out_height: int, out_width: int, log2_in: tuple[int, int],
-                   log2_out: tuple[int, int], scale: float, siting: tuple[bool, bool] = (False, True)) -> torch.Tensor:
+                   log2_out: tuple[int, int], scale: int, siting: tuple[bool, bool] = (False, True)) -> torch.Tensor:
     """Resample (N,h,w) float plane samples onto another plane grid (chroma <-> luma, and/or scaled).
 
     `log2_in` / `log2_out` are the (horizontal, vertical) subsampling exponents of the two grids and
     `siting` says whether subsampled samples sit centred between luma samples on each axis.
     """
     device = str(x.device)
-    idx_w, w_w = _axis_taps(x.shape[-1], out_width, 1 << log2_in[0], 1 << log2_out[0], scale, siting[0], device)
-    idx_h, w_h = _axis_taps(x.shape[-2], out_height, 1 << log2_in[1], 1 << log2_out[1], scale, siting[1], device)
-    x = _resample_last_axis(x, idx_w, w_w.to(x.dtype))
-    x = _resample_last_axis(x.transpose(-1, -2), idx_h, w_h.to(x.dtype))
+    along_w = _axis_kernel(1 << log2_in[0], 1 << log2_out[0], scale, siting[0], device)
+    along_h = _axis_kernel(1 << log2_in[1], 1 << log2_out[1], scale, siting[1], device)
+    x = along_w.apply(x, out_width)
+    x = along_h.apply(x.transpose(-1, -2), out_height)
     return x.transpose(-1, -2).contiguous()
 
 
@@ -161,7 +191,7 @@ def planes_to_rgb(planes: list[torch.Tensor], layout: PlaneLayout, color: ColorI
         return y.clamp(0, 1).unsqueeze(1).expand(-1, 3, -1, -1)
     height, width = y.shape[-2:]
     sub = (layout.log2_chroma_w, layout.log2_chroma_h)
-    cb, cr = (resample_plane(decode_chroma(c, depth, full), height, width, sub, (0, 0), 1.0, color.chroma_siting)
+    cb, cr = (resample_plane(decode_chroma(c, depth, full), height, width, sub, (0, 0), 1, color.chroma_siting)
               for c in planes[1:])
     return ycc_to_rgb(y, cb, cr, color.resolved_matrix(height)).clamp_(0, 1)
 
@@ -179,6 +209,6 @@ def rgb_to_planes(rgb: torch.Tensor, layout: PlaneLayout, color: ColorInfo) -> l
     c_height, c_width = chroma_size(width, height, layout)
     sub = (layout.log2_chroma_w, layout.log2_chroma_h)
     return [encode_luma(y, depth, full)] + [
-        encode_chroma(resample_plane(c, c_height, c_width, (0, 0), sub, 1.0, color.chroma_siting), depth, full)
+        encode_chroma(resample_plane(c, c_height, c_width, (0, 0), sub, 1, color.chroma_siting), depth, full)
         for c in (cb, cr)
     ]
