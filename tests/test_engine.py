@@ -247,3 +247,12 @@ def test_chapters_kept_and_audio_reencoded_only_where_the_container_needs_it(mak
         kinds = sorted((s.type, s.codec_context.name) for s in c.streams)
     assert kinds == [("audio", "opus"), ("video", "vp9")]  # WebM cannot hold AAC or SRT
     assert "re-encoding to opus" in caplog.text and "cannot hold it; dropped" in caplog.text
+
+
+def test_hardware_decoding_falls_back_to_software_with_a_notice(make_clip, random_espcn, tmp_path, caplog):
+    src = make_clip("in.mp4", width=64, height=48, frames=4)  # H.264: a codec NVDEC would take
+    soft = vidsr.upscale_video(src, tmp_path / "soft.mkv", model=random_espcn, encoder="ffv1")
+    hard = vidsr.upscale_video(src, tmp_path / "hard.mkv", model=random_espcn, encoder="ffv1", hwdec="cuda")
+    if not torch.cuda.is_available():
+        assert "decoding in software" in caplog.text
+    assert packets(hard, "video") == packets(soft, "video")

@@ -43,6 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--encoder-option", type=_encoder_option, action="append", default=[], metavar="KEY=VALUE",
                         help="extra encoder option, repeatable (e.g. x264-params=aq-mode=3)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument("--hwdec", metavar="DEVICE",
+                        help="decode on a device, e.g. cuda (NVDEC); falls back to software with a notice")
     parser.add_argument("--skip-errors", action="store_true", help="drop undecodable frames instead of stopping")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notices")
 
@@ -53,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
         args.input, args.output, model=args.model, device=args.device, precision=args.precision, tile=args.tile,
         tile_pad=args.tile_pad, max_memory=args.max_memory, batch_size=args.batch_size, encoder=args.encoder,
         crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt, encoder_options=dict(args.encoder_option),
-        overwrite=args.overwrite, skip_errors=args.skip_errors, progress=not args.quiet,
+        overwrite=args.overwrite, skip_errors=args.skip_errors, hwdec=args.hwdec,
+        progress=not args.quiet,
     )
     if not args.quiet:
         for path in written:

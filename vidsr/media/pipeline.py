@@ -182,6 +182,7 @@ def upscale_video(
     encoder_options: dict[str, str] | None = None,
     overwrite: bool = False,
     skip_errors: bool = False,
+    hwdec: str | None = None,
     progress: ProgressCallback | bool | None = None,
     cancel: threading.Event | None = None,
     upscaler: Upscaler | None = None,
@@ -191,6 +192,7 @@ def upscale_video(
     The output keeps every stream, timestamp, colour tag, SAR and rotation of the input (see the module
     docs); `progress=True` shows a tqdm bar on stderr, a callable receives `Progress` updates; setting
     `cancel` stops the job with `Cancelled`. Nothing is left at `output` unless the job succeeds.
+    `hwdec` decodes on a device (e.g. "cuda" for NVDEC), falling back to software when it cannot.
     """
     input_path = Path(input)
     info = probe(input_path)
@@ -203,13 +205,13 @@ def upscale_video(
     image_encoder = IMAGE_ENCODERS.get(output_path.suffix.lower())
     settings = EncodeSettings(encoder or image_encoder or "libx264", crf, preset, pix_fmt, dict(encoder_options or {}))
     with temporary_output(output_path) as tmp:
-        _run(info, tmp, "image2" if image_encoder else None, upscaler, settings, batch_size, skip_errors,
-             progress, cancel)
+        source = Source(info.path, skip_errors=skip_errors, hwdec=hwdec)
+        _run(info, source, tmp, "image2" if image_encoder else None, upscaler, settings, batch_size, progress, cancel)
     return output_path
 
 
-def _run(info: MediaInfo, tmp: Path, container_format: str | None, upscaler: Upscaler, settings: EncodeSettings,
-         batch_size: int, skip_errors: bool, progress: ProgressCallback | bool | None,
+def _run(info: MediaInfo, source: Source, tmp: Path, container_format: str | None, upscaler: Upscaler,
+         settings: EncodeSettings, batch_size: int, progress: ProgressCallback | bool | None,
          cancel: threading.Event | None) -> None:
     video, scale = info.video, upscaler.scale
     failed = threading.Event()
@@ -218,7 +220,6 @@ def _run(info: MediaInfo, tmp: Path, container_format: str | None, upscaler: Ups
         return failed.is_set() or (cancel is not None and cancel.is_set())
 
     frames, encoded = _Channel(2 * batch_size, stopping), _Channel(4 * batch_size + 64, stopping)
-    source = Source(info.path, skip_errors=skip_errors)
     close_report: Callable[[], None] = lambda: None  # noqa: E731
     sink: Sink | None = None
     stages: list[_Stage] = []

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.codec.hwaccel import HWAccel
 
 from vidsr.errors import DecodeError
 from vidsr.media.frames import frame_to_planes
@@ -34,10 +35,10 @@ class DecodedFrame:
 class Source:
     """Decodes the first video stream of `path`, demuxing the streams in `passthrough` alongside it."""
 
-    def __init__(self, path: str | Path, skip_errors: bool = False) -> None:
+    def __init__(self, path: str | Path, skip_errors: bool = False, hwdec: str | None = None) -> None:
         self.path = Path(path)
         self.skip_errors = skip_errors
-        self.container = open_container(self.path)
+        self.container = _open_with_hwdec(self.path, hwdec) if hwdec else open_container(self.path)
         self.video = self.container.streams.video[0]
         # Make the decoder report damage instead of silently concealing it: the job stops (or skips the
         # frame) rather than upscaling garbage.
@@ -88,3 +89,16 @@ class Source:
                               "use --skip-errors to drop broken frames")
         self.skipped += 1
         return [f for f in frames if not f.is_corrupt]
+
+
+def _open_with_hwdec(path: Path, device_type: str) -> av.container.InputContainer:
+    """Open for hardware decoding (e.g. NVDEC with "cuda"); frames are downloaded to system memory.
+
+    When the device cannot be opened the file is decoded in software, with a notice: the output is the same.
+    """
+    open_container(path).close()  # a bad input is reported as such, not as a device problem
+    try:
+        return av.open(str(path), hwaccel=HWAccel(device_type=device_type, allow_software_fallback=True))
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        log.warning("hardware decoding (%s) unavailable (%s); decoding in software", device_type, exc)
+        return open_container(path)
