@@ -12,6 +12,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = add_command(subparsers, "models",
                          "List the bundled models (params, GMACs per 1080p frame, Set5/Set14 PSNR).", run)
     parser.add_argument("--card", metavar="MODEL", help="print the markdown model card of a model instead")
+    parser.add_argument("--markdown", action="store_true", help="print the table as markdown (for docs)")
 
 
 def _db(value: float | None) -> str:
@@ -22,9 +23,15 @@ def run(args: argparse.Namespace) -> int:
     if args.card:
         print(model_card(args.card), end="")
         return 0
-    print(f"{'name':<22} {'arch':<9} {'scale':>5} {'color':>5} {'params':>9} {'GMACs/1080p':>12} "
-          f"{'Set5':>6} {'Set14':>6}")
-    for info in list_models():
-        print(f"{info.name:<22} {info.arch:<9} {'x' + str(info.scale):>5} {info.color:>5} {info.params:>9,} "
-              f"{info.gmacs_1080p:>12.1f} {_db(info.set5_psnr):>6} {_db(info.set14_psnr):>6}")
+    header = ("name", "arch", "scale", "color", "params", "GMACs/1080p", "Set5", "Set14")
+    rows = [(info.name, info.arch, f"x{info.scale}", info.color, f"{info.params:,}", f"{info.gmacs_1080p:.1f}",
+             _db(info.set5_psnr), _db(info.set14_psnr)) for info in list_models()]
+    if args.markdown:
+        for row in (header, ("---",) * len(header), *rows):
+            print("| " + " | ".join(row) + " |")
+        return 0
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    for row in (header, *rows):
+        cells = [cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))]
+        print("  ".join(cells))
     return 0
