@@ -99,8 +99,9 @@ def test_bad_device_and_precision_are_clear(espcn):
         Upscaler(espcn.descriptor, device="cpu", precision="fp8")
 
 
-@pytest.mark.parametrize("batch_size", [1, 3, 4])
-def test_batch_runner_matches_frame_by_frame_in_order(espcn, batch_size):
+@pytest.mark.parametrize(("batch_size", "static_shapes"), [(1, False), (3, False), (4, False), (3, True)])
+def test_batch_runner_matches_frame_by_frame_in_order(espcn, batch_size, static_shapes):
+    espcn.static_shapes = static_shapes  # as with --compile: the partial last batch runs at full size
     layout, color = plane_layout("yuv420p10le"), ColorInfo(matrix=1)
     rng = np.random.default_rng(0)
     frames = [[rng.integers(64, 940, (24, 31)).astype(np.uint16),

@@ -30,6 +30,7 @@ from vidsr.upscaler import Upscaler
 @dataclass
 class BenchResult:
     model: str
+    compiled: bool
     device: str
     device_name: str
     precision: str
@@ -59,7 +60,8 @@ class BenchResult:
             ("download (D2H)", self.download_fps), ("encode", self.encode_fps),
             ("end to end (vidsr)", self.end_to_end_fps), ("naive frame loop", self.naive_fps),
         ]
-        lines = [f"{self.model} on {self.device_name} ({self.precision}), {self.input_size} -> {self.output_size}, "
+        lines = [f"{self.model}{' (compiled)' if self.compiled else ''} on {self.device_name} ({self.precision}), "
+                 f"{self.input_size} -> {self.output_size}, "
                  f"batch {self.batch_size}, {self.frames} frames, encoder {self.encoder}",
                  "| stage | fps |", "|---|---|"]
         lines += [f"| {name} | {fps:.2f} |" for name, fps in rows if fps is not None]
@@ -148,8 +150,8 @@ def naive_loop_fps(path: Path, output: Path, upscaler: Upscaler, encoder: str) -
 
 def run_bench(model: str = "espcn-x2", width: int = 640, height: int = 360, frames: int = 48,
               batch_size: int = 4, precision: str = "auto", device: str = "auto", encoder: str = "libx264",
-              input_path: Path | None = None) -> BenchResult:
-    upscaler = Upscaler(model, device=device, precision=precision)
+              input_path: Path | None = None, compile: bool = False) -> BenchResult:
+    upscaler = Upscaler(model, device=device, precision=precision, compile=compile)
     dev = upscaler.device
     with tempfile.TemporaryDirectory() as tmp:
         clip = input_path or write_clip(Path(tmp) / "bench.mkv", ClipSpec(width=width, height=height, frames=frames,
@@ -177,13 +179,16 @@ def run_bench(model: str = "espcn-x2", width: int = 640, height: int = 360, fram
         upscale_video(clip, Path(tmp) / "vidsr.mkv", upscaler=upscaler, batch_size=batch_size, encoder=encoder,
                       overwrite=True, progress=progress.append)
         end_to_end = progress[-1].fps
-        naive = naive_loop_fps(clip, Path(tmp) / "naive.mkv", upscaler, encoder)
+        # The naive loop is what a plain script does: eager model, no compile.
+        eager = Upscaler(model, device=device, precision=precision) if compile else upscaler
+        naive = naive_loop_fps(clip, Path(tmp) / "naive.mkv", eager, encoder)
         decode = decode_fps(clip)
         encode = encode_fps([p[0].cpu().numpy() for p in out_planes], layout.pix_fmt, encoder, min(frames, 24))
     tflops = upscaler.descriptor.gmacs(width * upscaler.scale, height * upscaler.scale) * 2 * model_fps / 1000
     peak = measure_peak_tflops(dev, upscaler.dtype)
     return BenchResult(
-        model=str(model), device=str(dev), device_name=_device_name(dev), precision=str(upscaler.dtype).split(".")[-1],
+        model=str(model), compiled=compile, device=str(dev), device_name=_device_name(dev),
+        precision=str(upscaler.dtype).split(".")[-1],
         input_size=f"{width}x{height}", output_size=f"{width * upscaler.scale}x{height * upscaler.scale}",
         batch_size=batch_size, frames=progress[-1].frames, encoder=encoder, decode_fps=decode,
         upload_fps=upload, model_fps=model_fps, download_fps=download, encode_fps=encode, end_to_end_fps=end_to_end,

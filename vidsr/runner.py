@@ -110,7 +110,9 @@ class BatchRunner:
             slot.h2d_done.record()
         with kit.on(kit.compute_stream):
             kit.wait(kit.compute_stream, slot.h2d_done)
-            out = self.upscaler.upscale_planes([d[:n] for d in slot.device_in], self.layout, self.color,
+            # A compiled model gets the whole buffer even for the last, partial batch: one shape, one compile.
+            rows = self.batch_size if self.upscaler.static_shapes else n
+            out = self.upscaler.upscale_planes([d[:rows] for d in slot.device_in], self.layout, self.color,
                                                self.out_layout, self.out_color)
             slot.compute_done.record()
         if not slot.host_out:
@@ -120,7 +122,7 @@ class BatchRunner:
             for host, dev in zip(slot.host_out, out, strict=True):
                 if kit.copy_stream is not None:
                     dev.record_stream(kit.copy_stream)  # allocated on the compute stream, read here
-                host[:n].copy_(dev, non_blocking=True)
+                host[:n].copy_(dev[:n], non_blocking=True)
             slot.d2h_done.record()
 
     def _finish(self, slot: _Slot) -> tuple[list[Any], list[list[np.ndarray]]]:

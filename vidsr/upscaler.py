@@ -69,11 +69,13 @@ class Upscaler:
             out-of-memory, halving until it fits).
         tile_pad: context pixels around each tile; tiles are cross-faded over this overlap.
         max_memory: cap on this process's CUDA memory in GiB (tiles shrink to stay inside it).
+        compile: run the model through `torch.compile` (slow first batch, then faster; inductor's cache
+            makes later runs start quicker). Pays off for long videos.
     """
 
     def __init__(self, model: str | Path | ModelDescriptor = DEFAULT_MODEL, device: str | torch.device = "auto",
                  precision: Precision = "auto", tile: int | None = None, tile_pad: int = 16,
-                 max_memory: float | None = None) -> None:
+                 max_memory: float | None = None, compile: bool = False) -> None:
         self.descriptor = model if isinstance(model, ModelDescriptor) else load_model(model)
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device, self.descriptor)
@@ -81,8 +83,10 @@ class Upscaler:
             raise VidsrError(f"tile must be at least {MIN_TILE} pixels (got {tile})")
         self.tile = tile
         self.tile_pad = max(0, tile_pad)
-        memory_format = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
-        self.model = self.descriptor.model.eval().to(self.device, self.dtype, memory_format=memory_format)
+        # channels_last suits cuDNN and oneDNN alike (1.5x for ESPCN on an AVX-512 CPU).
+        model = self.descriptor.model.eval().to(self.device, self.dtype, memory_format=torch.channels_last)
+        self.model = torch.compile(model) if compile else model
+        self.static_shapes = compile  # a compiled model re-compiles for every new input shape
         self._lock = threading.RLock()
         if max_memory is not None:
             self._cap_memory(max_memory)
@@ -106,9 +110,7 @@ class Upscaler:
         pad_h, pad_w = -height % multiple, -width % multiple
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        y = self.model(x.to(self.dtype)).float()
+        y = self.model(x.to(self.dtype).contiguous(memory_format=torch.channels_last)).float()
         return y[..., : height * self.scale, : width * self.scale]
 
     @torch.inference_mode()

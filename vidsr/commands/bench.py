@@ -21,12 +21,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
     parser.add_argument("--device", default="auto")
     parser.add_argument("-c", "--encoder", default="libx264")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (the naive loop stays eager)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def run(args: argparse.Namespace) -> int:
     width, height = (int(v) for v in args.size.lower().split("x"))
     result = run_bench(args.model, width, height, args.frames, args.batch_size, args.precision, args.device,
-                       args.encoder, args.input)
+                       args.encoder, args.input, args.compile)
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.table())
     return 0

@@ -35,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tile-pad", type=int, default=16, help="context pixels around each tile (default: 16)")
     parser.add_argument("--max-memory", type=float, metavar="GIB",
                         help="cap CUDA memory use at GIB gibibytes; frames are tiled to fit")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the model: ~25 s to start, then faster (worth it for long videos)")
     parser.add_argument("-c", "--encoder", help=f"video encoder: {', '.join(ENCODERS)}, ... (default: libx264; "
                         "png/mjpeg/... for image outputs, from the suffix)")
     parser.add_argument("--crf", type=int, help="quality (CRF, or CQ for NVENC); default: 18 for libx264")
@@ -53,10 +55,10 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING, format="vidsr: %(message)s")
     written = upscale_path(
         args.input, args.output, model=args.model, device=args.device, precision=args.precision, tile=args.tile,
-        tile_pad=args.tile_pad, max_memory=args.max_memory, batch_size=args.batch_size, encoder=args.encoder,
-        crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt, encoder_options=dict(args.encoder_option),
-        overwrite=args.overwrite, skip_errors=args.skip_errors, hwdec=args.hwdec,
-        progress=not args.quiet,
+        tile_pad=args.tile_pad, max_memory=args.max_memory, compile=args.compile, batch_size=args.batch_size,
+        encoder=args.encoder, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
+        encoder_options=dict(args.encoder_option), overwrite=args.overwrite, skip_errors=args.skip_errors,
+        hwdec=args.hwdec, progress=not args.quiet,
     )
     if not args.quiet:
         for path in written:

@@ -175,6 +175,7 @@ def upscale_video(
     tile: int | None = None,
     tile_pad: int = 16,
     max_memory: float | None = None,
+    compile: bool = False,
     encoder: str | None = None,
     crf: int | None = None,
     preset: str | None = None,
@@ -197,7 +198,7 @@ def upscale_video(
     input_path = Path(input)
     info = probe(input_path)
     upscaler = upscaler or Upscaler(model, device=device, precision=precision, tile=tile, tile_pad=tile_pad,
-                                    max_memory=max_memory)
+                                    max_memory=max_memory, compile=compile)
     output_path = Path(output) if output is not None else default_output(input_path, upscaler.scale)
     check_output(input_path, output_path, overwrite)
     if batch_size < 1:
