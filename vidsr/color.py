@@ -118,17 +118,30 @@ class _AxisKernel:
     offset: int  # input index of the first kernel tap for output 0 (may be negative: replicate padding)
     phases: int
 
-    def apply(self, x: torch.Tensor, n_out: int) -> torch.Tensor:
-        """Resample the last axis of (..., n_in) `x` to (..., n_out)."""
-        lead, n_in = x.shape[:-1], x.shape[-1]
+    def apply(self, x: torch.Tensor, n_out: int, axis: int) -> torch.Tensor:
+        """Resample axis -1 (width) or -2 (height) of (..., H, W) `x` to `n_out` samples.
+
+        Runs as a conv2d with a (1, taps) or (taps, 1) kernel: several times faster on the CPU than conv1d
+        over rows, and no transposes.
+        """
+        lead, (height, width) = x.shape[:-2], x.shape[-2:]
+        along_width = axis == -1
+        n_in = width if along_width else height
         blocks = -(-n_out // self.phases)
         needed = (blocks - 1) * self.stride + self.weight.shape[-1]
         pad_left = max(0, -self.offset)
         pad_right = max(0, self.offset + needed - n_in)
-        line = F.pad(x.reshape(-1, 1, n_in), (pad_left, pad_right), mode="replicate")
+        image = F.pad(x.reshape(-1, 1, height, width),
+                      (pad_left, pad_right, 0, 0) if along_width else (0, 0, pad_left, pad_right), mode="replicate")
         start = self.offset + pad_left
-        out = F.conv1d(line[..., start:start + needed], self.weight.to(x.dtype), stride=self.stride)
-        return out.transpose(1, 2).reshape(*lead, blocks * self.phases)[..., :n_out]
+        weight = self.weight.to(x.dtype)
+        if along_width:
+            out = F.conv2d(image[..., start:start + needed], weight.unsqueeze(2), stride=(1, self.stride))
+            out = out.permute(0, 2, 3, 1).reshape(-1, height, blocks * self.phases)[..., :n_out]
+        else:
+            out = F.conv2d(image[..., start:start + needed, :], weight.unsqueeze(3), stride=(self.stride, 1))
+            out = out.permute(0, 2, 1, 3).reshape(-1, blocks * self.phases, width)[:, :n_out]
+        return out.reshape(*lead, *out.shape[-2:])
 
 
 @lru_cache(maxsize=64)
@@ -168,9 +181,7 @@ def resample_plane(x: torch.Tensor, out_height: int, out_width: int, log2_in: tu
     device = str(x.device)
     along_w = _axis_kernel(1 << log2_in[0], 1 << log2_out[0], scale, siting[0], device)
     along_h = _axis_kernel(1 << log2_in[1], 1 << log2_out[1], scale, siting[1], device)
-    x = along_w.apply(x, out_width)
-    x = along_h.apply(x.transpose(-1, -2), out_height)
-    return x.transpose(-1, -2).contiguous()
+    return along_h.apply(along_w.apply(x, out_width, axis=-1), out_height, axis=-2)
 
 
 # --- whole frames -------------------------------------------------------------------------------------------
