@@ -204,7 +204,11 @@ def upscale_video(
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1 (got {batch_size})")
     image_encoder = IMAGE_ENCODERS.get(output_path.suffix.lower())
-    settings = EncodeSettings(encoder or image_encoder or "libx264", crf, preset, pix_fmt, dict(encoder_options or {}))
+    # When the model runs on the CPU it already keeps every core busy: an encoder thread pool on top only
+    # preempts the model's threads (measured: 7.4 -> 8.9 fps for ESPCN x2 on 2 cores with one x264 thread).
+    threads = 1 if upscaler.device.type == "cpu" else None
+    settings = EncodeSettings(encoder or image_encoder or "libx264", crf, preset, pix_fmt, dict(encoder_options or {}),
+                              threads)
     with temporary_output(output_path) as tmp:
         source = Source(info.path, skip_errors=skip_errors, hwdec=hwdec)
         _run(info, source, tmp, "image2" if image_encoder else None, upscaler, settings, batch_size, progress, cancel)

@@ -38,6 +38,7 @@ class EncodeSettings:
     preset: str | None = None
     pix_fmt: str | None = None
     options: dict[str, str] = field(default_factory=dict)
+    threads: int | None = None  # encoder threads; None lets FFmpeg choose
 
 
 def encoder_codec(name: str) -> av.Codec:
@@ -136,6 +137,8 @@ class Sink:
         ctx.color_trc = self.color.transfer
         ctx.color_range = 2 if self.color.full_range else 1
         ctx.options = self._encoder_options(codec.name)
+        if self.settings.threads is not None and "threads" not in self.settings.options:
+            ctx.thread_count = self.settings.threads
         if video.rotation:
             stream.set_display_rotation(video.rotation)
         return stream
