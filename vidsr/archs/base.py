@@ -64,7 +64,7 @@ def count_conv_macs(model: nn.Module, x: torch.Tensor) -> int:
     handles += [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.ConvTranspose2d)]
     try:
         with torch.no_grad():
-            model.eval()(x.to(next(model.parameters()).device))
+            model.eval()(x.to(next(model.parameters())))  # same device and dtype as the weights
     finally:
         for handle in handles:
             handle.remove()
