@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vidsr.archs import create_model
-from vidsr.checkpoint import load_checkpoint, save_checkpoint, unwrap_state_dict, update_metadata
+from vidsr.checkpoint import load_checkpoint, save_checkpoint, store_half, unwrap_state_dict, update_metadata
 from vidsr.cli import main
 from vidsr.errors import ModelError
 from vidsr.zoo import bundled_weights, list_models, load_model, model_card
@@ -35,6 +35,20 @@ def test_safetensors_round_trip_keeps_metadata_and_non_shape_hyperparams(tmp_pat
     assert outputs_match(model, loaded)
     update_metadata(path, psnr={"Set5": 31.0})
     assert load_model(path).metadata["psnr"] == {"Set5": 31.0}
+
+
+def test_half_precision_storage_halves_the_file_and_loads_as_float32(tmp_path: Path) -> None:
+    model = tiny_espcn()
+    path = save_checkpoint(tmp_path / "m.safetensors", model, name="tiny")
+    size = path.stat().st_size
+    store_half(path)
+    assert path.stat().st_size < 0.6 * size
+    tensors, metadata = load_checkpoint(path)
+    assert {t.dtype for t in tensors.values()} == {torch.float16} and metadata["name"] == "tiny"
+    loaded = load_model(path)
+    assert next(loaded.model.parameters()).dtype == torch.float32
+    x = torch.rand(1, 1, 12, 12)
+    assert torch.allclose(model.model.eval()(x), loaded.model.eval()(x), atol=2e-3)
 
 
 @pytest.mark.parametrize("wrap", [

@@ -99,3 +99,33 @@ def test_config_file_with_overrides(tmp_path: Path) -> None:
     path.write_text("learning_rate = 1\n")
     with pytest.raises(InputError, match="learning_rate"):
         load_config(path)
+
+
+class FakeClock:
+    """time.monotonic that advances a fixed step per call: a trainer that runs at a known, steady speed."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def test_time_budget_fits_iterations_and_anneals(image_dir: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from vidsr.train import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "BUDGET_WARMUP", 2)
+    monkeypatch.setattr(trainer_module, "BUDGET_PROBE", 4)
+    monkeypatch.setattr(trainer_module.time, "monotonic", FakeClock(0.1))  # two reads per iteration: 5 it/s
+    config = dict(iterations=10_000, minutes=0.1, val_dir=None, lr_min=1e-6, checkpoint_minutes=100)
+    trainer = Trainer(tiny_config(image_dir, tmp_path / "a", **config))
+    trainer.run(progress=False, until=10)
+    planned = trainer.config.iterations
+    assert 25 <= planned <= 35  # 6 s at 5 it/s, give or take the clock reads outside the loop
+    resumed = Trainer(tiny_config(image_dir, tmp_path / "a", **config))
+    assert resumed.config.iterations == planned  # the fitted schedule survives a pause
+    resumed.run(progress=False)
+    assert resumed.iteration == planned
+    assert resumed.scheduler.get_last_lr()[0] == pytest.approx(1e-6, rel=1e-3)  # annealed at the budget's end

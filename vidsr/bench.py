@@ -94,7 +94,7 @@ def _timed(fn: Callable[[], object], device: torch.device, repeats: int = 1) -> 
 
 def measure_peak_tflops(device: torch.device, dtype: torch.dtype) -> float:
     """Dense matmul throughput of the device in `dtype`: the roofline the model is compared with."""
-    n = 4096 if device.type == "cuda" else 1024
+    n = 8192 if device.type == "cuda" else 1024
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     seconds = _timed(lambda: a @ b, device, repeats=10 if device.type == "cuda" else 3)
@@ -150,8 +150,9 @@ def naive_loop_fps(path: Path, output: Path, upscaler: Upscaler, encoder: str) -
 
 def run_bench(model: str = "espcn-x2", width: int = 640, height: int = 360, frames: int = 48,
               batch_size: int = 4, precision: str = "auto", device: str = "auto", encoder: str = "libx264",
-              input_path: Path | None = None, compile: bool = False) -> BenchResult:
-    upscaler = Upscaler(model, device=device, precision=precision, compile=compile)
+              input_path: Path | None = None, compile: bool = False, tile: int | None = None,
+              max_memory: float | None = None, hwdec: str | None = None) -> BenchResult:
+    upscaler = Upscaler(model, device=device, precision=precision, compile=compile, tile=tile, max_memory=max_memory)
     dev = upscaler.device
     with tempfile.TemporaryDirectory() as tmp:
         clip = input_path or write_clip(Path(tmp) / "bench.mkv", ClipSpec(width=width, height=height, frames=frames,
@@ -177,10 +178,10 @@ def run_bench(model: str = "espcn-x2", width: int = 640, height: int = 360, fram
         model_fps = batch_size / model_seconds
         progress: list[Progress] = []
         upscale_video(clip, Path(tmp) / "vidsr.mkv", upscaler=upscaler, batch_size=batch_size, encoder=encoder,
-                      overwrite=True, progress=progress.append)
+                      overwrite=True, progress=progress.append, hwdec=hwdec)
         end_to_end = progress[-1].fps
         # The naive loop is what a plain script does: eager model, no compile.
-        eager = Upscaler(model, device=device, precision=precision) if compile else upscaler
+        eager = Upscaler(model, device=device, precision=precision, tile=upscaler.tile) if compile else upscaler
         naive = naive_loop_fps(clip, Path(tmp) / "naive.mkv", eager, encoder)
         decode = decode_fps(clip)
         encode = encode_fps([p[0].cpu().numpy() for p in out_planes], layout.pix_fmt, encoder, min(frames, 24))

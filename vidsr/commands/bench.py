@@ -22,12 +22,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("-c", "--encoder", default="libx264")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (the naive loop stays eager)")
+    parser.add_argument("--tile", type=int, help="tile size in input pixels (default: whole frames, tiled on OOM)")
+    parser.add_argument("--max-memory", type=float, help="cap on CUDA memory in GiB (tiles shrink to fit)")
+    parser.add_argument("--hwdec", help="decode on this device in the engine run (e.g. cuda for NVDEC)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def run(args: argparse.Namespace) -> int:
     width, height = (int(v) for v in args.size.lower().split("x"))
     result = run_bench(args.model, width, height, args.frames, args.batch_size, args.precision, args.device,
-                       args.encoder, args.input, args.compile)
+                       args.encoder, args.input, args.compile, args.tile,
+                       args.max_memory, args.hwdec)
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.table())
     return 0

@@ -24,6 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--name", help="name stored in the exported weights")
     parser.add_argument("--init-from", help="start from these weights (tensors with matching shapes)")
     parser.add_argument("--iterations", type=int)
+    parser.add_argument("--minutes", type=float,
+                        help="time budget: the iteration count (and so the schedule) is fitted to the measured speed")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--patch-size", type=int, help="LR patch side")
     parser.add_argument("--loss", choices=["l1", "mse", "charbonnier"])

@@ -24,6 +24,7 @@ class TrainConfig:
     patch_size: int = 24  # low-resolution side of a training patch
     batch_size: int = 32
     iterations: int = 100_000
+    minutes: float | None = None  # time budget: `iterations` is then fitted to the measured speed (see Trainer)
     loss: str = "l1"  # l1 | mse | charbonnier
     lr: float = 1e-3
     lr_min: float = 1e-6

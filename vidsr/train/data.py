@@ -4,6 +4,7 @@ and cached, random aligned patches with flips and 90-degree rotations."""
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -43,10 +44,14 @@ class PairCache:
                 count = len(data.files) // 2
                 pairs = [(data[f"lr{i}"], data[f"hr{i}"]) for i in range(count)]
         else:
-            pairs = [make_pair(read_rgb(p), scale, channels) for p in tqdm(paths, desc="caching LR/HR pairs")]
+            bar = tqdm(paths, desc="caching LR/HR pairs", disable=None)  # None: no bar when not on a terminal
+            pairs = [make_pair(read_rgb(p), scale, channels) for p in bar]
             cache_file.parent.mkdir(parents=True, exist_ok=True)
             arrays = {f"{kind}{i}": arr for i, (lr, hr) in enumerate(pairs) for kind, arr in (("lr", lr), ("hr", hr))}
-            np.savez(cache_file, **arrays)
+            # written whole under a private name, then renamed: runs that share a cache never read half a file
+            partial = cache_file.with_name(f".{cache_file.stem}.{os.getpid()}.npz")
+            np.savez(partial, **arrays)
+            os.replace(partial, cache_file)
         self.pairs = [pair for pair in pairs if min(pair[0].shape[1:]) >= min_side]
         self.scale = scale
         if not self.pairs:

@@ -26,6 +26,10 @@ from vidsr.train.data import PairCache, PatchSampler
 from vidsr.train.ema import EMA
 
 LOG_FIELDS = ["iteration", "loss", "lr", "val_psnr", "val_ssim", "elapsed_s"]
+# A time budget is turned into an iteration count from the speed over these iterations, after a short warm-up
+# (cuDNN autotuning and allocator growth make the first ones slow).
+BUDGET_WARMUP, BUDGET_PROBE = 20, 100
+BUDGET_OVERRUN = 1.1  # a budgeted run stops at 110% of its minutes even if the schedule has iterations left
 
 
 def charbonnier(output: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -108,6 +112,7 @@ class Trainer:
             "sampler_rng": self.sampler.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "python_rng": random.getstate(), "pending_losses": self.pending_losses,
+            "planned_iterations": self.config.iterations,
         }
 
     def save_state(self) -> None:
@@ -128,6 +133,8 @@ class Trainer:
             torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
         random.setstate(state["python_rng"])
         self.iteration, self.best_psnr, self.elapsed = state["iteration"], state["best_psnr"], state["elapsed"]
+        if self.config.minutes:  # keep the schedule the budget fitted before the pause
+            self.config.iterations = state.get("planned_iterations", self.config.iterations)
         self.pending_losses = state.get("pending_losses", [])  # absent in states saved before it was tracked
         self._truncate_log(self.iteration)
 
@@ -213,19 +220,39 @@ class Trainer:
         self.iteration += 1
         return loss.item()
 
+    def _fit_budget(self, probe_start: tuple[int, float]) -> None:
+        """Set `iterations` so that the run ends when `minutes` have passed, at the speed just measured. The
+        cosine schedule reads `iterations`, so it anneals to lr_min at the end of the budget."""
+        first, since = probe_start
+        rate = (self.iteration - first) / max(self.elapsed - since, 1e-9)
+        remaining = self.config.minutes * 60 - self.elapsed
+        self.config.iterations = max(self.iteration + 1, self.iteration + int(rate * remaining))
+        tqdm.write(f"{rate:.1f} it/s: {self.config.iterations} iterations fit in {self.config.minutes:g} minutes")
+
+    def _over_budget(self) -> bool:
+        """A slowdown after the speed was measured (other jobs on the device) must not overrun the budget much."""
+        return bool(self.config.minutes) and self.elapsed > self.config.minutes * 60 * BUDGET_OVERRUN
+
     def run(self, progress: bool = True, until: int | None = None) -> Path:
         """Train to `config.iterations` (continuing a resumed run), or pause after iteration `until` (resumable,
-        same result as an unbroken run), and export the EMA weights."""
+        same result as an unbroken run), and export the EMA weights. With `config.minutes`, the iteration count
+        is fitted to the time budget once the speed is known."""
         config = self.config
-        stop = min(until or config.iterations, config.iterations)
+        fitting = bool(config.minutes) and self.iteration < BUDGET_WARMUP + BUDGET_PROBE
         last_save = time.monotonic()
         started = time.monotonic() - self.elapsed
+        probe_start = (self.iteration, self.elapsed)
         losses = self.pending_losses
         bar = tqdm(total=config.iterations, initial=self.iteration, disable=not progress, desc="train")
-        while self.iteration < stop:
+        while self.iteration < min(until or config.iterations, config.iterations) and not self._over_budget():
             losses.append(self.step())
             bar.update(1)
             self.elapsed = time.monotonic() - started
+            if fitting and self.iteration == BUDGET_WARMUP:
+                probe_start = (self.iteration, self.elapsed)
+            if fitting and self.iteration == BUDGET_WARMUP + BUDGET_PROBE:
+                self._fit_budget(probe_start)
+                bar.total, fitting = config.iterations, False
             row: dict[str, Any] = {}
             if self.iteration % config.log_every == 0 or self.iteration == config.iterations:
                 row = {"iteration": self.iteration, "loss": f"{np.mean(losses):.6f}",
