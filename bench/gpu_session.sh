@@ -20,22 +20,24 @@ $py -c 'import torch, av; print("torch", torch.__version__, "av", av.__version__
 
 # ---- benchmarks, GPU otherwise idle ----------------------------------------------------------------------------
 $py bench/random_models.py runs/models >/dev/null
-nvenc() { $py -c "import av; c = av.codec.CodecContext.create('$1', 'w'); c.width = c.height = 256; \
-c.pix_fmt = 'yuv420p'; c.time_base = '1/24'; c.open()" 2>/dev/null; }
+nvenc() { $py -c "import av, fractions; c = av.codec.CodecContext.create('$1', 'w'); c.width = c.height = 256; \
+c.pix_fmt = 'yuv420p'; c.time_base = fractions.Fraction(1, 24); c.open()" 2>/dev/null; }
 h264=libx264; nvenc h264_nvenc && h264=h264_nvenc
 hevc=libx265; nvenc hevc_nvenc && hevc=hevc_nvenc
 say "encoders: $h264 $hevc"
-bench() {
+bench() {  # skipped when fewer than TRAIN_SECONDS (default 330) would be left for training
+  [ "$(left)" -gt "${TRAIN_SECONDS:-330}" ] || { say "skipped for time: bench $*"; return; }
   say "bench $*"
   timeout 150 $py -m vidsr bench --json "$@" >>"$out/bench.json" 2>>"$out/session.log" || say "bench failed: $*"
 }
 m=runs/models
-bench -m espcn-x2 --size 1920x1080 --frames 120 -b 8 --precision fp16 -c "$h264" --hwdec cuda
+bench -m espcn-x2 --size 1920x1080 --frames 120 -b 8 --precision fp16 -c "$h264"
 bench -m espcn-x2 --size 1920x1080 --frames 48 -b 8 --precision fp16 -c libx264
 bench -m espcn-x2 --size 640x360 --frames 96 -b 4 --precision fp16 -c libx264
 bench -m $m/srvgg_x4.safetensors --size 720x480 --frames 120 -b 8 --precision fp16 -c "$h264"
 bench -m $m/rrdbnet_x4.safetensors --size 1280x720 --frames 12 -b 2 --precision bf16 -c "$hevc"
 bench -m $m/rrdbnet_x2.safetensors --size 3840x2160 --frames 3 -b 1 --precision fp16 -c "$hevc" --max-memory 8
+bench -m espcn-x2 --size 1920x1080 --frames 60 -b 8 --precision fp16 -c "$h264" --hwdec cuda
 bench -m $m/srvgg_x4.safetensors --size 720x480 --frames 120 -b 8 --precision fp16 -c "$h264" --compile
 
 # ---- training, several runs sharing the GPU; the CUDA tests beside them ------------------------------------------
