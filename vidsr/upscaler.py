@@ -29,9 +29,10 @@ MIN_TILE = 32
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' picks the first CUDA GPU when there is one, else the CPU; 'cuda:N' must exist."""
+    """'auto' picks the current CUDA GPU when there is one, else the CPU; 'cuda:N' must exist. A CUDA device
+    always comes back with its index (per-device calls such as the memory cap refuse a bare 'cuda')."""
     if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         resolved = torch.device(device)
     except RuntimeError:
@@ -39,7 +40,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
             raise VidsrError(f"device {device} requested but no CUDA GPU is available")
-        if (resolved.index or 0) >= torch.cuda.device_count():
+        if resolved.index is None:
+            return torch.device("cuda", torch.cuda.current_device())
+        if resolved.index >= torch.cuda.device_count():
             raise VidsrError(f"device {device} does not exist ({torch.cuda.device_count()} CUDA GPU(s) found)")
     elif resolved.type != "cpu":
         raise VidsrError(f"unsupported device {device!r} (use auto, cpu or cuda:N)")
