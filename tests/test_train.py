@@ -129,3 +129,32 @@ def test_time_budget_fits_iterations_and_anneals(image_dir: Path, tmp_path: Path
     resumed.run(progress=False)
     assert resumed.iteration == planned
     assert resumed.scheduler.get_last_lr()[0] == pytest.approx(1e-6, rel=1e-3)  # annealed at the budget's end
+
+
+def test_a_run_past_its_budget_stops_with_a_validated_export(image_dir: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from vidsr.train import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "BUDGET_WARMUP", 2)
+    monkeypatch.setattr(trainer_module, "BUDGET_PROBE", 4)
+    monkeypatch.setattr(trainer_module, "BUDGET_OVERRUN", 0.5)  # as if the device slowed down after fitting
+    monkeypatch.setattr(trainer_module.time, "monotonic", FakeClock(0.1))
+    trainer = Trainer(tiny_config(image_dir, tmp_path, iterations=10_000, minutes=0.1, val_every=1000))
+    trainer.run(progress=False)
+    assert 12 <= trainer.iteration <= 18  # stopped near half of the ~30 planned iterations
+    last = read_log(tmp_path)[-1]
+    assert int(last["iteration"]) == trainer.iteration and last["val_psnr"]
+    assert (tmp_path / "best.safetensors").is_file() and (tmp_path / "last.safetensors").is_file()
+
+
+def test_fine_tuned_weights_carry_their_starting_recipe(image_dir: Path, tmp_path: Path) -> None:
+    from vidsr.zoo import model_card
+
+    first = Trainer(tiny_config(image_dir, tmp_path / "first", val_dir=None)).run(progress=False)
+    second = Trainer(tiny_config(image_dir, tmp_path / "second", val_dir=None, iterations=3,
+                                 init_from=str(first))).run(progress=False)
+    recipe = load_model(second).metadata["recipe"]
+    assert recipe["iterations"] == 3 and recipe["init_recipe"]["iterations"] == 12
+    card = model_card(second)
+    assert "3 iterations" in card and "initialised from last.safetensors; before that:\n  - Trained" in card
+    assert "12 iterations" in card

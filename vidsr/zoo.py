@@ -74,7 +74,11 @@ def _recipe_line(recipe: dict) -> str:
     line = (f"- Trained by this project on {', '.join(recipe.get('data', []))}: {get('iterations')} iterations, "
             f"batch {get('batch_size')} x {get('patch_size')}px LR patches, {get('loss')} loss, "
             f"Adam lr {get('lr')} {get('schedule')}, EMA {get('ema_decay')}, {get('device')} ({get('train_hours')} h)")
-    return line + (f", initialised from {recipe['init_from']}" if recipe.get("init_from") else "")
+    if not recipe.get("init_from"):
+        return line
+    line += f", initialised from {recipe['init_from']}"
+    earlier = recipe.get("init_recipe")
+    return line + ("; before that:\n  " + _recipe_line(earlier).replace("\n", "\n  ") if earlier else "")
 
 
 def model_card(name_or_path: str | Path) -> str:

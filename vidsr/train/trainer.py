@@ -67,6 +67,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def device_label(device: torch.device) -> str:
+    """'cpu', or 'cuda (NVIDIA H200)': the GPU's name goes into the exported recipe."""
+    return f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else device.type
+
+
 class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         if config.loss not in LOSSES:
@@ -198,9 +203,11 @@ class Trainer:
             "data": [Path(d).name for d in config.train_dirs], "iterations": self.iteration,
             "patch_size": config.patch_size, "batch_size": config.batch_size, "loss": config.loss,
             "lr": config.lr, "schedule": config.schedule, "ema_decay": config.ema_decay, "seed": config.seed,
-            "device": self.device.type, "train_hours": round(self.elapsed / 3600, 2),
+            "device": device_label(self.device), "train_hours": round(self.elapsed / 3600, 2),
             "init_from": Path(config.init_from).name if config.init_from else None,
         }
+        if config.init_from:  # the starting weights' own recipe: the card shows the whole lineage
+            recipe["init_recipe"] = load_checkpoint(config.init_from)[1].get("recipe")
         extra = {"validation": {self.val_name: round(val_psnr, 3)}} if val_psnr is not None else {}
         name = config.name or f"{config.arch}-x{config.scale}"
         return save_checkpoint(path, self.eval_model(), name=name, recipe=recipe, **extra)
@@ -244,7 +251,7 @@ class Trainer:
         probe_start = (self.iteration, self.elapsed)
         losses = self.pending_losses
         bar = tqdm(total=config.iterations, initial=self.iteration, disable=not progress, desc="train")
-        while self.iteration < min(until or config.iterations, config.iterations) and not self._over_budget():
+        while self.iteration < min(until or config.iterations, config.iterations):
             losses.append(self.step())
             bar.update(1)
             self.elapsed = time.monotonic() - started
@@ -253,6 +260,8 @@ class Trainer:
             if fitting and self.iteration == BUDGET_WARMUP + BUDGET_PROBE:
                 self._fit_budget(probe_start)
                 bar.total, fitting = config.iterations, False
+            if self._over_budget():  # end here, with the last iteration's log row, validation and export
+                config.iterations = bar.total = self.iteration
             row: dict[str, Any] = {}
             if self.iteration % config.log_every == 0 or self.iteration == config.iterations:
                 row = {"iteration": self.iteration, "loss": f"{np.mean(losses):.6f}",
