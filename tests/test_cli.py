@@ -37,6 +37,17 @@ def test_upscale_writes_output_and_reports_progress(capsys, make_clip, random_es
     assert probe(tmp_path / "out.mkv").video.width == 128
 
 
+def test_auto_batch_size_runs_and_a_bad_one_is_refused(capsys, make_clip, random_espcn, tmp_path):
+    src = make_clip("in.mkv", width=64, height=48, frames=6, codec="ffv1", options=())
+    code, _, _ = run_cli(capsys, "upscale", src, "--model", random_espcn, "-b", "auto", "-q", "-o", tmp_path / "a.mkv")
+    assert code == 0
+    with av.open(str(tmp_path / "a.mkv")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 6
+    with pytest.raises(SystemExit) as exit_info:
+        main(["upscale", str(src), "-b", "many"])
+    assert exit_info.value.code == 2 and "whole number or 'auto'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("make_input", "fragment"),
     [

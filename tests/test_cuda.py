@@ -132,3 +132,15 @@ def test_training_steps_on_cuda_reduce_the_loss(tmp_path):
     losses = [trainer.step() for _ in range(80)]
     assert next(trainer.model.parameters()).is_cuda
     assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:10])
+
+
+def test_auto_batch_size_fills_memory_and_keeps_the_frames(make_clip, random_rgb_model, tmp_path):
+    from vidsr.media.frames import plane_layout
+    from vidsr.media.info import ColorInfo
+
+    upscaler = Upscaler(random_rgb_model, device="cuda", precision="fp32")
+    assert upscaler.auto_batch_size(plane_layout("yuv420p"), ColorInfo(), 320, 180) > 1  # small frames, big GPU
+    src = make_clip("in.mkv", width=200, height=120, frames=9, codec="ffv1", options=())
+    auto = vidsr.upscale_video(src, tmp_path / "auto.mkv", upscaler=upscaler, batch_size="auto", encoder="ffv1")
+    single = vidsr.upscale_video(src, tmp_path / "b1.mkv", upscaler=upscaler, batch_size=1, encoder="ffv1")
+    assert plane_psnr(decoded_planes(auto), decoded_planes(single), 255) > 50

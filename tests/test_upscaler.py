@@ -139,3 +139,13 @@ def nn_identity_x2():
     model = create_model("espcn", scale=2, channels=3)
     model.model = nn.Upsample(scale_factor=2, mode="nearest")
     return model
+
+
+def test_auto_batch_size_fits_free_memory_within_limits(espcn):
+    from vidsr.upscaler import AUTO_BATCH_LIMIT, CPU_BATCH, batch_for_memory
+
+    assert batch_for_memory(per_frame=100, free=1000) == 5  # half of the free memory, two batches in flight
+    assert batch_for_memory(per_frame=100, free=10**9) == AUTO_BATCH_LIMIT
+    assert batch_for_memory(per_frame=10**9, free=100) == 1  # never zero: one frame then tiles if it must
+    layout = plane_layout("yuv420p")
+    assert espcn.auto_batch_size(layout, ColorInfo(), 64, 48) == CPU_BATCH

@@ -26,6 +26,9 @@ from vidsr.zoo import DEFAULT_MODEL, load_model
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 MIN_TILE = 32
+CPU_BATCH = 4  # frames per model call on the CPU, where larger batches buy little
+AUTO_BATCH_LIMIT = 16  # past this, larger batches stopped paying on the GPU while latency and memory still grow
+AUTO_BATCH_HEADROOM = 0.5  # share of the free memory one batch may take: two are in flight, plus fragmentation
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -77,6 +80,11 @@ def resolve_precision(precision: Precision, device: torch.device, descriptor: Mo
     return _DTYPES[precision]
 
 
+def batch_for_memory(per_frame: int, free: int) -> int:
+    """How many frames of `per_frame` bytes a batch may hold in `free` bytes (at least 1, at most the limit)."""
+    return max(1, min(AUTO_BATCH_LIMIT, int(free * AUTO_BATCH_HEADROOM) // max(per_frame, 1)))
+
+
 class Upscaler:
     """Runs a super-resolution model; thread-safe (one forward pass at a time per instance).
 
@@ -108,6 +116,7 @@ class Upscaler:
         self.model = torch.compile(model) if compile else model
         self.static_shapes = compile  # a compiled model re-compiles for every new input shape
         self._lock = threading.RLock()
+        self.memory_cap: int | None = None  # bytes, on CUDA with max_memory
         if max_memory is not None:
             self._cap_memory(max_memory)
 
@@ -115,7 +124,29 @@ class Upscaler:
         if self.device.type != "cuda":
             return  # host memory is not capped: CPU inference does not run out the way a GPU does
         total = torch.cuda.get_device_properties(self.device).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, gib * 2**30 / total), self.device)
+        self.memory_cap = min(total, int(gib * 2**30))
+        torch.cuda.set_per_process_memory_fraction(self.memory_cap / total, self.device)
+
+    def auto_batch_size(self, layout: PlaneLayout, color: ColorInfo, width: int, height: int,
+                        out_layout: PlaneLayout | None = None, out_color: ColorInfo | None = None) -> int:
+        """Frames per model call for frames of this size: on CUDA, the memory one frame takes (measured by
+        running one) against the memory free or left under `max_memory`; CPU_BATCH on the CPU."""
+        if self.device.type != "cuda":
+            return CPU_BATCH
+        shapes = [(height, width)] + [colorops.chroma_size(width, height, layout)] * (layout.planes - 1)
+        dtype = torch.from_numpy(np.zeros(0, layout.dtype)).dtype  # as the runner uploads them
+        planes = [torch.zeros((1, *shape), dtype=dtype, device=self.device) for shape in shapes]
+        torch.cuda.synchronize(self.device)
+        before = torch.cuda.memory_allocated(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        self.upscale_planes(planes, layout, color, out_layout, out_color)
+        if self.tile is not None:
+            return 1  # one frame already needs tiles
+        per_frame = torch.cuda.max_memory_allocated(self.device) - before
+        free, _ = torch.cuda.mem_get_info(self.device)
+        if self.memory_cap is not None:
+            free = min(free, self.memory_cap - torch.cuda.memory_allocated(self.device))
+        return batch_for_memory(per_frame, free)
 
     @property
     def scale(self) -> int:

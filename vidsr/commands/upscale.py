@@ -19,6 +19,15 @@ def _encoder_option(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _batch_size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'auto', got {text!r}") from None
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = add_command(subparsers, "upscale", "upscale a video, an image or a folder of them", run)
     parser.add_argument("input", type=Path, help="video or image file, or a folder of them")
@@ -29,7 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda:N (default: auto)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                         help="compute precision (default: fp16 on CUDA where the model supports it, else fp32)")
-    parser.add_argument("-b", "--batch-size", type=int, default=4, help="frames per model call (default: 4)")
+    parser.add_argument("-b", "--batch-size", type=_batch_size, default=4,
+                        help="frames per model call, or auto: as many as the GPU's free memory holds, up to 16 "
+                        "(default: 4)")
     parser.add_argument("--tile", type=int, help="tile size in input pixels (default: whole frames, tiling "
                         "automatically on GPU out-of-memory)")
     parser.add_argument("--tile-pad", type=int, default=16, help="context pixels around each tile (default: 16)")
