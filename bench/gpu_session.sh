@@ -38,10 +38,12 @@ bench -m $m/srvgg_x4.safetensors --size 720x480 --frames 120 -b 8 --precision fp
 bench -m $m/rrdbnet_x4.safetensors --size 1280x720 --frames 12 -b 2 --precision bf16 -c "$hevc"
 bench -m $m/rrdbnet_x2.safetensors --size 3840x2160 --frames 3 -b 1 --precision fp16 -c "$hevc" --max-memory 8
 bench -m espcn-x2 --size 1920x1080 --frames 60 -b 8 --precision fp16 -c "$h264" --hwdec cuda
+bench -m $m/srvgg_x4.safetensors --size 720x480 --frames 120 -b auto --precision fp16 -c "$h264"
+bench -m $m/rrdbnet_x4.safetensors --size 1280x720 --frames 12 -b 2 --precision fp16 -c "$hevc"
 bench -m $m/srvgg_x4.safetensors --size 720x480 --frames 120 -b 8 --precision fp16 -c "$h264" --compile
 
 # ---- training, several runs sharing the GPU; the CUDA tests beside them ------------------------------------------
-window=$(($(left) - 40))  # seconds for every training chain; the rest packs the results
+window=$(($(left) - 60))  # seconds for every training chain; the rest packs the results
 say "training for ${window}s"
 minutes() { awk -v w="$window" -v f="$1" -v o="$2" 'BEGIN { printf "%.2f", (w * f - o) / 60 }'; }
 data=(--train-dir data/train/t91 --train-dir data/train/bsds500_train --val-dir data/eval/Set5 --cache-dir runs/cache)
@@ -85,11 +87,8 @@ wait
 say "training done"
 
 # ---- results: weights in fp16, logs, plots -------------------------------------------------------------------------
-for run in runs/*/; do
-  for file in "$run"best.safetensors "$run"last.safetensors; do
-    [ -f "$file" ] && $py -c "from vidsr.checkpoint import store_half; store_half('$file')"
-  done
-done
+$py -c "import glob; from vidsr.checkpoint import store_half
+for path in glob.glob('runs/*/*.safetensors'): store_half(path)"  # one interpreter: torch imports are slow
 pack() {  # archive name, then run names; the GAN stages keep only their last weights, PSNR stages their best
   local archive=$1; shift
   local files=() weights

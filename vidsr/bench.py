@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import av
 import numpy as np
@@ -151,8 +152,8 @@ def naive_loop_fps(path: Path, output: Path, upscaler: Upscaler, encoder: str) -
 
 
 def run_bench(model: str = "espcn-x2", width: int = 640, height: int = 360, frames: int = 48,
-              batch_size: int = 4, precision: str = "auto", device: str = "auto", encoder: str = "libx264",
-              input_path: Path | None = None, compile: bool = False, tile: int | None = None,
+              batch_size: int | Literal["auto"] = 4, precision: str = "auto", device: str = "auto",
+              encoder: str = "libx264", input_path: Path | None = None, compile: bool = False, tile: int | None = None,
               max_memory: float | None = None, hwdec: str | None = None) -> BenchResult:
     upscaler = Upscaler(model, device=device, precision=precision, compile=compile, tile=tile, max_memory=max_memory)
     dev = upscaler.device
@@ -162,6 +163,8 @@ def run_bench(model: str = "espcn-x2", width: int = 640, height: int = 360, fram
         video = probe(clip).video
         width, height = video.width, video.height
         layout = plane_layout(working_format(video.pix_fmt))
+        if batch_size == "auto":
+            batch_size = upscaler.auto_batch_size(layout, video.color, width, height)
         with av.open(str(clip)) as c:
             first = next(c.decode(video=0))
             host = [torch.from_numpy(np.stack([p] * batch_size)) for p in frame_to_planes(first)]

@@ -14,3 +14,13 @@ def add_command(
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     parser.set_defaults(func=func)
     return parser
+
+
+def batch_size_arg(text: str) -> int | str:
+    """`--batch-size`: a whole number, or "auto" (as many frames as the GPU's free memory holds)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'auto', got {text!r}") from None

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from vidsr.bench import run_bench
-from vidsr.commands import add_command
+from vidsr.commands import add_command, batch_size_arg
 from vidsr.zoo import DEFAULT_MODEL
 
 
@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--size", default="640x360", help="WIDTHxHEIGHT of the generated clip (default 640x360)")
     parser.add_argument("--frames", type=int, default=48, help="length of the generated clip (default 48)")
     parser.add_argument("--input", type=Path, help="benchmark this clip instead of a generated one")
-    parser.add_argument("-b", "--batch-size", type=int, default=4)
+    parser.add_argument("-b", "--batch-size", type=batch_size_arg, default=4, help="frames per model call, or auto")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
     parser.add_argument("--device", default="auto")
     parser.add_argument("-c", "--encoder", default="libx264")

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from vidsr.batch import upscale_path
-from vidsr.commands import add_command
+from vidsr.commands import add_command, batch_size_arg
 from vidsr.media.sink import ENCODERS
 from vidsr.zoo import DEFAULT_MODEL
 
@@ -17,15 +17,6 @@ def _encoder_option(text: str) -> tuple[str, str]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     return key, value
-
-
-def _batch_size(text: str) -> int | str:
-    if text == "auto":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number or 'auto', got {text!r}") from None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda:N (default: auto)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                         help="compute precision (default: fp16 on CUDA where the model supports it, else fp32)")
-    parser.add_argument("-b", "--batch-size", type=_batch_size, default=4,
+    parser.add_argument("-b", "--batch-size", type=batch_size_arg, default=4,
                         help="frames per model call, or auto: as many as the GPU's free memory holds, up to 16 "
                         "(default: 4)")
     parser.add_argument("--tile", type=int, help="tile size in input pixels (default: whole frames, tiling "
