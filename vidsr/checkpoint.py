@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +110,8 @@ def store_half(path: str | Path) -> None:
                                           for key, value in tensors.items()}, {})
 
 
-def _rewrite(path: Path, transform: Any, fields: dict[str, Any]) -> None:
+def _rewrite(path: Path, transform: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]],
+             fields: dict[str, Any]) -> None:
     tensors = transform(load_file(str(path)))
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata() or {}

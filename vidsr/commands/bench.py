@@ -31,7 +31,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     width, height = (int(v) for v in args.size.lower().split("x"))
     result = run_bench(args.model, width, height, args.frames, args.batch_size, args.precision, args.device,
-                       args.encoder, args.input, args.compile, args.tile,
-                       args.max_memory, args.hwdec)
+                       args.encoder, args.input, args.compile, args.tile, args.max_memory, args.hwdec)
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.table())
     return 0
