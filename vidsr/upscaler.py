@@ -143,9 +143,11 @@ class Upscaler:
         if self.tile is not None:
             return 1  # one frame already needs tiles
         per_frame = torch.cuda.max_memory_allocated(self.device) - before
-        free, _ = torch.cuda.mem_get_info(self.device)
+        allocated = torch.cuda.memory_allocated(self.device)
+        # free on the device plus what PyTorch holds cached but unused
+        free = torch.cuda.mem_get_info(self.device)[0] + torch.cuda.memory_reserved(self.device) - allocated
         if self.memory_cap is not None:
-            free = min(free, self.memory_cap - torch.cuda.memory_allocated(self.device))
+            free = min(free, self.memory_cap - allocated)
         return batch_for_memory(per_frame, free)
 
     @property
