@@ -88,7 +88,8 @@ say "training done"
 
 # ---- results: weights in fp16, logs, plots -------------------------------------------------------------------------
 $py -c "import glob; from vidsr.checkpoint import store_half
-for path in glob.glob('runs/*/*.safetensors'): store_half(path)"  # one interpreter: torch imports are slow
+for path in glob.glob('runs/*/*.safetensors'):
+    if not path.startswith('runs/models/'): store_half(path)"  # one interpreter: torch imports are slow
 pack() {  # archive name, then run names; the GAN stages keep only their last weights, PSNR stages their best
   local archive=$1; shift
   local files=() weights
