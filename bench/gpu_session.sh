@@ -25,63 +25,45 @@ c.pix_fmt = 'yuv420p'; c.time_base = fractions.Fraction(1, 24); c.open()" 2>/dev
 h264=libx264; nvenc h264_nvenc && h264=h264_nvenc
 hevc=libx265; nvenc hevc_nvenc && hevc=hevc_nvenc
 say "encoders: $h264 $hevc"
-bench() {  # skipped when fewer than TRAIN_SECONDS (default 330) would be left for training
-  [ "$(left)" -gt "${TRAIN_SECONDS:-330}" ] || { say "skipped for time: bench $*"; return; }
+bench() {  # skipped when fewer than TRAIN_SECONDS (default 300) would be left for training
+  [ "$(left)" -gt "${TRAIN_SECONDS:-300}" ] || { say "skipped for time: bench $*"; return; }
   say "bench $*"
-  timeout 150 $py -m vidsr bench --json "$@" >>"$out/bench.json" 2>>"$out/session.log" || say "bench failed: $*"
+  timeout "${BENCH_TIMEOUT:-150}" $py "${VIDSR[@]}" bench --json "$@" >>"$out/bench.json" 2>>"$out/session.log" \
+    || say "bench failed: $*"
 }
+VIDSR=(-m vidsr)
 m=runs/models
-bench -m espcn-x2 --size 1920x1080 --frames 120 -b 8 --precision fp16 -c "$h264"
-bench -m espcn-x2 --size 1920x1080 --frames 48 -b 8 --precision fp16 -c libx264
-bench -m espcn-x2 --size 640x360 --frames 96 -b 4 --precision fp16 -c libx264
-bench -m $m/srvgg_x4.safetensors --size 720x480 --frames 120 -b 8 --precision fp16 -c "$h264"
+# RRDBNet x4: cuDNN's algorithm search on (the default), then off, then fp16, then compiled
 bench -m $m/rrdbnet_x4.safetensors --size 1280x720 --frames 12 -b 2 --precision bf16 -c "$hevc"
-bench -m $m/rrdbnet_x2.safetensors --size 3840x2160 --frames 3 -b 1 --precision fp16 -c "$hevc" --max-memory 8
-bench -m espcn-x2 --size 1920x1080 --frames 60 -b 8 --precision fp16 -c "$h264" --hwdec cuda
+VIDSR=(-c "import sys, vidsr.upscaler as u; u.CUDNN_AUTOTUNE = False; from vidsr.cli import main; sys.exit(main())")
+bench -m $m/rrdbnet_x4.safetensors --size 1280x720 --frames 12 -b 2 --precision bf16 -c "$hevc"
+VIDSR=(-m vidsr)
 bench -m $m/srvgg_x4.safetensors --size 720x480 --frames 120 -b auto --precision fp16 -c "$h264"
+bench -m espcn-x2 --size 1920x1080 --frames 96 -b 8 --precision fp16 -c libx264
 bench -m $m/rrdbnet_x4.safetensors --size 1280x720 --frames 12 -b 2 --precision fp16 -c "$hevc"
-bench -m $m/srvgg_x4.safetensors --size 720x480 --frames 120 -b 8 --precision fp16 -c "$h264" --compile
+BENCH_TIMEOUT=200 bench -m $m/rrdbnet_x4.safetensors --size 1280x720 --frames 12 -b 2 --precision bf16 -c "$hevc" \
+  --compile
 
-# ---- training, several runs sharing the GPU; the CUDA tests beside them ------------------------------------------
-window=$(($(left) - 60))  # seconds for every training chain; the rest packs the results
-say "training for ${window}s"
-minutes() { awk -v w="$window" -v f="$1" -v o="$2" 'BEGIN { printf "%.2f", (w * f - o) / 60 }'; }
+# ---- training, the runs sharing the GPU; the CUDA tests beside them ------------------------------------------------
 data=(--train-dir data/train/t91 --train-dir data/train/bsds500_train --val-dir data/eval/Set5 --cache-dir runs/cache)
-train() {  # run name, minutes, arguments of `vidsr train`
-  timeout "$(awk -v m="$2" 'BEGIN { print int(m * 60 + 60) }')" $py -m vidsr train --no-progress --minutes "$2" \
-    --out-dir "runs/$1" "${data[@]}" "${@:3}" >"runs/$1.log" 2>&1
-}
-gan() {  # run name, minutes, stage-one run, config; starts from the stage's last weights, or its best if cut short
-  local start_from="runs/$3/last.safetensors"
-  [ -f "$start_from" ] || start_from="runs/$3/best.safetensors"
-  timeout "$(awk -v m="$2" 'BEGIN { print int(m * 60 + 60) }')" $py -m vidsr.train.gan --no-progress \
-    --minutes "$2" --out-dir "runs/$1" --pretrained "$start_from" --config "$4" "${data[@]}" \
-    "${@:5}" >"runs/$1.log" 2>&1
-}
-export OMP_NUM_THREADS=1
-# The cache of x4 RGB pairs is shared by two chains: build it once before they start.
-$py -c "from vidsr.train.data import PairCache; PairCache(['data/train/t91', 'data/train/bsds500_train'], 4, 3, 'runs/cache')" \
-  >/dev/null 2>&1
-(train rrdbnet_x4_psnr "$(minutes 0.62 30)" --config configs/rrdbnet_x4_psnr.toml --batch-size 32 --lr 4e-4 \
-   --val-every 2000
- gan rrdbnet_x4_esrgan "$(minutes 0.38 45)" rrdbnet_x4_psnr configs/rrdbnet_x4_esrgan_novgg.toml) &
-(train srvgg_x4_psnr "$(minutes 0.45 30)" --config configs/srvgg_x4_psnr.toml --batch-size 32 --lr 5e-4 \
-   --val-every 2000
- gan srvgg_x4_realesrnet "$(minutes 0.25 40)" srvgg_x4_psnr configs/srvgg_x4_realesrnet.toml \
-   --degradation-workers 4
- gan srvgg_x4_realesrgan "$(minutes 0.30 40)" srvgg_x4_realesrnet configs/srvgg_x4_realesrgan.toml \
-   --degradation-workers 4) &
-small=(--batch-size 128 --threads 1 --val-every 5000)
-train srvgg_x2 "$(minutes 1 40)" --config configs/srvgg_x2.toml --patch-size 32 "${small[@]}" &
-for arch in espcn fsrcnn; do
-  for scale in 2 3 4; do
-    train "${arch}_x$scale" "$(minutes 1 40)" --config "configs/${arch}_x$scale.toml" --lr 5e-4 \
-      --init-from "weights/${arch}_x$scale.safetensors" "${small[@]}" &
-  done
+# The pair caches (MATLAB-bicubic LR of every image) are built before the runs' clocks start.
+for spec in "4, 3" "3, 1"; do
+  $py -c "from vidsr.train.data import PairCache
+PairCache(['data/train/t91', 'data/train/bsds500_train'], $spec, 'runs/cache')" >/dev/null 2>&1 &
 done
+wait
+window=$(($(left) - 45))  # seconds for the training runs; the rest packs the results
+say "training for ${window}s"
+train() {  # run name, arguments of `vidsr train`; each run gets the whole window less start-up and export
+  timeout "$window" $py -m vidsr train --no-progress --minutes "$(awk -v w="$window" 'BEGIN { printf "%.2f", (w - 50) / 60 }')" \
+    --out-dir "runs/$1" "${data[@]}" "${@:2}" >"runs/$1.log" 2>&1
+}
+export OMP_NUM_THREADS=2
+train srresnet_x4 --config configs/srresnet_x4.toml &
+train vdsr_x3 --config configs/vdsr_x3.toml &
 say "CUDA tests"
-timeout "$((window - 30))" $py -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_upscaler.py \
-  tests/test_engine.py tests/test_train.py >"$out/tests.log" 2>&1
+timeout "$((window - 20))" $py -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_vapoursynth.py \
+  tests/test_upscaler.py tests/test_engine.py >"$out/tests.log" 2>&1
 say "tests exit $?"
 wait
 say "training done"
@@ -101,8 +83,5 @@ pack() {  # archive name, then run names; the GAN stages keep only their last we
   done
   tar czf "$out/$archive.tgz" "${files[@]}" 2>>"$out/session.log"
 }
-pack rrdbnet_psnr rrdbnet_x4_psnr
-pack rrdbnet_gan rrdbnet_x4_esrgan
-pack srvgg_x4 srvgg_x4_psnr srvgg_x4_realesrnet srvgg_x4_realesrgan
-pack small srvgg_x2 espcn_x2 espcn_x3 espcn_x4 fsrcnn_x2 fsrcnn_x3 fsrcnn_x4
+pack trained srresnet_x4 vdsr_x3
 say "done"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import subprocess
 import sys
 import threading
@@ -28,7 +29,9 @@ from vsvidsr.batching import Worker
 WIDTH, HEIGHT = 64, 48
 CFR_MS = [40 * i for i in range(10)]
 VFR_MS = [0, 40, 80, 120, 200, 280, 290, 300, 400, 500]
+# the wheel's vspipe beside this Python (a venv), else on PATH (a `pip install --target` tree)
 VSPIPE = Path(sys.executable).with_name("vspipe")
+VSPIPE = VSPIPE if VSPIPE.exists() else Path(shutil.which("vspipe") or VSPIPE)
 EXAMPLES = Path(__file__).resolve().parents[1] / "plugins" / "examples"
 
 SCRIPT = """
@@ -37,7 +40,8 @@ import vsvidsr as sr
 
 clip = sr.source(path)
 if model:
-    clip = sr.upscale(clip, model=model, batch_size=int(batch_size), num_streams=int(num_streams), device="cpu")
+    clip = sr.upscale(clip, model=model, batch_size=int(batch_size), num_streams=int(num_streams),
+                       device=device, precision="fp32")
 clip.set_output()
 """
 
@@ -106,7 +110,7 @@ def run_vspipe(tmp_path_factory: pytest.TempPathFactory):
 
     def run(path: Path, *options: str, script: Path = script, output: str = "-", **args: object
             ) -> subprocess.CompletedProcess:
-        args = {"path": path, "model": "", "batch_size": 1, "num_streams": 1} | args
+        args = {"path": path, "model": "", "batch_size": 1, "num_streams": 1, "device": "cpu"} | args
         command = [str(VSPIPE), *options, *(f for k, v in args.items() for f in ("-a", f"{k}={v}")),
                    str(script), output]
         return subprocess.run(command, env=env, capture_output=True, timeout=60)
@@ -173,15 +177,20 @@ def test_vspipe_info_reports_upscaled_clip(media, run_vspipe):
     assert info["FPS"].startswith("25/1")
 
 
+CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"))
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("device", ["cpu", CUDA])
 @pytest.mark.parametrize(("clip", "model", "scale", "peak", "timestamps_ms"),
                          [("vfr", "y", 2, 255, VFR_MS), ("10bit", "rgb", 3, 1023, CFR_MS)])
-def test_y4m_matches_engine(media, models, run_vspipe, tmp_path, clip, model, scale, peak, timestamps_ms):
-    """vspipe's y4m (parallel requests, 2 streams, batches of 2) == the CLI's lossless output; stdout carries
-    nothing but the y4m stream; the frame timestamps (from the durations) are the source's."""
+def test_y4m_matches_engine(media, models, run_vspipe, tmp_path, clip, model, scale, peak, timestamps_ms, device):
+    """vspipe's y4m (parallel requests, 2 streams, batches of 2; CPU threads or CUDA streams) == the CLI's
+    lossless output on the CPU; stdout carries nothing but the y4m stream; the frame timestamps (from the
+    durations) are the source's."""
     timecodes = tmp_path / "timecodes.txt"
     result = run_vspipe(media[clip], "-c", "y4m", "-r", "4", "-t", str(timecodes), model=models[model],
-                        batch_size=2, num_streams=2)
+                        batch_size=2, num_streams=2, device=device)
     assert result.returncode == 0, result.stderr.decode()
     fields, payloads = read_y4m(result.stdout)
     assert (int(fields["W"]), int(fields["H"])) == (WIDTH * scale, HEIGHT * scale)

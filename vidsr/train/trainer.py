@@ -92,6 +92,8 @@ class Trainer:
             tqdm.write(f"initialised {len(copied)} of {len(self.descriptor.model.state_dict())} tensors "
                        f"from {config.init_from}")
         self.model = self.descriptor.model.to(self.device).train()
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # one patch shape throughout: the algorithm search pays
         cache = PairCache(config.train_dirs, config.scale, self.descriptor.in_channels,
                           config.cache_dir or self.out_dir / "cache", min_side=config.patch_size)
         self.sampler = PatchSampler(cache, config.patch_size, config.batch_size, config.seed)
