@@ -149,3 +149,19 @@ def test_auto_batch_size_fits_free_memory_within_limits(espcn):
     assert batch_for_memory(per_frame=10**9, free=100) == 1  # never zero: one frame then tiles if it must
     layout = plane_layout("yuv420p")
     assert espcn.auto_batch_size(layout, ColorInfo(), 64, 48) == CPU_BATCH
+
+
+@pytest.mark.slow
+def test_compiled_cpu_model_matches_eager_and_leaves_inductor_config_alone(espcn):
+    """`compile=True` on the CPU freezes the weights for inductor (fused oneDNN convolutions) around each
+    call only: same frames as eager, across a new input shape too, and the process-wide config untouched."""
+    import torch._inductor.config as inductor_config
+
+    frozen_before = inductor_config.freezing
+    compiled = Upscaler(espcn.descriptor, device="cpu", precision="bf16", compile=True)
+    eager = Upscaler(espcn.descriptor, device="cpu", precision="bf16")
+    for shape in ((2, 1, 40, 56), (1, 1, 33, 47)):
+        x = torch.rand(shape)
+        got, want = (up.run_model(x).numpy() * 255 for up in (compiled, eager))
+        assert psnr(got, want) > 40  # bf16 rounds differently where the activation is fused
+    assert inductor_config.freezing == frozen_before
