@@ -165,3 +165,11 @@ def test_compiled_cpu_model_matches_eager_and_leaves_inductor_config_alone(espcn
         got, want = (up.run_model(x).numpy() * 255 for up in (compiled, eager))
         assert psnr(got, want) > 40  # bf16 rounds differently where the activation is fused
     assert inductor_config.freezing == frozen_before
+
+
+def test_compile_without_a_cpp_compiler_is_a_clear_error(espcn, monkeypatch):
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setattr(inductor_config.cpp, "cxx", ("no-such-c++",))
+    with pytest.raises(VidsrError, match="needs a C\\+\\+ compiler"):
+        Upscaler(espcn.descriptor, device="cpu", compile=True)

@@ -77,6 +77,14 @@ def compiled(model: torch.nn.Module, device: torch.device) -> Callable[[torch.Te
     # (torch 2.14), and a video has one frame shape anyway.
     compiled_model = torch.compile(model, dynamic=False)
     import torch._inductor.config as inductor_config  # imported only when compiling: it is slow to import
+    from torch._inductor import cpp_builder
+    from torch._inductor.exc import InvalidCxxCompiler
+
+    try:  # here, not as a traceback from inside the first frame
+        cpp_builder.get_cpp_compiler()
+    except InvalidCxxCompiler:
+        raise VidsrError("compiling for the CPU needs a C++ compiler (g++, or $CXX): install one, or run "
+                         "without compile") from None
 
     def frozen(x: torch.Tensor) -> torch.Tensor:
         with inductor_config.patch(freezing=True):
@@ -120,7 +128,7 @@ class Upscaler:
         tile_pad: context pixels around each tile; tiles are cross-faded over this overlap.
         max_memory: cap on this process's CUDA memory in GiB (tiles shrink to stay inside it).
         compile: run the model through `torch.compile` (slow first batch, then faster; inductor's cache
-            makes later runs start quicker). Pays off for long videos.
+            makes later runs start quicker). Pays off for long videos. On the CPU it needs a C++ compiler.
     """
 
     def __init__(self, model: str | Path | ModelDescriptor = DEFAULT_MODEL, device: str | torch.device = "auto",
