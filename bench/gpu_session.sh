@@ -5,8 +5,10 @@
 #
 #   bench/gpu_session.sh RESULTS_DIR SECONDS
 #
-# SECONDS is the wall-clock budget of the whole script. Training images: data/train/{t91,bsd200}, validation:
-# data/eval/Set5 (see ../shared/data/SOURCES.md); PYTHON (default python3) must import vidsr, torch and av.
+# SECONDS is the wall-clock budget of the whole script. Training images: data/train/{t91,bsds500_train},
+# validation: data/eval/Set5 (see ../shared/data/SOURCES.md; T91 as lossless WebP fits a 64 MiB upload with the
+# PyAV and VapourSynth wheels); PYTHON (default python3) must import vidsr, torch and av, and vspipe must be
+# on PATH for the VapourSynth tests.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=$(realpath -m "$1"); budget=$2; start=$SECONDS
