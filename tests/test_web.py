@@ -144,6 +144,26 @@ def test_cancel_reaches_a_job_still_waiting_in_the_queue(store: SessionStore) ->
     assert not workspace.cancel_event.is_set()
 
 
+def test_waiting_for_the_job_to_end_after_cancel(store: SessionStore) -> None:
+    """The Cancel button answers only once the job has stopped (or after its timeout)."""
+    workspace = store.get("s")
+    assert workspace.wait_for_job_end(0)
+    started, release = threading.Event(), threading.Event()
+
+    def job() -> None:
+        with workspace.job():
+            started.set()
+            release.wait(5)
+
+    worker = threading.Thread(target=job)
+    worker.start()
+    started.wait(5)
+    assert not workspace.wait_for_job_end(0.2)
+    threading.Timer(0.2, release.set).start()
+    assert workspace.wait_for_job_end(5) and not workspace.job_running
+    worker.join()
+
+
 # --- uploads ---------------------------------------------------------------------------------------------------
 
 def test_upload_moves_into_the_session_folder_and_describes_the_media(store, clip, tmp_path) -> None:

@@ -22,6 +22,7 @@ from web.handlers import JobOptions
 from web.limits import Limits
 from web.sessions import SessionStore, Workspace
 
+CANCEL_WAIT_S = 10.0  # a job stops between batches, well within this
 GPU_QUEUE = "gpu"  # preview and full jobs share it: one model run per GPU at a time
 CSS = "#status:empty, #preview-info:empty {display: none}"
 
@@ -109,7 +110,9 @@ def build_app(settings: WebSettings, store: SessionStore) -> gr.Blocks:
     def on_cancel(request: gr.Request) -> str:
         workspace = workspace_of(request)
         workspace.cancel()
-        return "Cancelling…" if workspace.job_running else "Cancelled."  # a queued job stops when it starts
+        # This reply and the job's own "Cancelled." can reach the page in either order, so it waits for the job
+        # to stop and says the same. A queued job stops when it starts.
+        return "Cancelled." if workspace.wait_for_job_end(CANCEL_WAIT_S) else "Cancelling…"
 
     def on_unload(request: gr.Request) -> None:
         store.release(request.session_hash)

@@ -66,6 +66,15 @@ class Workspace:
     def cancel(self) -> None:
         self.cancel_event.set()
 
+    def wait_for_job_end(self, timeout_s: float) -> bool:
+        """True once no job runs, False if one still does after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while self.job_running:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
     @contextmanager
     def in_use(self) -> Iterator[Workspace]:
         """Keep the folder alive while a handler works in it."""
