@@ -74,14 +74,12 @@ say "training done"
 $py -c "import glob; from vidsr.checkpoint import store_half
 for path in glob.glob('runs/*/*.safetensors'):
     if not path.startswith('runs/models/'): store_half(path)"  # one interpreter: torch imports are slow
-pack() {  # archive name, then run names; the GAN stages keep only their last weights, PSNR stages their best
+pack() {  # archive name, then run names: each run's log, curves and best weights
   local archive=$1; shift
-  local files=() weights
+  local files=()
   for run in "$@"; do
     files+=("runs/$run.log")
-    for f in log.csv gan_log.csv plot.png; do [ -f "runs/$run/$f" ] && files+=("runs/$run/$f"); done
-    case $run in *esrgan|*realesr*) weights=last ;; *) weights=best ;; esac
-    [ -f "runs/$run/$weights.safetensors" ] && files+=("runs/$run/$weights.safetensors")
+    for f in log.csv plot.png best.safetensors; do [ -f "runs/$run/$f" ] && files+=("runs/$run/$f"); done
   done
   tar czf "$out/$archive.tgz" "${files[@]}" 2>>"$out/session.log"
 }

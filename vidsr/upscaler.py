@@ -73,9 +73,6 @@ def compiled(model: torch.nn.Module, device: torch.device) -> Callable[[torch.Te
     compilation of a new shape happens, instead of being set for the whole process."""
     if device.type != "cpu":
         return torch.compile(model)
-    # A graph per input shape: inductor's frozen oneDNN convolutions get strides wrong with dynamic shapes
-    # (torch 2.14), and a video has one frame shape anyway.
-    compiled_model = torch.compile(model, dynamic=False)
     import torch._inductor.config as inductor_config  # imported only when compiling: it is slow to import
     from torch._inductor import cpp_builder
     from torch._inductor.exc import InvalidCxxCompiler
@@ -85,6 +82,9 @@ def compiled(model: torch.nn.Module, device: torch.device) -> Callable[[torch.Te
     except InvalidCxxCompiler:
         raise VidsrError("compiling for the CPU needs a C++ compiler (g++, or $CXX): install one, or run "
                          "without compile") from None
+    # A graph per input shape: inductor's frozen oneDNN convolutions get strides wrong with dynamic shapes
+    # (torch 2.14), and a video has one frame shape anyway.
+    compiled_model = torch.compile(model, dynamic=False)
 
     def frozen(x: torch.Tensor) -> torch.Tensor:
         with inductor_config.patch(freezing=True):
