@@ -147,6 +147,14 @@ def test_unsharp_mask_adds_detail_only_where_there_is_edge() -> None:
     assert torch.equal(deg.unsharp_mask(flat), flat)
 
 
+def test_two_one_dimensional_passes_equal_the_outer_product_kernel() -> None:
+    """unsharp_mask blurs with separable passes: rectangular kernels must pad each axis by its own half-size."""
+    img = _texture()
+    taps = np.array([1.0, 4.0, 6.0, 4.0, 1.0]) / 16
+    separable = deg.filter2d(deg.filter2d(img, taps[None]), taps[:, None])
+    torch.testing.assert_close(separable, deg.filter2d(img, np.outer(taps, taps)))
+
+
 # ---------------------------------------------------------------------------------------------- codec
 @pytest.mark.parametrize("codec", ["libx264", "libx265"])
 def test_codec_roundtrip_compresses_like_video(codec: str) -> None:

@@ -201,3 +201,23 @@ def test_blend_command_writes_a_loadable_interpolated_model(tmp_path, capsys) ->
     assert blended.metadata["blend"]["alpha"] == 0.8
     assert cli_main(["blend", str(path_a), str(path_b), "-o", str(out)]) == 1  # exists, no --overwrite
     assert "exists" in capsys.readouterr().err
+
+
+def test_vidsr_train_runs_the_gan_stage_for_a_config_with_a_gan_table(setup, capsys) -> None:
+    tmp_path, config, _ = setup
+    path = tmp_path / "gan.toml"
+    path.write_text(
+        f'arch = "espcn"\nscale = 2\nhyperparams = {{ channels = 3, features = 8, mid_features = 8 }}\n'
+        f'train_dirs = ["{tmp_path / "hr"}"]\ncache_dir = "{tmp_path / "cache"}"\ninit_from = "{config.init_from}"\n'
+        'patch_size = 16\nbatch_size = 2\ndevice = "cpu"\nthreads = 1\nlog_every = 1\n'
+        '[gan]\nd_features = 8\nperceptual_weight = 0.0\nadversarial = "standard"\n'
+    )
+    out = tmp_path / "run"
+    assert cli_main(["train", "--config", str(path), "--out-dir", str(out), "--iterations", "2", "--no-progress"]) == 0
+    assert "exported" in capsys.readouterr().out
+    with (out / "gan_log.csv").open() as handle:
+        assert float(next(csv.DictReader(handle))["adversarial"]) > 0
+    plain = tmp_path / "plain.toml"
+    plain.write_text('arch = "espcn"\n')
+    assert cli_main(["train", "--config", str(plain), "--vgg-weights", "vgg.pth"]) == 1
+    assert "--vgg-weights only apply to a config with a [gan] table" in capsys.readouterr().err

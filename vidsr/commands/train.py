@@ -1,19 +1,29 @@
-"""`vidsr train`: train a model from a TOML config, with command-line overrides."""
+"""`vidsr train`: train a model from a TOML config, with command-line overrides.
+
+A config with a `[gan]` table runs the GAN stage (`GANTrainer`) on top of the same trainer.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import tomllib
+from pathlib import Path
 
 from vidsr.commands import add_command
+from vidsr.errors import InputError
 from vidsr.train.config import load_config
+from vidsr.train.gan import GANTrainer, load_gan_config
 from vidsr.train.trainer import Trainer
+
+GAN_ONLY_FLAGS = ("vgg_weights", "degradation_workers")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = add_command(subparsers, "train", "Train a super-resolution model (resumes from <out-dir>/state.pt).",
                          run)
-    parser.add_argument("--config", help="TOML file with TrainConfig fields (see configs/)")
+    parser.add_argument("--config", help="TOML file with TrainConfig fields, plus a [gan] table for the GAN stage "
+                        "(see configs/)")
     parser.add_argument("--arch", help="architecture (espcn, fsrcnn, srcnn, vdsr, srresnet, rrdbnet, srvgg)")
     parser.add_argument("--scale", type=int)
     parser.add_argument("--hyperparams", type=json.loads, help='JSON, e.g. \'{"channels": 1}\'')
@@ -39,13 +49,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--val-every", type=int)
     parser.add_argument("--log-every", type=int)
     parser.add_argument("--checkpoint-minutes", type=float)
+    parser.add_argument("--vgg-weights", help="GAN stage: torchvision VGG19 state dict for the perceptual loss")
+    parser.add_argument("--degradation-workers", type=int, help="GAN stage: processes degrading patches")
     parser.add_argument("--no-progress", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
     skip = {"config", "func", "debug", "command", "no_progress"}
     overrides = {key: value for key, value in vars(args).items() if key not in skip}
-    trainer = Trainer(load_config(args.config, **overrides))
+    if _has_gan_table(args.config):
+        trainer: Trainer = GANTrainer(*load_gan_config(args.config, **overrides))
+    else:
+        gan_only = [f"--{key.replace('_', '-')}" for key in GAN_ONLY_FLAGS if overrides.pop(key) is not None]
+        if gan_only:
+            raise InputError(f"{' and '.join(gan_only)} only apply to a config with a [gan] table")
+        trainer = Trainer(load_config(args.config, **overrides))
     path = trainer.run(progress=not args.no_progress)
     print(f"exported {path} (best validation Y-PSNR {trainer.best_psnr:.3f} dB)")
     return 0
+
+
+def _has_gan_table(config: str | None) -> bool:
+    try:
+        return config is not None and "gan" in tomllib.loads(Path(config).read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return False  # load_config reports it

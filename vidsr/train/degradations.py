@@ -226,11 +226,11 @@ def random_blur_kernel(config: BlurConfig, rng: np.random.Generator) -> np.ndarr
 
 # ---------------------------------------------------------------------------------------------- operations
 def filter2d(img: Tensor, kernel: np.ndarray | Tensor) -> Tensor:
-    """Convolve each channel of a `(C, H, W)` image with a 2-D kernel, reflecting at the borders."""
+    """Convolve each channel of a `(C, H, W)` image with a 2-D kernel (odd sides), reflecting at the borders."""
     kernel = torch.as_tensor(kernel, dtype=img.dtype, device=img.device)
-    pad = kernel.shape[-1] // 2
-    mode = "reflect" if pad < min(img.shape[-2:]) else "replicate"
-    padded = F.pad(img[None], (pad, pad, pad, pad), mode=mode)
+    pad_y, pad_x = (side // 2 for side in kernel.shape[-2:])
+    mode = "reflect" if pad_y < img.shape[-2] and pad_x < img.shape[-1] else "replicate"
+    padded = F.pad(img[None], (pad_x, pad_x, pad_y, pad_y), mode=mode)
     channels = img.shape[0]
     weight = kernel.flip(-1, -2).expand(channels, 1, *kernel.shape[-2:])
     return F.conv2d(padded, weight, groups=channels)[0]
@@ -306,11 +306,14 @@ def unsharp_mask(img: Tensor, weight: float = 0.5, radius: int = 50, threshold: 
     size = radius + 1 if radius % 2 == 0 else radius
     sigma = 0.3 * ((size - 1) * 0.5 - 1) + 0.8  # OpenCV's default sigma for this kernel size
     taps = np.exp(-0.5 * (np.arange(size) - size // 2) ** 2 / sigma**2)
-    kernel = np.outer(taps, taps) / taps.sum() ** 2
-    blurred = filter2d(img, kernel)
-    residual = img - blurred
+    taps /= taps.sum()
+
+    def blur(x: Tensor) -> Tensor:  # the Gaussian is separable: two 1-D passes, not a size x size kernel
+        return filter2d(filter2d(x, taps[None]), taps[:, None])
+
+    residual = img - blur(img)
     mask = (residual.abs() * 255 > threshold).to(img)
-    soft_mask = filter2d(mask, kernel)
+    soft_mask = blur(mask)
     sharp = (img + weight * residual).clamp(0, 1)
     return soft_mask * sharp + (1 - soft_mask) * img
 

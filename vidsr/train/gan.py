@@ -5,15 +5,13 @@ discriminator, a perceptual loss and an adversarial loss. Training pairs are the
 (ESRGAN) or, with a `degradation` setting, its HR patches degraded by the Real-ESRGAN chain (real-world models).
 Everything else (data cache, patches, EMA, schedule, validation, exact resume, export) is the Trainer's.
 
-    python -m vidsr.train.gan --config configs/esrgan_x4_gan.toml --vgg-weights vgg19-dcbb9e9d.pth
+    vidsr train --config configs/rrdbnet_x4_esrgan.toml --vgg-weights vgg19-dcbb9e9d.pth
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import multiprocessing
-import sys
 import tomllib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
@@ -25,7 +23,7 @@ import torch
 
 from vidsr.archs import ModelDescriptor, create_model, model_from_state_dict
 from vidsr.checkpoint import load_checkpoint, save_checkpoint
-from vidsr.errors import InputError, ModelError, VidsrError
+from vidsr.errors import InputError, ModelError
 from vidsr.train.config import TrainConfig, load_config
 from vidsr.train.data import PatchSampler
 from vidsr.train.degradations import DegradationConfig, DegradedPair, make_pair
@@ -306,32 +304,3 @@ def load_gan_config(path: str | Path, **overrides: Any) -> tuple[TrainConfig, GA
         raise InputError(f"unknown [gan] keys: {', '.join(unknown)}")
     return load_config(None, **values), GANSettings(**gan_values)
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vidsr.train.gan", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, help="TOML: TrainConfig fields plus a [gan] table")
-    parser.add_argument("--pretrained", dest="init_from", help="stage-1 (PSNR) weights to start from")
-    parser.add_argument("--vgg-weights", help="torchvision VGG19 state dict for the perceptual loss")
-    parser.add_argument("--out-dir", help="run folder (resumes from its state.pt)")
-    parser.add_argument("--train-dir", dest="train_dirs", action="append", help="folder of HR images (repeatable)")
-    parser.add_argument("--val-dir", help="HR images for validation PSNR (e.g. Set5)")
-    parser.add_argument("--cache-dir", help="where to cache LR/HR pairs")
-    parser.add_argument("--iterations", type=int)
-    parser.add_argument("--minutes", type=float, help="time budget (see vidsr train --minutes)")
-    parser.add_argument("--degradation-workers", type=int, help="processes degrading patches")
-    parser.add_argument("--device", help="auto, cpu, cuda ...")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    overrides = {key: value for key, value in vars(args).items() if key not in ("config", "no_progress")}
-    try:
-        trainer = GANTrainer(*load_gan_config(args.config, **overrides))
-        path = trainer.run(progress=not args.no_progress)
-    except VidsrError as exc:
-        print(f"vidsr: error: {exc}", file=sys.stderr)
-        return 1
-    print(f"exported {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
