@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -173,3 +177,14 @@ def test_compile_without_a_cpp_compiler_is_a_clear_error(espcn, monkeypatch):
     monkeypatch.setattr(inductor_config.cpp, "cxx", ("no-such-c++",))
     with pytest.raises(VidsrError, match="needs a C\\+\\+ compiler"):
         Upscaler(espcn.descriptor, device="cpu", compile=True)
+
+
+@pytest.mark.parametrize(("preset", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_importing_vidsr_makes_openmp_threads_wait_passively_unless_told(preset, expected):
+    """Spinning OpenMP threads starve the decoder and encoder threads; the user's own setting wins."""
+    env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
+    if preset:
+        env["OMP_WAIT_POLICY"] = preset
+    code = "import os, vidsr; print(os.environ['OMP_WAIT_POLICY'])"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == expected

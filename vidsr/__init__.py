@@ -3,12 +3,19 @@
 Public API: `upscale_video`, `upscale_path`, `probe`, `load_model`, `list_models`, `Upscaler`, `Progress`.
 """
 
-from vidsr.batch import upscale_path
-from vidsr.errors import VidsrError
-from vidsr.media.info import MediaInfo, probe
-from vidsr.media.pipeline import Progress, upscale_video
-from vidsr.upscaler import Upscaler
-from vidsr.zoo import ModelInfo, list_models, load_model
+import os
+
+# After each parallel region torch's OpenMP threads spin, waiting for more work. On a machine with few cores that
+# spinning takes the CPU from the decoder and encoder threads: passive waiting gave +25% end to end on 2 cores
+# (docs/BENCHMARKS.md). libgomp reads this once, when torch loads it, so it is set before anything imports torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from vidsr.batch import upscale_path  # noqa: E402
+from vidsr.errors import VidsrError  # noqa: E402
+from vidsr.media.info import MediaInfo, probe  # noqa: E402
+from vidsr.media.pipeline import Progress, upscale_video  # noqa: E402
+from vidsr.upscaler import Upscaler  # noqa: E402
+from vidsr.zoo import ModelInfo, list_models, load_model  # noqa: E402
 
 __all__ = ["MediaInfo", "ModelInfo", "Progress", "Upscaler", "VidsrError", "list_models", "load_model", "probe",
            "upscale_path", "upscale_video"]

@@ -22,7 +22,7 @@ import torch
 from vidsr.media.frames import frame_to_planes, plane_layout, planes_to_frame, working_format
 from vidsr.media.info import probe
 from vidsr.media.pipeline import Progress, upscale_video
-from vidsr.media.sink import DEFAULT_CRF
+from vidsr.media.sink import EncodeSettings, encoder_options
 from vidsr.media.source import Source
 from vidsr.sample import ClipSpec, write_clip
 from vidsr.upscaler import Upscaler
@@ -40,6 +40,7 @@ class BenchResult:
     batch_size: int
     frames: int
     encoder: str
+    encoder_options: dict[str, str]
     decode_fps: float
     upload_fps: float | None
     model_fps: float
@@ -65,7 +66,7 @@ class BenchResult:
         ]
         lines = [f"{self.model}{' (compiled)' if self.compiled else ''} on {self.device_name} ({self.precision}), "
                  f"{self.input_size} -> {self.output_size}, "
-                 f"batch {self.batch_size}, {self.frames} frames, encoder {self.encoder}",
+                 f"batch {self.batch_size}, {self.frames} frames, encoder {self.encoder} {self.encoder_options}",
                  "| stage | fps |", "|---|---|"]
         lines += [f"| {name} | {fps:.2f} |" for name, fps in rows if fps is not None]
         lines += [
@@ -118,14 +119,13 @@ def decode_fps(path: Path) -> float:
     return count / (time.perf_counter() - start)
 
 
-def encode_fps(planes: list[np.ndarray], pix_fmt: str, encoder: str, frames: int) -> float:
-    """Encoding speed at the output size: the same upscaled picture, `frames` times, to a null muxer."""
+def encode_fps(planes: list[np.ndarray], pix_fmt: str, encoder: str, options: dict[str, str], frames: int) -> float:
+    """Encoding speed at the output size: the same upscaled picture, `frames` times."""
     picture = planes_to_frame(planes, pix_fmt)
     with tempfile.TemporaryDirectory() as tmp, av.open(str(Path(tmp) / "o.mkv"), "w") as out:
         stream = out.add_stream(encoder, rate=24)
         stream.width, stream.height, stream.pix_fmt = picture.width, picture.height, pix_fmt
-        if encoder in DEFAULT_CRF:
-            stream.codec_context.options = {"crf": str(DEFAULT_CRF[encoder])}
+        stream.codec_context.options = options
         start = time.perf_counter()
         for i in range(frames):
             picture.pts = i
@@ -134,7 +134,7 @@ def encode_fps(planes: list[np.ndarray], pix_fmt: str, encoder: str, frames: int
         return frames / (time.perf_counter() - start)
 
 
-def naive_loop_fps(path: Path, output: Path, upscaler: Upscaler, encoder: str) -> float:
+def naive_loop_fps(path: Path, output: Path, upscaler: Upscaler, encoder: str, options: dict[str, str]) -> float:
     """Frame by frame through rgb24 ndarrays, synchronously: the Real-ESRGAN video script's loop."""
     start = time.perf_counter()
     count = 0
@@ -143,7 +143,7 @@ def naive_loop_fps(path: Path, output: Path, upscaler: Upscaler, encoder: str) -
         for frame in src.decode(video=0):
             image = upscaler.upscale_image(frame.to_ndarray(format="rgb24"))
             if stream is None:
-                stream = out.add_stream(encoder, rate=24)
+                stream = out.add_stream(encoder, rate=24, options=options)
                 stream.width, stream.height, stream.pix_fmt = image.shape[1], image.shape[0], "yuv420p"
             out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
             count += 1
@@ -154,7 +154,10 @@ def naive_loop_fps(path: Path, output: Path, upscaler: Upscaler, encoder: str) -
 def run_bench(model: str = "espcn-x2", width: int = 640, height: int = 360, frames: int = 48,
               batch_size: int | Literal["auto"] = 4, precision: str = "auto", device: str = "auto",
               encoder: str = "libx264", input_path: Path | None = None, compile: bool = False, tile: int | None = None,
-              max_memory: float | None = None, hwdec: str | None = None) -> BenchResult:
+              max_memory: float | None = None, hwdec: str | None = None, crf: int | None = None,
+              preset: str | None = None) -> BenchResult:
+    """Every figure on one clip; the engine, the naive loop and the encode stage share the encoder settings."""
+    options = encoder_options(EncodeSettings(encoder, crf, preset), encoder)
     upscaler = Upscaler(model, device=device, precision=precision, compile=compile, tile=tile, max_memory=max_memory)
     dev = upscaler.device
     with tempfile.TemporaryDirectory() as tmp:
@@ -187,22 +190,24 @@ def run_bench(model: str = "espcn-x2", width: int = 640, height: int = 360, fram
         model_fps = batch_size / model_seconds
         progress: list[Progress] = []
         upscale_video(clip, Path(tmp) / "vidsr.mkv", upscaler=upscaler, batch_size=batch_size, encoder=encoder,
-                      overwrite=True, progress=progress.append, hwdec=hwdec)
+                      crf=crf, preset=preset, overwrite=True, progress=progress.append, hwdec=hwdec)
         end_to_end = progress[-1].fps
         first, last = progress[0], progress[-1]
         steady = (last.frames - first.frames) / (last.elapsed - first.elapsed) if len(progress) > 1 else None
         # The naive loop is what a plain script does: eager model, no compile.
         eager = Upscaler(model, device=device, precision=precision, tile=upscaler.tile) if compile else upscaler
-        naive = naive_loop_fps(clip, Path(tmp) / "naive.mkv", eager, encoder)
+        naive = naive_loop_fps(clip, Path(tmp) / "naive.mkv", eager, encoder, options)
         decode = decode_fps(clip)
-        encode = encode_fps([p[0].cpu().numpy() for p in out_planes], layout.pix_fmt, encoder, min(frames, 24))
+        encode = encode_fps([p[0].cpu().numpy() for p in out_planes], layout.pix_fmt, encoder, options,
+                             min(frames, 24))
     tflops = upscaler.descriptor.gmacs(width * upscaler.scale, height * upscaler.scale) * 2 * model_fps / 1000
     peak = measure_peak_tflops(dev, upscaler.dtype)
     return BenchResult(
         model=str(model), compiled=compile, device=str(dev), device_name=_device_name(dev),
         precision=str(upscaler.dtype).split(".")[-1],
         input_size=f"{width}x{height}", output_size=f"{width * upscaler.scale}x{height * upscaler.scale}",
-        batch_size=batch_size, frames=progress[-1].frames, encoder=encoder, decode_fps=decode,
+        batch_size=batch_size, frames=progress[-1].frames, encoder=encoder, encoder_options=options,
+        decode_fps=decode,
         upload_fps=upload, model_fps=model_fps, download_fps=download, encode_fps=encode, end_to_end_fps=end_to_end,
         steady_fps=steady,
         naive_fps=naive, model_tflops=tflops, peak_tflops=peak, roofline_fraction=tflops / peak,

@@ -21,6 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
     parser.add_argument("--device", default="auto")
     parser.add_argument("-c", "--encoder", default="libx264")
+    parser.add_argument("--crf", type=int, help="encoder quality, as in vidsr upscale (default: vidsr's per encoder)")
+    parser.add_argument("--preset", help="encoder preset, as in vidsr upscale (default: the encoder's)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (the naive loop stays eager)")
     parser.add_argument("--tile", type=int, help="tile size in input pixels (default: whole frames, tiled on OOM)")
     parser.add_argument("--max-memory", type=float, help="cap on CUDA memory in GiB (tiles shrink to fit)")
@@ -31,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     width, height = (int(v) for v in args.size.lower().split("x"))
     result = run_bench(args.model, width, height, args.frames, args.batch_size, args.precision, args.device,
-                       args.encoder, args.input, args.compile, args.tile, args.max_memory, args.hwdec)
+                       args.encoder, args.input, args.compile, args.tile, args.max_memory, args.hwdec,
+                       args.crf, args.preset)
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.table())
     return 0

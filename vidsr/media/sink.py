@@ -41,6 +41,20 @@ class EncodeSettings:
     threads: int | None = None  # encoder threads; None lets FFmpeg choose
 
 
+def encoder_options(settings: EncodeSettings, encoder: str) -> dict[str, str]:
+    """FFmpeg options for `encoder`: quality (CRF / CQ; vidsr's default for the encoder when unset), preset, extras."""
+    options = {}
+    crf = settings.crf if settings.crf is not None else DEFAULT_CRF.get(encoder)
+    if crf is not None:
+        if encoder not in _QUALITY_OPTION:
+            raise EncodeError(f"encoder {encoder} has no CRF/CQ quality setting; leave out --crf")
+        options[_QUALITY_OPTION[encoder]] = str(crf)
+    if settings.preset:
+        options["preset"] = settings.preset
+    options.update(settings.options)
+    return options
+
+
 def encoder_codec(name: str) -> av.Codec:
     try:
         codec = av.Codec(name, "w")
@@ -136,24 +150,12 @@ class Sink:
         ctx.colorspace, ctx.color_primaries = self.color.matrix, self.color.primaries
         ctx.color_trc = self.color.transfer
         ctx.color_range = 2 if self.color.full_range else 1
-        ctx.options = self._encoder_options(codec.name)
+        ctx.options = encoder_options(self.settings, codec.name)
         if self.settings.threads is not None and "threads" not in self.settings.options:
             ctx.thread_count = self.settings.threads
         if video.rotation:
             stream.set_display_rotation(video.rotation)
         return stream
-
-    def _encoder_options(self, encoder: str) -> dict[str, str]:
-        options = {}
-        crf = self.settings.crf if self.settings.crf is not None else DEFAULT_CRF.get(encoder)
-        if crf is not None:
-            if encoder not in _QUALITY_OPTION:
-                raise EncodeError(f"encoder {encoder} has no CRF/CQ quality setting; leave out --crf")
-            options[_QUALITY_OPTION[encoder]] = str(crf)
-        if self.settings.preset:
-            options["preset"] = self.settings.preset
-        options.update(self.settings.options)
-        return options
 
     def _add_passthrough_streams(self, source: av.container.InputContainer) -> dict[int, av.stream.Stream]:
         mapping: dict[int, av.stream.Stream] = {}
