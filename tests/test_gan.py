@@ -17,7 +17,7 @@ from vidsr.cli import main as cli_main
 from vidsr.errors import InputError, ModelError
 from vidsr.train.config import TrainConfig
 from vidsr.train.gan import GANSettings, GANTrainer, degradation_config, load_gan_config
-from vidsr.zoo import load_model
+from vidsr.zoo import load_model, model_card
 
 HYPERPARAMS = {"channels": 3, "features": 8, "mid_features": 8}
 
@@ -67,6 +67,9 @@ def test_gan_steps_change_the_generator_from_its_pretrained_start(setup) -> None
     exported = load_model(tmp_path / "run" / "last.safetensors")
     assert exported.metadata["recipe"]["stage"] == "gan"
     assert exported.metadata["recipe"]["gan"]["discriminator"] == "vgg"
+    card = model_card(tmp_path / "run" / "last.safetensors")
+    assert ("GAN stage: L1 x0.01, FFT x0.1, MS-SSIM x0.1, relativistic GAN x0.005 (vgg discriminator), "
+            "on bicubic pairs") in card
     assert torch.equal(exported.model.state_dict()["first_part.0.weight"], trainer.ema.model.first_part[0].weight)
 
 
@@ -113,6 +116,9 @@ def test_adversarial_weight_zero_is_the_real_esrnet_stage(setup) -> None:
     with (tmp_path / "run" / "gan_log.csv").open() as handle:
         row = next(csv.DictReader(handle))
     assert float(row["pixel"]) > 0 and row["adversarial"] == "" and row["d_loss"] == ""
+    card = model_card(tmp_path / "run" / "last.safetensors")
+    assert ("Real-ESRNet stage (no discriminator): L1 x1, FFT x0.1, MS-SSIM x0.1, "
+            "on pairs degraded by the realesrgan chain") in card
 
 
 def test_perceptual_loss_runs_with_local_vgg_weights(setup) -> None:

@@ -74,11 +74,34 @@ def _recipe_line(recipe: dict) -> str:
     line = (f"- Trained by this project on {', '.join(recipe.get('data', []))}: {get('iterations')} iterations, "
             f"batch {get('batch_size')} x {get('patch_size')}px LR patches, {get('loss')} loss, "
             f"Adam lr {get('lr')} {get('schedule')}, EMA {get('ema_decay')}, {get('device')} ({get('train_hours')} h)")
+    line += _gan_clause(recipe)
     if not recipe.get("init_from"):
         return line
     line += f", initialised from {recipe['init_from']}"
     earlier = recipe.get("init_recipe")
     return line + ("; before that:\n  " + _recipe_line(earlier).replace("\n", "\n  ") if earlier else "")
+
+
+def _gan_clause(recipe: dict) -> str:
+    """What the GAN trainer added: its losses and the training pairs (empty for a PSNR-stage recipe)."""
+    gan = recipe.get("gan")
+    if recipe.get("stage") != "gan" or not gan:
+        return ""
+    weights = {"L1": gan.get("pixel_weight"), "VGG": gan.get("perceptual_weight"), "FFT": gan.get("fft_weight"),
+               "amplitude spectrum": gan.get("fft_amplitude_weight"), "MS-SSIM": gan.get("ms_ssim_weight")}
+    terms = [f"{name} x{weight:g}" for name, weight in weights.items() if weight]
+    if gan.get("adversarial_weight"):
+        terms.append(f"{gan['adversarial']} GAN x{gan['adversarial_weight']:g} ({gan['discriminator']} discriminator)")
+        stage = "GAN stage"
+    else:
+        stage = "Real-ESRNet stage (no discriminator)"
+    degradation = gan.get("degradation")
+    if degradation is None:
+        pairs = "bicubic pairs"
+    else:
+        preset = degradation if isinstance(degradation, str) else degradation.get("preset", "realesrgan")
+        pairs = f"pairs degraded by the {preset} chain" + ("" if isinstance(degradation, str) else " (tuned)")
+    return f"; {stage}: {', '.join(terms)}, on {pairs}"
 
 
 def model_card(name_or_path: str | Path) -> str:
