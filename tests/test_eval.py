@@ -80,6 +80,29 @@ def test_bicubic_baseline_reproduces_published_set5(scale: int, published: float
     assert len(result.per_image) == 5
 
 
+@pytest.mark.skipif(not (EVAL_DATA / "Set14").is_dir(), reason="Set14 not present (see ../shared/data/SOURCES.md)")
+def test_bicubic_baseline_reproduces_published_set14_with_its_greyscale_image() -> None:
+    """bridge.png is greyscale: measured as its own luma, Set14 x2 is 30.24 (30.32 through RGB -> Y)."""
+    result = evaluate_dataset(bicubic_predictor(2), EVAL_DATA / "Set14", 2)
+    assert abs(result.psnr - 30.24) <= 0.02
+
+
+def test_greyscale_images_are_their_own_luma_for_y_and_rgb_models(tmp_path: Path) -> None:
+    """The grey plane is the Y model's input as it is, and three equal channels for an RGB model."""
+    grey = smooth_image(1)[..., 0]
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    lr = imresize_np(grey, 1 / 2)
+    bicubic = evaluate_dataset(bicubic_predictor(2), tmp_path, 2).psnr
+    assert bicubic == pytest.approx(psnr(grey.astype(float), imresize_np(lr, 2).astype(float), 2))
+    for channels in (1, 3):
+        descriptor = create_model("espcn", scale=2, channels=channels, features=8, mid_features=4)
+        with torch.no_grad():
+            x = torch.from_numpy(np.repeat(lr[None, None], channels, axis=1)).float() / 255
+            out = descriptor.model(x)[0].clamp(0, 1).mul(255).add(0.5).floor().numpy().mean(axis=0)
+        expected = psnr(grey.astype(float), out, 2)
+        assert evaluate_dataset(model_predictor(descriptor), tmp_path, 2).psnr == pytest.approx(expected)
+
+
 def smooth_image(seed: int, size: tuple[int, int] = (36, 30)) -> np.ndarray:
     """A natural-ish image: upscaled noise, so SR figures are in a sensible range."""
     small = np.random.default_rng(seed).integers(0, 256, (size[0] // 6, size[1] // 6, 3), dtype=np.uint8)
