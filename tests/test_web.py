@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from fractions import Fraction
@@ -304,6 +305,8 @@ def test_model_labels_show_scale_speed_and_psnr() -> None:
     assert models, "no bundled models"
     label = handlers.model_label(models[0])
     assert f"×{models[0].scale}" in label and handlers.speed_class(models[0].gmacs_1080p) in label
+    real_world = dataclasses.replace(models[0], pairs="degraded")
+    assert "real-world" in handlers.model_label(real_world) and "real-world" not in label
     assert handlers.format_duration(3725) == "1:02:05" and handlers.format_duration(65) == "1:05"
     assert "libx264" in handlers.available_encoders()
 

@@ -27,6 +27,7 @@ class ModelInfo:
     set5_psnr: float | None
     set14_psnr: float | None
     path: Path
+    pairs: str = "bicubic"  # what it was trained on: "bicubic" pairs, or "degraded" (real-world chain) inputs
 
 
 def bundled_weights() -> dict[str, Path]:
@@ -64,6 +65,7 @@ def _model_info(name: str, path: Path, mtime_ns: int) -> ModelInfo:
         name=name, arch=descriptor.arch, scale=descriptor.scale, color=descriptor.color,
         params=descriptor.params, gmacs_1080p=descriptor.gmacs(), set5_psnr=psnr.get("Set5"),
         set14_psnr=psnr.get("Set14"), path=path,
+        pairs="degraded" if descriptor.metadata.get("recipe", {}).get("gan", {}).get("degradation") else "bicubic",
     )
 
 

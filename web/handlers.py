@@ -249,4 +249,6 @@ def speed_class(gmacs_1080p: float) -> str:
 
 def model_label(info: ModelInfo) -> str:
     psnr = f"Set5 {info.set5_psnr:.2f} dB" if info.set5_psnr is not None else "PSNR not measured"
+    if info.pairs == "degraded":  # its PSNR on clean bicubic input says little about what it is for
+        psnr = f"real-world (compressed, noisy input); {psnr}"
     return f"{info.name} · ×{info.scale} · {speed_class(info.gmacs_1080p)} · {psnr}"

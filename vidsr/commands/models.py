@@ -10,7 +10,7 @@ from vidsr.zoo import list_models, model_card
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = add_command(subparsers, "models",
-                         "List the bundled models (params, GMACs per 1080p frame, Set5/Set14 PSNR).", run)
+                         "List the bundled models (training pairs, params, GMACs per 1080p, Set5/Set14 PSNR).", run)
     parser.add_argument("--card", metavar="MODEL", help="print the markdown model card of a model instead")
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown (for docs)")
 
@@ -23,15 +23,16 @@ def run(args: argparse.Namespace) -> int:
     if args.card:
         print(model_card(args.card), end="")
         return 0
-    header = ("name", "arch", "scale", "color", "params", "GMACs/1080p", "Set5", "Set14")
-    rows = [(info.name, info.arch, f"x{info.scale}", info.color, f"{info.params:,}", f"{info.gmacs_1080p:.1f}",
-             _db(info.set5_psnr), _db(info.set14_psnr)) for info in list_models()]
+    header = ("name", "arch", "scale", "color", "trained on", "params", "GMACs/1080p", "Set5", "Set14")
+    rows = [(info.name, info.arch, f"x{info.scale}", info.color, info.pairs, f"{info.params:,}",
+             f"{info.gmacs_1080p:.1f}", _db(info.set5_psnr), _db(info.set14_psnr)) for info in list_models()]
     if args.markdown:
         for row in (header, ("---",) * len(header), *rows):
             print("| " + " | ".join(row) + " |")
         return 0
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
     for row in (header, *rows):
-        cells = [cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))]
+        cells = [cell.ljust(w) if i < 2 or i == 4 else cell.rjust(w)
+                 for i, (cell, w) in enumerate(zip(row, widths, strict=True))]
         print("  ".join(cells))
     return 0
