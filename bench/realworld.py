@@ -99,7 +99,7 @@ def _labelled(rgb: np.ndarray, label: str) -> Image.Image:
 
 def crop_sheet(models: list[str], crf: int, out: Path) -> None:
     """One row a frame: the coded input (nearest), bicubic, then each model through the engine."""
-    labels = [f"input, x264 CRF {crf} (nearest)", "bicubic", *models]
+    labels = [f"input, x264 CRF {crf} (nearest)", "bicubic", *(Path(model).stem for model in models)]
     rows: list[list[np.ndarray]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, (x, y) in FRAMES.items():
@@ -108,8 +108,9 @@ def crop_sheet(models: list[str], crf: int, out: Path) -> None:
             lr = _frame(clip, MIDDLE)[y : y + CROP, x : x + CROP]
             row = [_nearest(lr), imresize_np(lr, SCALE)]
             for model in models:
-                result = upscale_video(clip, Path(tmp) / f"{clip.stem}.{model}.mkv", model=model, device="cpu",
-                                       precision="fp32", encoder="ffv1", pix_fmt="yuv444p", progress=False)
+                output = Path(tmp) / f"{clip.stem}.{Path(model).stem}.mkv"
+                result = upscale_video(clip, output, model=model, device="cpu", precision="fp32", encoder="ffv1",
+                                       pix_fmt="yuv444p", progress=False)
                 up = _frame(result, MIDDLE)
                 row.append(up[SCALE * y : SCALE * (y + CROP), SCALE * x : SCALE * (x + CROP)])
             rows.append(row)
