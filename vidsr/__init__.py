@@ -6,8 +6,9 @@ Public API: `upscale_video`, `upscale_path`, `probe`, `load_model`, `list_models
 import os
 
 # After each parallel region torch's OpenMP threads spin, waiting for more work. On a machine with few cores that
-# spinning takes the CPU from the decoder and encoder threads: passive waiting gave +25% end to end on 2 cores
-# (docs/BENCHMARKS.md). libgomp reads this once, when torch loads it, so it is set before anything imports torch.
+# spinning takes the CPU from the decoder and encoder threads (a conv-then-sleep loop on 2 cores burns 2.2 s of
+# CPU spinning, 1.3 s waiting passively; docs/BENCHMARKS.md). libgomp reads this once, when torch loads it, so
+# it is set before anything imports torch.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from vidsr.batch import upscale_path  # noqa: E402
