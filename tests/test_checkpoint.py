@@ -110,6 +110,8 @@ def test_every_bundled_weight_file_is_a_listed_model() -> None:
     for info in infos.values():
         assert info.params > 0 and info.gmacs_1080p > 0
         assert load_model(info.name).scale == info.scale
+    # the pairs a model learnt from come from its recipe: the real-world model's degradations, or bicubic
+    assert infos["srvgg-x2-video"].pairs == "degraded" and infos["srvgg-x2"].pairs == "bicubic"
 
 
 def test_model_card_and_models_command_show_recorded_figures(tmp_path: Path, capsys) -> None:
