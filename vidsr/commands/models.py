@@ -24,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
         print(model_card(args.card), end="")
         return 0
     header = ("name", "arch", "scale", "color", "trained on", "params", "GMACs/1080p", "Set5", "Set14")
+    left_aligned = {"name", "arch", "trained on"}
     rows = [(info.name, info.arch, f"x{info.scale}", info.color, info.pairs, f"{info.params:,}",
              f"{info.gmacs_1080p:.1f}", _db(info.set5_psnr), _db(info.set14_psnr)) for info in list_models()]
     if args.markdown:
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
     for row in (header, *rows):
-        cells = [cell.ljust(w) if i < 2 or i == 4 else cell.rjust(w)
-                 for i, (cell, w) in enumerate(zip(row, widths, strict=True))]
+        cells = [cell.ljust(w) if name in left_aligned else cell.rjust(w)
+                 for name, cell, w in zip(header, row, widths, strict=True)]
         print("  ".join(cells))
     return 0

@@ -7,16 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import tomllib
-from pathlib import Path
 
 from vidsr.commands import add_command
-from vidsr.errors import InputError
-from vidsr.train.config import load_config
 from vidsr.train.gan import GANTrainer, load_gan_config
 from vidsr.train.trainer import Trainer
-
-GAN_ONLY_FLAGS = ("vgg_weights", "degradation_workers")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,20 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     skip = {"config", "func", "debug", "command", "no_progress"}
     overrides = {key: value for key, value in vars(args).items() if key not in skip}
-    if _has_gan_table(args.config):
-        trainer: Trainer = GANTrainer(*load_gan_config(args.config, **overrides))
-    else:
-        gan_only = [f"--{key.replace('_', '-')}" for key in GAN_ONLY_FLAGS if overrides.pop(key) is not None]
-        if gan_only:
-            raise InputError(f"{' and '.join(gan_only)} only apply to a config with a [gan] table")
-        trainer = Trainer(load_config(args.config, **overrides))
+    config, gan = load_gan_config(args.config, **overrides)
+    trainer = Trainer(config) if gan is None else GANTrainer(config, gan)
     path = trainer.run(progress=not args.no_progress)
     print(f"exported {path} (best validation Y-PSNR {trainer.best_psnr:.3f} dB)")
     return 0
 
-
-def _has_gan_table(config: str | None) -> bool:
-    try:
-        return config is not None and "gan" in tomllib.loads(Path(config).read_text())
-    except (OSError, tomllib.TOMLDecodeError):
-        return False  # load_config reports it

@@ -45,14 +45,19 @@ class TrainConfig:
         return asdict(self)
 
 
+def read_toml(path: str | Path | None) -> dict[str, Any]:
+    """A config file's tables (none without a file), or one clear error."""
+    if path is None:
+        return {}
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise InputError(f"cannot read config {path}: {exc}") from None
+
+
 def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
     """Config from a TOML file (optional) with `overrides` (None values ignored) applied on top."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        try:
-            values = tomllib.loads(Path(path).read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise InputError(f"cannot read config {path}: {exc}") from None
+    values = read_toml(path)
     values.update({key: value for key, value in overrides.items() if value is not None})
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(values) - known)

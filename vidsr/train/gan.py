@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import multiprocessing
-import tomllib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -24,7 +23,7 @@ import torch
 from vidsr.archs import ModelDescriptor, create_model, model_from_state_dict
 from vidsr.checkpoint import load_checkpoint, save_checkpoint
 from vidsr.errors import InputError, ModelError
-from vidsr.train.config import TrainConfig, load_config
+from vidsr.train.config import TrainConfig, load_config, read_toml
 from vidsr.train.data import PatchSampler
 from vidsr.train.degradations import DegradationConfig, DegradedPair, make_pair
 from vidsr.train.discriminators import create_discriminator
@@ -111,7 +110,10 @@ class DegradedSampler:
         self.base = base
         self.rng = base.rng
         self.config = config
-        self.pool = ProcessPoolExecutor(workers, mp_context=_process_context()) if workers > 0 else None
+        # Workers compute with the trainer's thread count: torch's results can differ in the last bit between
+        # thread counts, and a flipped rounding would make the batches depend on `workers`.
+        self.pool = ProcessPoolExecutor(workers, mp_context=_process_context(), initializer=torch.set_num_threads,
+                                        initargs=(torch.get_num_threads(),)) if workers > 0 else None
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(LR input, loss target, discriminator's real image): the target is unsharp-masked when configured."""
@@ -288,19 +290,22 @@ class GANTrainer(Trainer):
 
 
 # ---------------------------------------------------------------------------------------------- configuration
-def load_gan_config(path: str | Path, **overrides: Any) -> tuple[TrainConfig, GANSettings]:
-    """A TrainConfig TOML with a `[gan]` table; `overrides` (None ignored) go to whichever of the two has them."""
-    try:
-        values = tomllib.loads(Path(path).read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise InputError(f"cannot read config {path}: {exc}") from None
-    gan_values = values.pop("gan", {})
+def load_gan_config(path: str | Path | None, **overrides: Any) -> tuple[TrainConfig, GANSettings | None]:
+    """A TrainConfig TOML and its `[gan]` table (None without one: a PSNR-stage config); `overrides` (None
+    ignored) go to whichever of the two has them."""
+    values = read_toml(path)
+    gan_values = values.pop("gan", None)
     gan_names = {f.name for f in fields(GANSettings)}
-    for key, value in overrides.items():
-        if value is not None:
-            (gan_values if key in gan_names else values)[key] = value
+    given = {key: value for key, value in overrides.items() if value is not None}
+    gan_given = {key: value for key, value in given.items() if key in gan_names}
+    if gan_values is None and gan_given:
+        flags = " and ".join(f"--{key.replace('_', '-')}" for key in gan_given)
+        raise InputError(f"{flags} only apply to a config with a [gan] table")
+    config = load_config(None, **values, **{key: v for key, v in given.items() if key not in gan_names})
+    if gan_values is None:
+        return config, None
     unknown = sorted(set(gan_values) - gan_names)
     if unknown:
         raise InputError(f"unknown [gan] keys: {', '.join(unknown)}")
-    return load_config(None, **values), GANSettings(**gan_values)
+    return config, GANSettings(**gan_values | gan_given)
 
