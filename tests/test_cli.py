@@ -115,12 +115,18 @@ def test_probe_prints_stream_facts(capsys, make_clip):
     assert "audio #1: aac" in out and "subtitle #2" in out
 
 
+def _default_sigint() -> None:
+    # A background job starts with SIGINT ignored, and Python then installs no KeyboardInterrupt handler: give
+    # the child the default disposition so the test does not depend on how pytest was launched.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_cleanly_and_leaves_nothing(make_clip, random_espcn, tmp_path):
     src = make_clip("long.mp4", width=320, height=240, frames=240)
     out = tmp_path / "out.mp4"
     proc = subprocess.Popen([sys.executable, "-m", "vidsr.cli", "upscale", str(src), "--model", str(random_espcn),
                              "-o", str(out), "-b", "1"], stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=_default_sigint)
     deadline = time.monotonic() + 60
     while not list(tmp_path.glob(".out.partial-*")) and time.monotonic() < deadline:
         time.sleep(0.05)
