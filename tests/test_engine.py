@@ -121,12 +121,44 @@ def test_encoder_crf_preset_and_pix_fmt_are_applied(make_clip, random_espcn, tmp
     assert not list(tmp_path.glob("bad*")) and leftovers(tmp_path) == []
 
 
-def test_image_in_image_out(tmp_path, random_espcn):
-    src = tmp_path / "pic.png"
-    av.VideoFrame.from_ndarray(np.random.default_rng(0).integers(0, 255, (33, 47, 3), dtype=np.uint8),
-                               format="rgb24").to_image().save(src)
-    out = vidsr.upscale_path(src, tmp_path / "pic_x2.png", model=random_espcn)[0]
-    assert probe(out).video.width == 94 and probe(out).video.height == 66
+def write_image(path: Path, rgb: np.ndarray, pix_fmt: str) -> Path:
+    """A one-picture file (codec from the suffix) of float RGB `rgb`, stored as `pix_fmt`."""
+    frame = av.VideoFrame.from_ndarray((rgb * 65535).round().astype(np.uint16), format="rgb48le")
+    with av.open(str(path), "w", format="image2", options={"update": "1"}) as c:
+        stream = c.add_stream(vidsr.media.pipeline.IMAGE_ENCODERS[path.suffix], rate=1)
+        stream.width, stream.height, stream.pix_fmt = frame.width, frame.height, pix_fmt
+        c.mux(stream.encode(frame.reformat(format=pix_fmt)))
+        c.mux(stream.encode(None))
+    return path
+
+
+def luma_chroma(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """BT.601 luma and the two colour differences (B - Y, R - Y) of float RGB, on a 0-255 scale."""
+    y = rgb @ np.array([0.299, 0.587, 0.114])
+    return 255 * y, 255 * np.stack([rgb[..., 2] - y, rgb[..., 0] - y], axis=-1)
+
+
+@pytest.mark.parametrize(("name", "pix_fmt", "out_pix_fmt"), [
+    ("rgb.png", "rgb24", "rgb24"), ("rgb16.png", "rgb48be", "rgb48be"), ("rgba.png", "rgba", "rgb24"),
+    ("gray.png", "gray", "gray"), ("rgb.bmp", "bgr24", "bgr24"), ("rgb.tif", "rgb24", "rgb24"),
+])
+def test_image_in_image_out_keeps_colour_and_depth(tmp_path, name, pix_fmt, out_pix_fmt):
+    """The bundled Y model sharpens the luma; the colour is the bicubic one, never dropped or quantised."""
+    hr = pattern_frame(94, 66, 0)
+    if pix_fmt == "gray":
+        hr = np.repeat(hr @ np.array([0.299, 0.587, 0.114])[:, None], 3, axis=-1)
+    src = write_image(tmp_path / name, imresize_np(hr, 0.5).clip(0, 1), pix_fmt)
+    out = vidsr.upscale_path(src, tmp_path / f"x2_{name}")[0]
+    video = probe(out).video
+    assert (video.width, video.height, video.pix_fmt) == (94, 66, out_pix_fmt)
+    pictures = []
+    for path in (src, out):
+        with av.open(str(path)) as c:
+            pictures.append(next(c.decode(video=0)).to_ndarray(format="rgb48le").astype(np.float64) / 65535)
+    lr, sr = pictures
+    (hr_y, _), (sr_y, sr_c), (bicubic_y, bicubic_c) = (luma_chroma(x) for x in (hr, sr, imresize_np(lr, 2.0)))
+    assert psnr(hr_y, sr_y, border=2) > psnr(hr_y, bicubic_y, border=2)
+    assert psnr(bicubic_c, sr_c, border=2) > 40
 
 
 def test_folder_of_media(make_clip, tmp_path, random_espcn):

@@ -19,7 +19,7 @@ _PLANAR_EQUIVALENT = {
     "nv16": "yuv422p", "yuyv422": "yuv422p", "uyvy422": "yuv422p", "nv24": "yuv444p",
     "rgb24": "gbrp", "bgr24": "gbrp", "rgba": "gbrp", "bgra": "gbrp", "argb": "gbrp", "abgr": "gbrp",
     "rgb0": "gbrp", "bgr0": "gbrp", "0rgb": "gbrp", "pal8": "gbrp", "rgb48le": "gbrp16le", "rgba64le": "gbrp16le",
-    "ya8": "gray", "monob": "gray", "monow": "gray",
+    "ya8": "gray", "ya16le": "gray16le", "monob": "gray", "monow": "gray",
 }
 
 
@@ -62,6 +62,8 @@ def working_format(pix_fmt: str) -> str:
         return pix_fmt
     if pix_fmt in _PLANAR_EQUIVALENT:
         return _PLANAR_EQUIVALENT[pix_fmt]
+    if fmt.is_big_endian and pix_fmt.endswith("be"):  # 16-bit PNG decodes to gray16be / rgb48be
+        return working_format(pix_fmt[:-2] + "le")
     if pix_fmt.startswith("yuva"):  # alpha is dropped: video encoders here cannot carry it
         return pix_fmt.replace("yuva", "yuv", 1)
     if pix_fmt.startswith("gbrap"):

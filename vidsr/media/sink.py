@@ -78,7 +78,8 @@ def available_encoders() -> list[str]:
 
 def choose_pix_fmt(codec: av.Codec, source_format: str, requested: str | None) -> str:
     """The encoder pix_fmt: the requested one, else the source's planar format when the encoder takes it
-    (10-bit in -> 10-bit out), else the encoder's format closest in depth and chroma sampling."""
+    (10-bit in -> 10-bit out), else the encoder's format that keeps the most of the source: its colour
+    first, then its depth, then its chroma sampling and colour model."""
     supported = [f.name for f in codec.video_formats or ()]
     if requested:
         if supported and requested not in supported:
@@ -90,11 +91,13 @@ def choose_pix_fmt(codec: av.Codec, source_format: str, requested: str | None) -
         return source_format
     source = av.VideoFormat(source_format)
 
-    def distance(name: str) -> tuple[int, int, int]:
+    def distance(name: str) -> tuple[bool, bool, int, bool, bool]:
         fmt = av.VideoFormat(name)
         depth = fmt.components[0].bits - source.components[0].bits
         sampling = (fmt.chroma_width(64), fmt.chroma_height(64)) != (source.chroma_width(64), source.chroma_height(64))
-        return (depth < 0, abs(depth) + 8 * sampling, 0 if _is_engine_planar(fmt) else 1)
+        loses_colour = _colour_components(fmt) < _colour_components(source)
+        return (loses_colour, depth < 0, abs(depth) + 8 * sampling, fmt.is_rgb != source.is_rgb,
+                not _is_engine_planar(fmt))
 
     usable = [name for name in supported if _engine_can_make(name)]
     if not usable:
@@ -102,12 +105,18 @@ def choose_pix_fmt(codec: av.Codec, source_format: str, requested: str | None) -
     return min(usable, key=distance)
 
 
+def _colour_components(fmt: av.VideoFormat) -> int:
+    return sum(not c.is_alpha for c in fmt.components)
+
+
 def _engine_can_make(pix_fmt: str) -> bool:
+    """Formats the engine's planes convert to losslessly: no alpha to invent, no palette to quantise to."""
     try:
         working_format(pix_fmt)
     except Exception:
         return False
-    return not av.VideoFormat(pix_fmt).components[0].is_alpha
+    fmt = av.VideoFormat(pix_fmt)
+    return not fmt.has_palette and not any(c.is_alpha for c in fmt.components)
 
 
 class Sink:

@@ -42,7 +42,7 @@ class Source:
         self.video = self.container.streams.video[0]
         # Make the decoder report damage instead of silently concealing it: the job stops (or skips the
         # frame) rather than upscaling garbage.
-        self.video.codec_context.options = {"err_detect": "crccheck+bitstream+buffer+explode"}
+        self.video.codec_context.options = {"err_detect": _error_detection(self.video.codec_context.name)}
         self.skipped = 0
 
     def close(self) -> None:
@@ -89,6 +89,15 @@ class Source:
                               "use --skip-errors to drop broken frames")
         self.skipped += 1
         return [f for f in frames if not f.is_corrupt]
+
+
+# Decoders whose "explode" mode refuses valid files: FFmpeg's TIFF decoder fails on any tag it does not
+# know, including the ResolutionUnit tag that FFmpeg's own TIFF encoder writes.
+_NO_EXPLODE = {"tiff"}
+
+
+def _error_detection(codec: str) -> str:
+    return "crccheck+bitstream+buffer" + ("" if codec in _NO_EXPLODE else "+explode")
 
 
 def _open_with_hwdec(path: Path, device_type: str) -> av.container.InputContainer:
