@@ -53,6 +53,38 @@ def test_odd_size_vfr_mkv_keeps_every_timestamp_audio_and_subtitles(make_clip, r
     assert packets(out, "subtitle") == packets(src, "subtitle")
 
 
+def test_subtitle_fonts_attached_to_mkv_are_kept(make_clip, random_espcn, tmp_path, caplog):
+    src = tmp_path / "fonts.mkv"
+    font = bytes(range(256)) * 8
+    with av.open(str(make_clip("in.mkv", width=64, height=48, frames=3, subtitles=True))) as clip, \
+            av.open(str(src), "w") as c:
+        streams = {s.index: c.add_stream_from_template(s) for s in clip.streams}
+        c.add_attachment(name="Sub Font.ttf", mimetype="font/ttf", data=font)
+        for packet in clip.demux():
+            if packet.size:
+                packet.stream = streams[packet.stream.index]
+                c.mux(packet)
+    out = vidsr.upscale_video(src, tmp_path / "out.mkv", model=random_espcn)
+    with av.open(str(out)) as c:
+        attachments = [(s.name, s.mimetype, bytes(s.data)) for s in c.streams if s.type == "attachment"]
+    assert attachments == [("Sub Font.ttf", "font/ttf", font)]
+    assert [s.codec for s in probe(out).others if s.kind == "attachment"] == ["Sub Font.ttf (font/ttf)"]
+    assert packets(out, "subtitle") == packets(src, "subtitle")
+    vidsr.upscale_video(src, tmp_path / "out.mp4", model=random_espcn)  # MP4 has no attachments: said so
+    assert "attachment Sub Font.ttf" in caplog.text and "dropped (use .mkv to keep it)" in caplog.text
+
+
+def test_output_container_picks_the_encoder(make_clip, random_espcn, tmp_path):
+    src = make_clip("in.mp4", width=64, height=48, frames=3, audio=True)
+    video = probe(vidsr.upscale_video(src, tmp_path / "out.webm", model=random_espcn)).video
+    assert video.codec == "vp9"  # WebM cannot hold H.264: its own codec, at constant quality
+    with pytest.raises(EncodeError, match="the webm container cannot hold libx264 video"):
+        vidsr.upscale_video(src, tmp_path / "bad.webm", model=random_espcn, encoder="libx264")
+    with pytest.raises(EncodeError, match="encoder gif would drop the colour"):
+        vidsr.upscale_video(src, tmp_path / "bad.gif", model=random_espcn)
+    assert not list(tmp_path.glob("bad*")) and leftovers(tmp_path) == []
+
+
 def test_ten_bit_bt601_in_gives_ten_bit_bt601_out(make_clip, random_espcn, tmp_path):
     src = make_clip("in.mp4", width=96, height=64, frames=6, pix_fmt="yuv420p10le", matrix=6, primaries=6, transfer=6)
     out = vidsr.upscale_video(src, tmp_path / "out.mp4", model=random_espcn)

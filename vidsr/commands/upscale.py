@@ -41,8 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="torch.compile the model: seconds (CPU) to a minute (RRDBNet on a GPU) to start, "
                         "then faster: about 2x for ESPCN on the CPU, 1.6x for RRDBNet on a GPU; needs a C++ "
                         "compiler on the CPU")
-    parser.add_argument("-c", "--encoder", help=f"video encoder: {', '.join(ENCODERS)}, ... (default: libx264; "
-                        "png/mjpeg/... for image outputs, from the suffix)")
+    parser.add_argument("-c", "--encoder", help=f"video encoder: {', '.join(ENCODERS)}, ... (default: libx264, or "
+                        "VP9 for .webm; png/mjpeg/... for image outputs, from the suffix)")
     parser.add_argument("--crf", type=int, help="quality (CRF, or CQ for NVENC); default: 18 for libx264")
     parser.add_argument("--preset", help="encoder preset (e.g. medium, slow for x264; p1-p7 for NVENC)")
     parser.add_argument("--pix-fmt", help="output pixel format (default: the input's, so 10-bit stays 10-bit)")

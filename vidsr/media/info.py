@@ -173,13 +173,18 @@ def probe(path: str | Path) -> MediaInfo:
     with open_container(path) as container:
         video = video_info(container, path)
         others = [
-            StreamSummary(s.index, s.type, s.codec_context.name if s.codec_context else "unknown",
-                          s.metadata.get("language"))
+            StreamSummary(s.index, s.type, _stream_codec(s), s.metadata.get("language"))
             for s in container.streams if s.index != video.index
         ]
         is_image = container.format.name in IMAGE_DEMUXERS or (video.frame_count or 0) == 1 and not others
         return MediaInfo(path=path, container=container.format.name, video=video, others=others,
                          is_image=is_image)
+
+
+def _stream_codec(stream: av.stream.Stream) -> str:
+    if stream.type == "attachment":
+        return f"{stream.name} ({stream.mimetype})"
+    return stream.codec_context.name if stream.codec_context else "unknown"
 
 
 IMAGE_DEMUXERS = {"image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "tiff_pipe", "webp_pipe", "image2pipe"}

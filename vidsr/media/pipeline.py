@@ -207,7 +207,7 @@ def upscale_video(
     # When the model runs on the CPU it already keeps every core busy: an encoder thread pool on top only
     # preempts the model's threads (measured: 7.4 -> 8.9 fps for ESPCN x2 on 2 cores with one x264 thread).
     threads = 1 if upscaler.device.type == "cpu" else None
-    settings = EncodeSettings(encoder or image_encoder or "libx264", crf, preset, pix_fmt, dict(encoder_options or {}),
+    settings = EncodeSettings(encoder or image_encoder, crf, preset, pix_fmt, dict(encoder_options or {}),
                               threads)
     with temporary_output(output_path) as tmp:
         source = Source(info.path, skip_errors=skip_errors, hwdec=hwdec)

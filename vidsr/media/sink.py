@@ -2,8 +2,8 @@
 
 The video stream keeps the input's time base and each frame its input pts (VFR survives), plus colour
 tags, SAR and rotation. Audio, subtitle and data streams, chapters and metadata are copied without
-re-encoding; audio the container cannot hold is re-encoded (and said so), other streams it cannot hold are
-dropped with a warning.
+re-encoding, and Matroska attachments (subtitle fonts) too; audio the container cannot hold is re-encoded
+(and said so), other streams it cannot hold are dropped with a warning.
 """
 
 from __future__ import annotations
@@ -22,18 +22,20 @@ from vidsr.media.info import UNSPECIFIED, ColorInfo, VideoInfo, ffmpeg_reason
 
 log = logging.getLogger("vidsr")
 
-ENCODERS = ("libx264", "libx265", "libsvtav1", "ffv1", "prores_ks", "h264_nvenc", "hevc_nvenc")
+ENCODERS = ("libx264", "libx265", "libsvtav1", "libvpx-vp9", "ffv1", "prores_ks", "h264_nvenc", "hevc_nvenc")
 # Each encoder's name for the quality knob that `--crf` sets.
 _QUALITY_OPTION = {"libx264": "crf", "libx265": "crf", "libsvtav1": "crf", "libvpx-vp9": "crf",
                    "h264_nvenc": "cq", "hevc_nvenc": "cq", "av1_nvenc": "cq"}
-DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libsvtav1": 28}
+DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libsvtav1": 28, "libvpx-vp9": 24}
+# Options that make the quality knob mean constant quality (libvpx otherwise caps the bitrate at 256 kb/s).
+_CONSTANT_QUALITY = {"libvpx-vp9": {"b": "0", "row-mt": "1"}}
 # Primaries / transfer that go with a matrix when the input leaves them unspecified.
 _IMPLIED = {1: (1, 1), 5: (5, 6), 6: (6, 6), 9: (9, 14), 10: (9, 14)}
 
 
 @dataclass(frozen=True)
 class EncodeSettings:
-    encoder: str = "libx264"
+    encoder: str | None = None  # None: libx264, or the container's own codec where it cannot hold H.264
     crf: int | None = None
     preset: str | None = None
     pix_fmt: str | None = None
@@ -49,6 +51,7 @@ def encoder_options(settings: EncodeSettings, encoder: str) -> dict[str, str]:
         if encoder not in _QUALITY_OPTION:
             raise EncodeError(f"encoder {encoder} has no CRF/CQ quality setting; leave out --crf")
         options[_QUALITY_OPTION[encoder]] = str(crf)
+        options.update(_CONSTANT_QUALITY.get(encoder, {}))
     if settings.preset:
         options["preset"] = settings.preset
     options.update(settings.options)
@@ -102,7 +105,11 @@ def choose_pix_fmt(codec: av.Codec, source_format: str, requested: str | None) -
     usable = [name for name in supported if _engine_can_make(name)]
     if not usable:
         raise EncodeError(f"encoder {codec.name} takes no pixel format vidsr can produce")
-    return min(usable, key=distance)
+    best = min(usable, key=distance)
+    if distance(best)[0]:
+        raise EncodeError(f"encoder {codec.name} would drop the colour (it takes: {', '.join(supported)}); "
+                          "choose another output format, or --pix-fmt gray to mean it")
+    return best
 
 
 def _colour_components(fmt: av.VideoFormat) -> int:
@@ -124,18 +131,26 @@ class Sink:
 
     def __init__(self, path: Path, container_format: str | None, source: av.container.InputContainer,
                  video: VideoInfo, width: int, height: int, settings: EncodeSettings) -> None:
-        self.path = path
         self.settings = settings
-        codec = encoder_codec(settings.encoder)
-        self.pix_fmt = choose_pix_fmt(codec, working_format(video.pix_fmt), settings.pix_fmt)
-        self.width, self.height = _whole_chroma_size(width, height, self.pix_fmt)
-        self.color = _output_color(video, av.VideoFormat(self.pix_fmt).is_rgb)
+        if settings.encoder:
+            encoder_codec(settings.encoder)  # an unknown encoder is reported before any file is created
         try:
             # image2 writes a single picture to a plain filename only with update=1
             options = {"update": "1"} if container_format == "image2" else {}
             self.output = av.open(str(path), "w", format=container_format, options=options)
         except av.FFmpegError as exc:
-            raise EncodeError(f"{path}: cannot create output ({ffmpeg_reason(exc)})") from None
+            raise EncodeError(f"cannot create the output file ({ffmpeg_reason(exc)})") from None
+        try:
+            self._set_up(source, video, width, height)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _set_up(self, source: av.container.InputContainer, video: VideoInfo, width: int, height: int) -> None:
+        codec = encoder_codec(self.settings.encoder or _default_encoder(self.output))
+        self.pix_fmt = choose_pix_fmt(codec, working_format(video.pix_fmt), self.settings.pix_fmt)
+        self.width, self.height = _whole_chroma_size(width, height, self.pix_fmt)
+        self.color = _output_color(video, av.VideoFormat(self.pix_fmt).is_rgb)
         self.stream = self._add_video_stream(codec, video, self.width, self.height)
         self._resamplers: dict[int, av.AudioResampler] = {}  # input audio stream index -> for re-encoding
         self.stream_map = self._add_passthrough_streams(source)
@@ -149,6 +164,9 @@ class Sink:
     # --- set-up ------------------------------------------------------------------------------------------
 
     def _add_video_stream(self, codec: av.Codec, video: VideoInfo, width: int, height: int) -> av.VideoStream:
+        if codec.name not in self.output.supported_codecs:
+            raise EncodeError(f"the {self.output.format.name} container cannot hold "
+                              f"{codec.name} video; choose another encoder (-c) or output suffix")
         stream = self.output.add_stream(codec.name, rate=video.frame_rate or Fraction(25))
         ctx = stream.codec_context
         ctx.width, ctx.height, ctx.pix_fmt = width, height, self.pix_fmt
@@ -172,6 +190,9 @@ class Sink:
         for stream in source.streams:
             if stream.type == "video" and stream.index == source.streams.video[0].index:
                 continue
+            if stream.type == "attachment":
+                self._copy_attachment(stream)
+                continue
             codec = stream.codec_context.name if stream.codec_context else None
             if codec in supported:
                 try:
@@ -186,6 +207,14 @@ class Sink:
                 log.warning("stream %d (%s %s): the %s container cannot hold it; dropped (use .mkv to keep it)",
                             stream.index, stream.type, codec, self.output.format.name)
         return mapping
+
+    def _copy_attachment(self, stream: av.stream.Stream) -> None:
+        """Attachments (an ASS subtitle's fonts) have no packets: Matroska stores them whole."""
+        if self.output.format.name != "matroska":
+            log.warning("stream %d (attachment %s): the %s container cannot hold it; dropped (use .mkv to keep it)",
+                        stream.index, stream.name, self.output.format.name)
+            return
+        self.output.add_attachment(name=stream.name, mimetype=stream.mimetype, data=bytes(stream.data))
 
     def _add_audio_reencode(self, stream: av.AudioStream) -> av.AudioStream:
         codec = self.output.default_audio_codec
@@ -228,7 +257,7 @@ class Sink:
         try:
             self.output.mux(packets)
         except av.FFmpegError as exc:
-            raise EncodeError(f"{self.path.name}: muxing failed ({ffmpeg_reason(exc)})") from None
+            raise EncodeError(f"writing the output failed ({ffmpeg_reason(exc)})") from None
 
     def close(self) -> None:
         """Flush encoders and finish the file."""
@@ -243,6 +272,13 @@ class Sink:
         # The file is deleted next; a failing close must not hide the original error.
         with contextlib.suppress(Exception):
             self.output.close()
+
+
+def _default_encoder(output: av.container.OutputContainer) -> str:
+    """libx264, or the container's own video codec where it cannot hold H.264 (WebM: VP9)."""
+    if "libx264" in output.supported_codecs:
+        return "libx264"
+    return av.Codec(output.default_video_codec, "w").name
 
 
 def _whole_chroma_size(width: int, height: int, pix_fmt: str) -> tuple[int, int]:
