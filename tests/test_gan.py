@@ -157,6 +157,9 @@ def test_gan_config_file_splits_the_gan_table(tmp_path) -> None:
     assert degradation_config(gan.degradation).codec.prob > 0
     tuned = degradation_config({"preset": "video", "codec": {"crf_range": [30, 40]}})
     assert tuned.codec.crf_range == (30, 40) and tuned.codec.prob == degradation_config("video").codec.prob
+    path.write_text('arch = "espcn"\nout_dir = "runs/a"\nloss = "l1"\n')  # flags beat the file's values
+    config, gan = load_gan_config(path, out_dir="runs/b", loss="mse", lr=None)
+    assert (config.out_dir, config.loss, gan) == ("runs/b", "mse", None)
     path.write_text("[gan]\ndiscriminatr = 'vgg'\n")
     with pytest.raises(InputError, match="unknown \\[gan\\] keys: discriminatr"):
         load_gan_config(path)

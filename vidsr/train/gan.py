@@ -301,7 +301,7 @@ def load_gan_config(path: str | Path | None, **overrides: Any) -> tuple[TrainCon
     if gan_values is None and gan_given:
         flags = " and ".join(f"--{key.replace('_', '-')}" for key in gan_given)
         raise InputError(f"{flags} only apply to a config with a [gan] table")
-    config = load_config(None, **values, **{key: v for key, v in given.items() if key not in gan_names})
+    config = load_config(None, **values | {key: v for key, v in given.items() if key not in gan_names})
     if gan_values is None:
         return config, None
     unknown = sorted(set(gan_values) - gan_names)
