@@ -71,7 +71,8 @@ def test_bad_options_give_one_line(capsys, make_clip, random_espcn, tmp_path):
     cases = [
         (["-o", tmp_path / "nodir" / "o.mp4"], "output directory does not exist"),
         (["-o", src], "overwrite the input"),
-        (["--pix-fmt", "yuv420p", "-c", "prores_ks"], "does not support pix_fmt"),
+        (["--pix-fmt", "yuv420p", "-c", "prores_ks", "-o", tmp_path / "o.mov"], "does not support pix_fmt"),
+        (["-c", "prores_ks"], "the mp4 container cannot hold prores_ks video"),
         (["--pix-fmt", "bogus"], "does not support pix_fmt"),
         (["--model", "no-such-model"], "no model named"),
         (["--device", "tpu"], "device"),
@@ -136,3 +137,12 @@ def test_ctrl_c_stops_cleanly_and_leaves_nothing(make_clip, random_espcn, tmp_pa
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mp4"]
+
+
+def test_a_closed_pipe_ends_quietly(make_clip):
+    src = make_clip("in.mkv", width=64, height=48, frames=2, audio=True, subtitles=True)
+    proc = subprocess.Popen([sys.executable, "-m", "vidsr.cli", "probe", str(src)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # like `vidsr probe in.mkv | head -0`
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 141 and err == ""

@@ -74,6 +74,15 @@ def test_subtitle_fonts_attached_to_mkv_are_kept(make_clip, random_espcn, tmp_pa
     assert "attachment Sub Font.ttf" in caplog.text and "dropped (use .mkv to keep it)" in caplog.text
 
 
+def test_mpeg_ts_keeps_its_audio_without_re_encoding(make_clip, random_espcn, tmp_path):
+    # FFmpeg cannot list what the MPEG-TS muxer accepts (AAC is not in PyAV's supported_codecs there).
+    src = make_clip("in.ts", width=64, height=48, frames=6, audio=True)
+    out = vidsr.upscale_video(src, tmp_path / "out.ts", model=random_espcn)
+    assert [s.kind for s in probe(out).others] == ["audio"]
+    assert [data for _, data in packets(out, "audio")] == [data for _, data in packets(src, "audio")]
+    assert len(decoded_times(out)) == 6
+
+
 def test_output_container_picks_the_encoder(make_clip, random_espcn, tmp_path):
     src = make_clip("in.mp4", width=64, height=48, frames=3, audio=True)
     video = probe(vidsr.upscale_video(src, tmp_path / "out.webm", model=random_espcn)).video

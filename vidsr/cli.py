@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
+import signal
 import sys
 
 from vidsr import commands
@@ -26,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vidsr: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`vidsr probe x | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        return 128 + signal.SIGPIPE
     except VidsrError as exc:
         if getattr(args, "debug", False):
             raise

@@ -147,11 +147,11 @@ class Sink:
             raise
 
     def _set_up(self, source: av.container.InputContainer, video: VideoInfo, width: int, height: int) -> None:
-        codec = encoder_codec(self.settings.encoder or _default_encoder(self.output))
+        codec, self.stream = self._add_video_stream(video)
         self.pix_fmt = choose_pix_fmt(codec, working_format(video.pix_fmt), self.settings.pix_fmt)
         self.width, self.height = _whole_chroma_size(width, height, self.pix_fmt)
         self.color = _output_color(video, av.VideoFormat(self.pix_fmt).is_rgb)
-        self.stream = self._add_video_stream(codec, video, self.width, self.height)
+        self._configure_video(codec, video)
         self._resamplers: dict[int, av.AudioResampler] = {}  # input audio stream index -> for re-encoding
         self.stream_map = self._add_passthrough_streams(source)
         self.output.metadata.update(source.metadata)
@@ -163,13 +163,23 @@ class Sink:
 
     # --- set-up ------------------------------------------------------------------------------------------
 
-    def _add_video_stream(self, codec: av.Codec, video: VideoInfo, width: int, height: int) -> av.VideoStream:
-        if codec.name not in self.output.supported_codecs:
-            raise EncodeError(f"the {self.output.format.name} container cannot hold "
-                              f"{codec.name} video; choose another encoder (-c) or output suffix")
-        stream = self.output.add_stream(codec.name, rate=video.frame_rate or Fraction(25))
+    def _add_video_stream(self, video: VideoInfo) -> tuple[av.Codec, av.VideoStream]:
+        """The chosen encoder's stream; without a choice libx264, or the container's own codec where it
+        cannot hold H.264 (WebM: VP9)."""
+        names = [self.settings.encoder] if self.settings.encoder else ["libx264", self.output.default_video_codec]
+        for name in names:
+            codec = encoder_codec(name)
+            try:  # FFmpeg knows which codecs a container refuses (its list of accepted ones is incomplete)
+                return codec, self.output.add_stream(codec.name, rate=video.frame_rate or Fraction(25))
+            except ValueError:
+                continue
+        raise EncodeError(f"the {self.output.format.name} container cannot hold {names[0]} video; "
+                          "choose another encoder (-c) or output suffix")
+
+    def _configure_video(self, codec: av.Codec, video: VideoInfo) -> None:
+        stream = self.stream
         ctx = stream.codec_context
-        ctx.width, ctx.height, ctx.pix_fmt = width, height, self.pix_fmt
+        ctx.width, ctx.height, ctx.pix_fmt = self.width, self.height, self.pix_fmt
         ctx.time_base = video.time_base
         stream.time_base = video.time_base
         if video.sar != 1:
@@ -182,30 +192,24 @@ class Sink:
             ctx.thread_count = self.settings.threads
         if video.rotation:
             stream.set_display_rotation(video.rotation)
-        return stream
 
     def _add_passthrough_streams(self, source: av.container.InputContainer) -> dict[int, av.stream.Stream]:
         mapping: dict[int, av.stream.Stream] = {}
-        supported = self.output.supported_codecs
+        upscaled = source.streams.video[0].index
         for stream in source.streams:
-            if stream.type == "video" and stream.index == source.streams.video[0].index:
+            if stream.index == upscaled:
                 continue
             if stream.type == "attachment":
                 self._copy_attachment(stream)
                 continue
-            codec = stream.codec_context.name if stream.codec_context else None
-            if codec in supported:
-                try:
-                    mapping[stream.index] = self.output.add_stream_from_template(stream)
-                    continue
-                except (av.FFmpegError, ValueError) as exc:
-                    log.warning("stream %d (%s): cannot be copied (%s); dropped", stream.index, codec, exc)
-                    continue
-            if stream.type == "audio":
-                mapping[stream.index] = self._add_audio_reencode(stream)
-            else:
-                log.warning("stream %d (%s %s): the %s container cannot hold it; dropped (use .mkv to keep it)",
-                            stream.index, stream.type, codec, self.output.format.name)
+            try:
+                mapping[stream.index] = self.output.add_stream_from_template(stream)
+            except (av.FFmpegError, ValueError):
+                if stream.type == "audio":
+                    mapping[stream.index] = self._add_audio_reencode(stream)
+                else:
+                    log.warning("stream %d (%s %s): the %s container cannot hold it; dropped (use .mkv to keep it)",
+                                stream.index, stream.type, _codec_name(stream), self.output.format.name)
         return mapping
 
     def _copy_attachment(self, stream: av.stream.Stream) -> None:
@@ -274,11 +278,8 @@ class Sink:
             self.output.close()
 
 
-def _default_encoder(output: av.container.OutputContainer) -> str:
-    """libx264, or the container's own video codec where it cannot hold H.264 (WebM: VP9)."""
-    if "libx264" in output.supported_codecs:
-        return "libx264"
-    return av.Codec(output.default_video_codec, "w").name
+def _codec_name(stream: av.stream.Stream) -> str:
+    return stream.codec_context.name if stream.codec_context else "data"
 
 
 def _whole_chroma_size(width: int, height: int, pix_fmt: str) -> tuple[int, int]:
