@@ -146,3 +146,11 @@ def test_a_closed_pipe_ends_quietly(make_clip):
     proc.stdout.close()  # like `vidsr probe in.mkv | head -0`
     err = proc.stderr.read()
     assert proc.wait(timeout=60) == 141 and err == ""
+
+
+@pytest.mark.parametrize("encoder", ["libx265", "libsvtav1"])
+def test_quiet_means_quiet_for_every_encoder(capfd, make_clip, random_espcn, tmp_path, encoder):
+    """x265 and SVT-AV1 print banners from C unless vidsr tells them not to."""
+    src = make_clip("in.mp4", width=64, height=48, frames=3)
+    assert main(["upscale", str(src), "--model", str(random_espcn), "-c", encoder, "--quiet"]) == 0
+    assert capfd.readouterr().err == "" and (tmp_path / "in_x2.mp4").exists()

@@ -15,7 +15,7 @@ import vidsr
 from vidsr.color import planes_to_rgb
 from vidsr.errors import Cancelled, DecodeError, EncodeError, InputError, OutputError
 from vidsr.media.frames import frame_to_planes, plane_layout
-from vidsr.media.info import ColorInfo, probe
+from vidsr.media.info import ColorInfo, ContentLight, probe
 from vidsr.metrics import psnr, rgb_to_y
 from vidsr.resize import imresize_np
 from vidsr.sample import ClipSpec, pattern_frame, write_clip
@@ -104,6 +104,26 @@ def test_ten_bit_bt601_in_gives_ten_bit_bt601_out(make_clip, random_espcn, tmp_p
     with av.open(str(out)) as c:
         luma = frame_to_planes(next(c.decode(video=0)))[0]
     assert luma.dtype == np.uint16 and (luma % 4 != 0).any()  # real 10-bit codes, not 8-bit ones shifted up
+
+
+def test_hdr10_mastering_metadata_is_carried_by_x265_and_svt_av1(make_clip, random_espcn, tmp_path, caplog):
+    hdr10 = "master-display=G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,1):max-cll=1000,400"
+    src = make_clip("hdr.mkv", width=64, height=48, frames=3, codec="libx265", pix_fmt="yuv420p10le", matrix=9,
+                    primaries=9, transfer=16, options=(("x265-params", f"log-level=error:hdr10=1:{hdr10}"),))
+    source = probe(src).video
+    assert source.content_light == ContentLight(1000, 400)
+    assert source.mastering_display.red == (Fraction(34000, 50000), Fraction(16000, 50000))
+    assert source.mastering_display.max_luminance == 1000
+    for encoder in ("libx265", "libsvtav1"):
+        video = probe(vidsr.upscale_video(src, tmp_path / f"{encoder}.mkv", model=random_espcn, encoder=encoder)).video
+        assert (video.color.primaries, video.color.transfer, video.content_light) == (9, 16, source.content_light)
+        display, expected = video.mastering_display, source.mastering_display  # AV1 rounds xy to 1/65536
+        for name in ("red", "green", "blue", "white"):
+            assert getattr(display, name) == pytest.approx(getattr(expected, name), abs=2e-5)
+        assert display.max_luminance == 1000 and display.min_luminance == pytest.approx(0.0001, abs=3e-5)
+    video = probe(vidsr.upscale_video(src, tmp_path / "x264.mkv", model=random_espcn)).video
+    assert video.color.transfer == 16 and video.mastering_display is None
+    assert "HDR10 mastering metadata is written by libx265 and libsvtav1 only" in caplog.text
 
 
 def test_untagged_sd_input_is_tagged_with_the_matrix_used(make_clip, random_espcn, tmp_path):

@@ -10,6 +10,8 @@ import os
 # CPU spinning, 1.3 s waiting passively; docs/BENCHMARKS.md). libgomp reads this once, when torch loads it, so
 # it is set before anything imports torch.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# SVT-AV1 prints its banner and settings to stderr at every encoder start unless told otherwise (1: errors only).
+os.environ.setdefault("SVT_LOG", "1")
 
 from vidsr.batch import upscale_path  # noqa: E402
 from vidsr.errors import VidsrError  # noqa: E402

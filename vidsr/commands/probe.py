@@ -27,6 +27,10 @@ def describe(info: MediaInfo) -> str:
         f"    time base {v.time_base}, duration {duration}, frames {count}, rotation {v.rotation}",
         f"    colour: {v.color.describe()}",
     ]
+    if v.mastering_display or v.content_light:
+        light = f"MaxCLL {v.content_light.max_cll}, MaxFALL {v.content_light.max_fall}" if v.content_light else ""
+        lines.append("    HDR10: " + "; ".join(filter(None, [v.mastering_display and v.mastering_display.describe(),
+                                                              light])))
     lines += [f"  {s.kind} #{s.index}: {s.codec}" + (f" [{s.language}]" if s.language else "") for s in info.others]
     return "\n".join(lines)
 

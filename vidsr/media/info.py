@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -47,6 +48,34 @@ class ColorInfo:
                 f"transfer={TRANSFER_NAMES.get(self.transfer, self.transfer)}")
 
 
+Chromaticity = tuple[Fraction, Fraction]
+
+
+@dataclass(frozen=True)
+class MasteringDisplay:
+    """SMPTE ST 2086 mastering display colour volume (HDR10 static metadata): CIE 1931 xy, cd/m2."""
+
+    red: Chromaticity
+    green: Chromaticity
+    blue: Chromaticity
+    white: Chromaticity
+    min_luminance: Fraction
+    max_luminance: Fraction
+
+    def describe(self) -> str:
+        xy = " ".join(f"{name}({float(x):.4f},{float(y):.4f})"
+                      for name, (x, y) in zip("RGBW", (self.red, self.green, self.blue, self.white), strict=True))
+        return f"mastering display {xy}, {float(self.min_luminance):g}-{float(self.max_luminance):g} cd/m2"
+
+
+@dataclass(frozen=True)
+class ContentLight:
+    """CTA-861.3 content light levels (HDR10 static metadata), cd/m2."""
+
+    max_cll: int
+    max_fall: int
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     index: int
@@ -62,6 +91,8 @@ class VideoInfo:
     frame_count: int | None
     rotation: int
     color: ColorInfo
+    mastering_display: MasteringDisplay | None = None
+    content_light: ContentLight | None = None
 
     @property
     def estimated_frames(self) -> int | None:
@@ -145,7 +176,35 @@ def video_info(container: av.container.InputContainer, path: Path) -> VideoInfo:
             full_range=int(ctx.color_range) == 2 or ctx.pix_fmt.startswith("yuvj"),
             chroma_location=int(first.chroma_location or 0),
         ),
+        mastering_display=_mastering_display(first),
+        content_light=_content_light(first),
     )
+
+
+def _side_data(frame: av.VideoFrame, kind: str) -> bytes | None:
+    data = frame.side_data.get(getattr(av.sidedata.sidedata.Type, kind))
+    return bytes(data) if data is not None else None
+
+
+def _mastering_display(frame: av.VideoFrame) -> MasteringDisplay | None:
+    """AVMasteringDisplayMetadata: R, G, B and white xy, then min and max luminance, as int32 rationals,
+    then the has_primaries / has_luminance flags."""
+    data = _side_data(frame, "MASTERING_DISPLAY_METADATA")
+    if data is None or len(data) < 88:
+        return None
+    values = struct.unpack_from("=22i", data)
+    if not (values[20] and values[21]):  # both halves are needed to describe the display
+        return None
+    q = [Fraction(values[i], values[i + 1] or 1) for i in range(0, 20, 2)]
+    return MasteringDisplay(red=(q[0], q[1]), green=(q[2], q[3]), blue=(q[4], q[5]), white=(q[6], q[7]),
+                            min_luminance=q[8], max_luminance=q[9])
+
+
+def _content_light(frame: av.VideoFrame) -> ContentLight | None:
+    data = _side_data(frame, "CONTENT_LIGHT_LEVEL")
+    if data is None or len(data) < 8:
+        return None
+    return ContentLight(*struct.unpack_from("=2I", data))
 
 
 def _duration_seconds(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -29,6 +30,8 @@ _QUALITY_OPTION = {"libx264": "crf", "libx265": "crf", "libsvtav1": "crf", "libv
 DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libsvtav1": 28, "libvpx-vp9": 24}
 # Options that make the quality knob mean constant quality (libvpx otherwise caps the bitrate at 256 kb/s).
 _CONSTANT_QUALITY = {"libvpx-vp9": {"b": "0", "row-mt": "1"}}
+# x265 prints its banner and settings to stderr unless told otherwise.
+_QUIET_PARAMS = {"libx265": ("x265-params", "log-level", "error")}
 # Primaries / transfer that go with a matrix when the input leaves them unspecified.
 _IMPLIED = {1: (1, 1), 5: (5, 6), 6: (6, 6), 9: (9, 14), 10: (9, 14)}
 
@@ -55,6 +58,10 @@ def encoder_options(settings: EncodeSettings, encoder: str) -> dict[str, str]:
     if settings.preset:
         options["preset"] = settings.preset
     options.update(settings.options)
+    if encoder in _QUIET_PARAMS:
+        key, name, value = _QUIET_PARAMS[encoder]
+        if f"{name}=" not in options.get(key, ""):
+            options[key] = ":".join(filter(None, [f"{name}={value}", options.get(key)]))
     return options
 
 
@@ -187,7 +194,8 @@ class Sink:
         ctx.colorspace, ctx.color_primaries = self.color.matrix, self.color.primaries
         ctx.color_trc = self.color.transfer
         ctx.color_range = 2 if self.color.full_range else 1
-        ctx.options = encoder_options(self.settings, codec.name)
+        options = encoder_options(self.settings, codec.name)
+        ctx.options = options | _hdr10_options(codec.name, video, options)
         if self.settings.threads is not None and "threads" not in self.settings.options:
             ctx.thread_count = self.settings.threads
         if video.rotation:
@@ -276,6 +284,50 @@ class Sink:
         # The file is deleted next; a failing close must not hide the original error.
         with contextlib.suppress(Exception):
             self.output.close()
+
+
+@dataclass(frozen=True)
+class _HDR10Syntax:
+    """How an encoder takes HDR10 static metadata in its parameter string."""
+
+    option: str  # the FFmpeg option holding the encoder's own parameters
+    flags: tuple[str, ...]
+    display: str
+    light: str
+    chromaticity: Callable[[Fraction], str]
+    luminance: Callable[[Fraction], str]
+
+
+_HDR10 = {
+    # HEVC SEI units: 0.00002 for xy, 0.0001 cd/m2
+    "libx265": _HDR10Syntax("x265-params", ("hdr10=1",), "master-display", "max-cll",
+                            lambda v: str(round(v * 50000)), lambda v: str(round(v * 10000))),
+    "libsvtav1": _HDR10Syntax("svtav1-params", (), "mastering-display", "content-light",
+                              lambda v: f"{float(v):.4f}", lambda v: f"{float(v):.4f}"),
+}
+
+
+def _hdr10_options(encoder: str, video: VideoInfo, options: dict[str, str]) -> dict[str, str]:
+    """Encoder parameters that write the input's HDR10 static metadata. FFmpeg's encoders would take it from
+    side data, which PyAV cannot attach, so it goes in as x265 / SVT-AV1 parameters."""
+    display, light = video.mastering_display, video.content_light
+    if display is None and light is None:
+        return {}
+    syntax = _HDR10.get(encoder)
+    if syntax is None:
+        log.warning("the input's HDR10 mastering metadata is written by %s only; the %s output keeps the HDR "
+                    "colour tags without it", " and ".join(_HDR10), encoder)
+        return {}
+    params = list(syntax.flags)
+    if display:
+        xy = syntax.chromaticity
+        colours = (("G", display.green), ("B", display.blue), ("R", display.red), ("WP", display.white))
+        primaries = "".join(f"{name}({xy(x)},{xy(y)})" for name, (x, y) in colours)
+        levels = f"L({syntax.luminance(display.max_luminance)},{syntax.luminance(display.min_luminance)})"
+        params.append(f"{syntax.display}={primaries}{levels}")
+    if light:
+        params.append(f"{syntax.light}={light.max_cll},{light.max_fall}")
+    return {syntax.option: ":".join(filter(None, [options.get(syntax.option), *params]))}
 
 
 def _codec_name(stream: av.stream.Stream) -> str:
