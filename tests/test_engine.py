@@ -10,6 +10,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import vidsr
 from vidsr.color import planes_to_rgb
@@ -227,10 +228,30 @@ def test_folder_of_media(make_clip, tmp_path, random_espcn):
     folder.mkdir()
     for name in ("a.mp4", "b.mkv"):
         (folder / name).write_bytes(make_clip(name, width=64, height=48, frames=2).read_bytes())
+    frames = [Image.fromarray((pattern_frame(32, 24, t) * 255).astype(np.uint8)).convert("P") for t in range(3)]
+    frames[0].save(folder / "c.gif", save_all=True, append_images=frames[1:], duration=[40, 80, 40])
     written = vidsr.upscale_path(folder, model=random_espcn)
-    assert [p.name for p in written] == ["a.mp4", "b.mkv"]
-    assert all(probe(p).video.width == 128 for p in written)
+    assert [p.name for p in written] == ["a.mp4", "b.mkv", "c.mp4"]  # GIF cannot hold the result: MP4
+    assert [probe(p).video.width for p in written] == [128, 128, 64]
+    assert decoded_times(written[2]) == [0, Fraction(4, 100), Fraction(12, 100)]
     assert written[0].parent == tmp_path / "clips_x2"
+
+
+def test_folder_run_goes_past_a_bad_file_and_resumes(make_clip, tmp_path, random_espcn, caplog):
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    (folder / "a.mp4").write_bytes(make_clip("a.mp4", width=64, height=48, frames=2).read_bytes())
+    (folder / "b.mp4").write_text("not a video")
+    (folder / "c.mkv").write_bytes(make_clip("c.mkv", width=64, height=48, frames=2).read_bytes())
+    with pytest.raises(vidsr.VidsrError, match=r"1 of 3 files failed \(b.mp4\)"):
+        vidsr.upscale_path(folder, model=random_espcn)
+    out = tmp_path / "clips_x2"
+    assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "c.mkv"]
+    assert "b.mp4: not a readable media file" in caplog.text
+    (folder / "b.mp4").write_bytes(make_clip("b.mp4", width=64, height=48, frames=2).read_bytes())
+    before = (out / "a.mp4").stat().st_mtime_ns
+    assert [p.name for p in vidsr.upscale_path(folder, model=random_espcn)] == ["b.mp4"]  # the rest is skipped
+    assert (out / "a.mp4").stat().st_mtime_ns == before and "exists, skipped" in caplog.text
 
 
 def test_model_output_beats_bicubic_on_a_downscaled_clip(tmp_path):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
-from vidsr.errors import InputError, OutputError
+from vidsr.errors import Cancelled, InputError, OutputError, VidsrError
 from vidsr.media.info import probe
-from vidsr.media.pipeline import IMAGE_ENCODERS, upscale_video
+from vidsr.media.pipeline import IMAGE_ENCODERS, output_suffix, upscale_video
 from vidsr.upscaler import Upscaler
+
+log = logging.getLogger("vidsr")
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v", ".ts", ".mts", ".m2ts", ".flv", ".wmv", ".y4m",
                   ".mpg", ".mpeg", ".ogv"}
@@ -27,7 +30,9 @@ def upscale_path(input: str | Path, output: str | Path | None = None, *, model: 
     """Upscale a file (like `upscale_video`) or a folder of files into an output folder.
 
     A folder's output defaults to `<folder>_x<scale>` beside it and is created if missing; each file keeps
-    its name. `options` are passed to `upscale_video`. Returns the paths written.
+    its name (GIFs become MP4). A folder run can be resumed: outputs that exist are skipped unless
+    `overwrite`, and a file that fails is reported and the others still run (the run then raises a
+    VidsrError naming the failures). `options` are passed to `upscale_video`. Returns the paths written.
     """
     input_path = Path(input)
     if not input_path.exists():
@@ -35,7 +40,8 @@ def upscale_path(input: str | Path, output: str | Path | None = None, *, model: 
     files = folder_media(input_path) if input_path.is_dir() else [input_path]
     if not files:
         raise InputError(f"{input_path}: folder holds no video or image files")
-    probe(files[0])  # a bad input is reported before minutes are spent loading a model
+    if not input_path.is_dir():
+        probe(input_path)  # a bad input is reported before minutes are spent loading a model
     upscaler = Upscaler(model, device=device, precision=precision, tile=tile, tile_pad=tile_pad,
                         max_memory=max_memory, compile=compile)
     if not input_path.is_dir():
@@ -44,4 +50,21 @@ def upscale_path(input: str | Path, output: str | Path | None = None, *, model: 
     if out_dir.resolve() == input_path.resolve():
         raise OutputError(f"{out_dir}: output folder must differ from the input folder")
     out_dir.mkdir(parents=True, exist_ok=True)
-    return [upscale_video(f, out_dir / f.name, upscaler=upscaler, **options) for f in files]
+    written, failed = [], []
+    for file in files:
+        target = out_dir / f"{file.stem}{output_suffix(file)}"
+        if target.exists() and not options.get("overwrite"):
+            log.warning("%s: exists, skipped (--overwrite redoes it)", target)
+            continue
+        try:
+            written.append(upscale_video(file, target, upscaler=upscaler, **options))
+        except Cancelled:
+            raise
+        except VidsrError as exc:
+            log.error("error: %s", exc)
+            failed.append(file.name)
+    if failed:
+        raise VidsrError(f"{len(failed)} of {len(files)} files failed ({', '.join(failed)}); "
+                         f"the others are in {out_dir}")
+    return written
+

@@ -108,8 +108,16 @@ class _Stage(threading.Thread):
             self._stopping.set()
 
 
+# Inputs whose own format cannot hold the upscaled result (GIF: a 256-colour palette) are written as MP4.
+_OUTPUT_SUFFIX = {".gif": ".mp4"}
+
+
+def output_suffix(input_path: Path) -> str:
+    return _OUTPUT_SUFFIX.get(input_path.suffix.lower(), input_path.suffix)
+
+
 def default_output(input_path: Path, scale: int) -> Path:
-    return input_path.with_name(f"{input_path.stem}_x{scale}{input_path.suffix}")
+    return input_path.with_name(f"{input_path.stem}_x{scale}{output_suffix(input_path)}")
 
 
 def check_output(input_path: Path, output: Path, overwrite: bool) -> None:
