@@ -127,6 +127,16 @@ def test_hdr10_mastering_metadata_is_carried_by_x265_and_svt_av1(make_clip, rand
     assert "HDR10 mastering metadata is written by libx265 and libsvtav1 only" in caplog.text
 
 
+def test_interlaced_input_is_flagged_and_warned_about(make_clip, random_espcn, tmp_path, caplog):
+    progressive = make_clip("p.mp4", width=64, height=48, frames=3)
+    interlaced = make_clip("i.mp4", width=64, height=48, frames=3, options=(("x264-params", "interlaced=1:tff=1"),))
+    assert not probe(progressive).video.interlaced and probe(interlaced).video.interlaced
+    vidsr.upscale_video(progressive, tmp_path / "p_x2.mp4", model=random_espcn)
+    assert "interlaced" not in caplog.text
+    vidsr.upscale_video(interlaced, tmp_path / "i_x2.mp4", model=random_espcn)
+    assert "i.mp4: interlaced" in caplog.text and "deinterlace first" in caplog.text
+
+
 def test_untagged_sd_input_is_tagged_with_the_matrix_used(make_clip, random_espcn, tmp_path):
     src = make_clip("in.mp4", width=96, height=64, frames=3, matrix=2, primaries=2, transfer=2)
     video = probe(vidsr.upscale_video(src, tmp_path / "out.mp4", model=random_espcn)).video

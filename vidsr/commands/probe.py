@@ -24,7 +24,8 @@ def describe(info: MediaInfo) -> str:
     lines = [
         f"{info.path}  [{info.container}]",
         f"  video #{v.index}: {v.codec} {v.width}x{v.height} {v.pix_fmt} ({v.bit_depth}-bit), SAR {v.sar}, {rate}",
-        f"    time base {v.time_base}, duration {duration}, frames {count}, rotation {v.rotation}",
+        f"    time base {v.time_base}, duration {duration}, frames {count}, rotation {v.rotation}"
+        + (", interlaced" if v.interlaced else ""),
         f"    colour: {v.color.describe()}",
     ]
     if v.mastering_display or v.content_light:

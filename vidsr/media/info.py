@@ -93,6 +93,7 @@ class VideoInfo:
     color: ColorInfo
     mastering_display: MasteringDisplay | None = None
     content_light: ContentLight | None = None
+    interlaced: bool = False  # the first frame is coded as two fields
 
     @property
     def estimated_frames(self) -> int | None:
@@ -178,6 +179,7 @@ def video_info(container: av.container.InputContainer, path: Path) -> VideoInfo:
         ),
         mastering_display=_mastering_display(first),
         content_light=_content_light(first),
+        interlaced=bool(first.interlaced_frame),
     )
 
 

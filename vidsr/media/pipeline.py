@@ -205,6 +205,9 @@ def upscale_video(
     """
     input_path = Path(input)
     info = probe(input_path)
+    if info.video.interlaced:
+        log.warning("%s: interlaced; the engine upscales whole frames, which magnifies combing: deinterlace "
+                    "first (FFmpeg's bwdif filter, or QTGMC in a VapourSynth script)", input_path.name)
     upscaler = upscaler or Upscaler(model, device=device, precision=precision, tile=tile, tile_pad=tile_pad,
                                     max_memory=max_memory, compile=compile)
     output_path = Path(output) if output is not None else default_output(input_path, upscaler.scale)
