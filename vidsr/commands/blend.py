@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = add_command(
         subparsers,
         "blend",
-        "Blend the weights of two models of one architecture (ESRGAN network interpolation).",
+        "blend the weights of two models of one architecture (ESRGAN network interpolation)",
         run,
     )
     parser.add_argument("a", help="first model: bundled name or weight file (alpha 0 gives this one)")

@@ -21,7 +21,7 @@ DATA_ENV = "VIDSR_EVAL_DATA"  # folder holding Set5/, Set14/ ...
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = add_command(subparsers, "eval", "Measure Y-PSNR/SSIM (standard SR protocol) of models or bicubic.", run)
+    parser = add_command(subparsers, "eval", "measure Y-PSNR/SSIM (standard SR protocol) of models or bicubic", run)
     parser.add_argument("models", nargs="*", help="bundled model names or weight files (default: all bundled)")
     parser.add_argument("--bicubic", action="store_true", help="evaluate the MATLAB-bicubic baseline")
     parser.add_argument("--scale", type=int, nargs="+", default=[2, 3, 4], help="scales for --bicubic")
@@ -60,8 +60,7 @@ def run(args: argparse.Namespace) -> int:
     for name in names:
         descriptor = load_model(name)
         results = [evaluate_dataset(model_predictor(descriptor, device), d, descriptor.scale) for d in datasets]
-        label = descriptor.metadata.get("name", str(name))
-        rows += [_row(label, result) for result in results]
+        rows += [_row(str(name), result) for result in results]  # as given: two files may carry one name
         if args.record:
             path = bundled_weights().get(name, Path(name))
             update_metadata(path, psnr={r.dataset: round(r.psnr, 3) for r in results},

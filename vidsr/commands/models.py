@@ -10,7 +10,7 @@ from vidsr.zoo import list_models, model_card
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = add_command(subparsers, "models",
-                         "List the bundled models (training pairs, params, GMACs per 1080p, Set5/Set14 PSNR).", run)
+                         "list the bundled models (training pairs, params, GMACs per 1080p, Set5/Set14 PSNR)", run)
     parser.add_argument("--card", metavar="MODEL", help="print the markdown model card of a model instead")
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown (for docs)")
 

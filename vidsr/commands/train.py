@@ -14,7 +14,7 @@ from vidsr.train.trainer import Trainer
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = add_command(subparsers, "train", "Train a super-resolution model (resumes from <out-dir>/state.pt).",
+    parser = add_command(subparsers, "train", "train a super-resolution model (resumes from <out-dir>/state.pt)",
                          run)
     parser.add_argument("--config", help="TOML file with TrainConfig fields, plus a [gan] table for the GAN stage "
                         "(see configs/)")
