@@ -127,7 +127,7 @@ def test_eval_command_writes_json_and_records_psnr(tmp_path: Path, capsys: pytes
     assert main(["eval", str(weights), "--bicubic", "--scale", "2", "--dataset", str(data), "--json", str(out),
                  "--record"]) == 0
     rows = json.loads(out.read_text())
-    assert [(r["model"], r["dataset"], r["scale"]) for r in rows] == [("bicubic", "Tiny", 2), ("m", "Tiny", 2)]
+    assert [(r["model"], r["dataset"], r["scale"]) for r in rows] == [("bicubic", "Tiny", 2), (str(weights), "Tiny", 2)]
     assert rows[0]["psnr"] > rows[1]["psnr"]  # random weights are worse than bicubic
     assert "bicubic" in capsys.readouterr().out
     assert load_model(weights).metadata["psnr"] == {"Tiny": rows[1]["psnr"]}
