@@ -95,6 +95,17 @@ def test_upscale_image_keeps_dtype(espcn):
         assert out.shape == (18, 22, 3) and out.dtype == image.dtype
 
 
+def test_upscale_image_keeps_alpha(espcn):
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (9, 11, 3), dtype=np.uint8)
+    alpha = np.linspace(0, 255, 9 * 11).reshape(9, 11).round().astype(np.uint8)  # smooth: resampled, not modelled
+    out = espcn.upscale_image(np.dstack([rgb, alpha]))
+    assert out.shape == (18, 22, 4) and out.dtype == np.uint8
+    assert np.array_equal(out[..., :3], espcn.upscale_image(rgb))
+    expected = np.linspace(0, 255, 9 * 11).reshape(9, 11).repeat(2, 0).repeat(2, 1)
+    assert psnr(expected[2:-2, 2:-2], out[2:-2, 2:-2, 3].astype(np.float64)) > 30
+
+
 def test_bad_device_and_precision_are_clear(espcn):
     with pytest.raises(VidsrError, match="no CUDA GPU|does not exist"):
         Upscaler(espcn.descriptor, device="cuda:0") if not torch.cuda.is_available() else Upscaler(

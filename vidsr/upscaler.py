@@ -247,14 +247,20 @@ class Upscaler:
         return colorops.luma_from_model(out.squeeze(1))
 
     def upscale_image(self, image: np.ndarray) -> np.ndarray:
-        """HxWx3 (or HxW) RGB image, uint8 / uint16 / float in [0,1] -> upscaled image of the same dtype."""
+        """HxWx3 RGB, HxWx4 RGBA or HxW grey image, uint8 / uint16 / float in [0,1] -> upscaled image of the
+        same shape and dtype. Alpha is resampled (sited cubic, like chroma), not run through the model."""
         if image.ndim == 2:
             return self.upscale_image(image[..., None].repeat(3, axis=2))[..., 0]
         if image.ndim != 3 or image.shape[2] not in (3, 4):
-            raise InputError(f"expected an HxWx3 RGB image, got shape {image.shape}")
+            raise InputError(f"expected an HxWx3 RGB or HxWx4 RGBA image, got shape {image.shape}")
         peak = float(np.iinfo(image.dtype).max) if image.dtype.kind in "ui" else 1.0
-        x = torch.from_numpy(np.ascontiguousarray(image[..., :3])).permute(2, 0, 1)[None].float() / peak
-        out = self.upscale_rgb(x)[0].permute(1, 2, 0).cpu().numpy()
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / peak
+        rgb = self.upscale_rgb(x[:, :3])
+        if image.shape[2] == 4:
+            height, width = rgb.shape[-2:]
+            alpha = colorops.resample_plane(x[:, 3].to(rgb.device), height, width, (0, 0), (0, 0), self.scale)
+            rgb = torch.cat([rgb, alpha.clamp_(0, 1).unsqueeze(1)], dim=1)
+        out = rgb[0].permute(1, 2, 0).cpu().numpy()
         if image.dtype.kind in "ui":
             return np.rint(out * peak).astype(image.dtype)
         return out.astype(image.dtype)
