@@ -75,6 +75,21 @@ def test_subtitle_fonts_attached_to_mkv_are_kept(make_clip, random_espcn, tmp_pa
     assert "attachment Sub Font.ttf" in caplog.text and "dropped (use .mkv to keep it)" in caplog.text
 
 
+def test_elementary_stream_without_timestamps_gets_them_from_its_rate(random_espcn, tmp_path):
+    src = tmp_path / "raw.h264"
+    with av.open(str(src), "w", format="h264") as c:
+        stream = c.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(5):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 * i, np.uint8), format="rgb24")
+            frame.pts = i
+            c.mux(stream.encode(frame))
+        c.mux(stream.encode(None))
+    out = vidsr.upscale_video(src, tmp_path / "out.mp4", model=random_espcn)
+    assert decoded_times(out) == [Fraction(i, 25) for i in range(5)]
+    assert probe(out).video.frame_rate == 25
+
+
 def test_mpeg_ts_keeps_its_audio_without_re_encoding(make_clip, random_espcn, tmp_path):
     # FFmpeg cannot list what the MPEG-TS muxer accepts (AAC is not in PyAV's supported_codecs there).
     src = make_clip("in.ts", width=64, height=48, frames=6, audio=True)

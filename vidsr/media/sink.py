@@ -246,7 +246,7 @@ class Sink:
 
     # --- writing -----------------------------------------------------------------------------------------
 
-    def write_frame(self, frame: av.VideoFrame, pts: int | None, time_base: Fraction) -> None:
+    def write_frame(self, frame: av.VideoFrame, pts: int, time_base: Fraction) -> None:
         if frame.format.name != self.pix_fmt:
             frame = frame.reformat(format=self.pix_fmt)
         frame.pts, frame.time_base = pts, time_base

@@ -26,7 +26,7 @@ log = logging.getLogger("vidsr")
 @dataclass
 class DecodedFrame:
     index: int
-    pts: int | None
+    pts: int
     time_base: Fraction
     planes: list[np.ndarray]
     frame: av.VideoFrame  # owns the buffers `planes` view
@@ -44,6 +44,12 @@ class Source:
         # frame) rather than upscaling garbage.
         self.video.codec_context.options = {"err_detect": _error_detection(self.video.codec_context.name)}
         self.skipped = 0
+        # Elementary streams (.h264, .hevc) carry no timestamps: missing ones follow the previous frame at the
+        # stream's frame rate, in its time base.
+        rate = self.video.guessed_rate or self.video.average_rate or 25
+        self._time_base = Fraction(self.video.time_base or Fraction(1, 1000))
+        self._frame_step = max(1, round(1 / (Fraction(rate) * self._time_base)))
+        self._last_pts: int | None = None
 
     def close(self) -> None:
         self.container.close()
@@ -66,7 +72,7 @@ class Source:
                     elif (frame.width, frame.height) != size:
                         raise DecodeError(f"{self.path}: picture size changes at frame {index} "
                                           f"({size[0]}x{size[1]} -> {frame.width}x{frame.height}); not supported")
-                    on_frame(DecodedFrame(index, frame.pts, Fraction(frame.time_base or self.video.time_base),
+                    on_frame(DecodedFrame(index, self._pts(frame), Fraction(frame.time_base or self._time_base),
                                           frame_to_planes(frame), frame))
                     index += 1
         except av.FFmpegError as exc:  # demuxer-level corruption
@@ -75,6 +81,13 @@ class Source:
             raise DecodeError(f"{self.path}: no video frame could be decoded")
         if self.skipped:
             log.warning("%s: skipped %d undecodable packet(s)", self.path, self.skipped)
+
+    def _pts(self, frame: av.VideoFrame) -> int:
+        pts = frame.pts
+        if pts is None:
+            pts = 0 if self._last_pts is None else self._last_pts + self._frame_step
+        self._last_pts = pts
+        return pts
 
     def _decode(self, packet: av.Packet, index: int) -> list[av.VideoFrame]:
         try:
