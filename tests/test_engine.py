@@ -260,6 +260,9 @@ def test_folder_of_media(make_clip, tmp_path, random_espcn):
     assert [probe(p).video.width for p in written] == [128, 128, 64]
     assert decoded_times(written[2]) == [0, Fraction(4, 100), Fraction(12, 100)]
     assert written[0].parent == tmp_path / "clips_x2"
+    (tmp_path / "single").mkdir()
+    into = vidsr.upscale_path(folder / "a.mp4", tmp_path / "single", model=random_espcn)  # a folder: like cp
+    assert into == [tmp_path / "single" / "a.mp4"] and probe(into[0]).video.width == 128
 
 
 def test_folder_run_goes_past_a_bad_file_and_resumes(make_clip, tmp_path, random_espcn, caplog):

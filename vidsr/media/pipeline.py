@@ -125,6 +125,8 @@ def check_output(input_path: Path, output: Path, overwrite: bool) -> None:
         raise OutputError(f"{output}: output would overwrite the input")
     if not output.parent.is_dir():
         raise OutputError(f"{output.parent}: output directory does not exist")
+    if not output.suffix:
+        raise OutputError(f"{output}: no suffix to choose the output format by (such as .mp4, .mkv or .png)")
     if output.exists() and not overwrite:
         raise OutputError(f"{output}: already exists (use --overwrite to replace it)")
 
@@ -211,6 +213,8 @@ def upscale_video(
     upscaler = upscaler or Upscaler(model, device=device, precision=precision, tile=tile, tile_pad=tile_pad,
                                     max_memory=max_memory, compile=compile)
     output_path = Path(output) if output is not None else default_output(input_path, upscaler.scale)
+    if output_path.is_dir():  # like cp: into the folder, under the input's name
+        output_path /= f"{input_path.stem}{output_suffix(input_path)}"
     check_output(input_path, output_path, overwrite)
     if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
         raise InputError(f"batch size must be a whole number of at least 1 or 'auto' (got {batch_size!r})")

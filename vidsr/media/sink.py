@@ -145,6 +145,9 @@ class Sink:
             # image2 writes a single picture to a plain filename only with update=1
             options = {"update": "1"} if container_format == "image2" else {}
             self.output = av.open(str(path), "w", format=container_format, options=options)
+        except ValueError:  # FFmpeg knows no container for the suffix
+            raise EncodeError(f"no output format is known for '{path.suffix}' files; use a suffix such as .mp4, "
+                              ".mkv or .png") from None
         except av.FFmpegError as exc:
             raise EncodeError(f"cannot create the output file ({ffmpeg_reason(exc)})") from None
         try:
