@@ -124,7 +124,9 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def test_ctrl_c_stops_cleanly_and_leaves_nothing(make_clip, random_espcn, tmp_path):
+@pytest.mark.parametrize(("sig", "code", "message"), [(signal.SIGINT, 130, "interrupted"),
+                                                      (signal.SIGTERM, 143, "terminated")])
+def test_ctrl_c_and_kill_stop_cleanly_and_leave_nothing(make_clip, random_espcn, tmp_path, sig, code, message):
     src = make_clip("long.mp4", width=320, height=240, frames=240)
     out = tmp_path / "out.mp4"
     proc = subprocess.Popen([sys.executable, "-m", "vidsr.cli", "upscale", str(src), "--model", str(random_espcn),
@@ -134,10 +136,10 @@ def test_ctrl_c_stops_cleanly_and_leaves_nothing(make_clip, random_espcn, tmp_pa
     while not list(tmp_path.glob(".out.partial-*")) and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert "interrupted" in err and "Traceback" not in err
+    assert proc.returncode == code, err
+    assert message in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mp4"]
 
 
