@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from fractions import Fraction
 from pathlib import Path
@@ -246,6 +249,18 @@ def test_image_in_image_out_keeps_colour_and_depth(tmp_path, name, pix_fmt, out_
     (hr_y, _), (sr_y, sr_c), (bicubic_y, bicubic_c) = (luma_chroma(x) for x in (hr, sr, imresize_np(lr, 2.0)))
     assert psnr(hr_y, sr_y, border=2) > psnr(hr_y, bicubic_y, border=2)
     assert psnr(bicubic_c, sr_c, border=2) > 40
+
+
+def test_partial_files_of_killed_runs_are_removed(make_clip, random_espcn, tmp_path):
+    src = make_clip("in.mp4", width=64, height=48, frames=2)
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True)
+    stale = tmp_path / f".out.partial-{finished.stdout.strip()}.mp4"  # its process is gone: SIGKILL'd run
+    running = tmp_path / f".out.partial-{os.getppid()}.mp4"  # a live process may still be writing it
+    for partial in (stale, running):
+        partial.write_bytes(b"half")
+    vidsr.upscale_video(src, tmp_path / "out.mp4", model=random_espcn)
+    assert not stale.exists() and running.exists()
 
 
 def test_folder_of_media(make_clip, tmp_path, random_espcn):

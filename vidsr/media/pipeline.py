@@ -8,6 +8,7 @@ same. Output goes to a temporary file beside the target that is renamed only onc
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import os
 import queue
@@ -133,13 +134,34 @@ def check_output(input_path: Path, output: Path, overwrite: bool) -> None:
 
 @contextlib.contextmanager
 def temporary_output(output: Path) -> Iterator[Path]:
-    """A temporary path beside `output`, renamed onto it only when the block succeeds, removed otherwise."""
+    """A temporary path beside `output`, renamed onto it only when the block succeeds, removed otherwise.
+
+    Partial files that a killed run (SIGKILL, out of memory, power loss) could not remove are removed here.
+    """
+    _remove_stale_partials(output)
     tmp = output.with_name(f".{output.stem}.partial-{os.getpid()}{output.suffix}")
     try:
         yield tmp
         os.replace(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _remove_stale_partials(output: Path) -> None:
+    for partial in output.parent.glob(f".{glob.escape(output.stem)}.partial-*{glob.escape(output.suffix)}"):
+        pid = partial.name[len(output.stem) + len(".partial-") + 1:len(partial.name) - len(output.suffix)]
+        if pid.isdigit() and not _process_exists(int(pid)):
+            partial.unlink(missing_ok=True)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _batches(frames: _Channel, size: int) -> Iterator[Batch]:
