@@ -212,8 +212,9 @@ def test_encoder_crf_preset_and_pix_fmt_are_applied(make_clip, random_espcn, tmp
 
 
 def write_image(path: Path, rgb: np.ndarray, pix_fmt: str) -> Path:
-    """A one-picture file (codec from the suffix) of float RGB `rgb`, stored as `pix_fmt`."""
-    frame = av.VideoFrame.from_ndarray((rgb * 65535).round().astype(np.uint16), format="rgb48le")
+    """A one-picture file (codec from the suffix) of float RGB or RGBA `rgb`, stored as `pix_fmt`."""
+    frame = av.VideoFrame.from_ndarray((rgb * 65535).round().astype(np.uint16),
+                                       format="rgba64le" if rgb.shape[-1] == 4 else "rgb48le")
     with av.open(str(path), "w", format="image2", options={"update": "1"}) as c:
         stream = c.add_stream(vidsr.media.pipeline.IMAGE_ENCODERS[path.suffix], rate=1)
         stream.width, stream.height, stream.pix_fmt = frame.width, frame.height, pix_fmt
@@ -229,14 +230,19 @@ def luma_chroma(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize(("name", "pix_fmt", "out_pix_fmt"), [
-    ("rgb.png", "rgb24", "rgb24"), ("rgb16.png", "rgb48be", "rgb48be"), ("rgba.png", "rgba", "rgb24"),
-    ("gray.png", "gray", "gray"), ("rgb.bmp", "bgr24", "bgr24"), ("rgb.tif", "rgb24", "rgb24"),
+    ("rgb.png", "rgb24", "rgb24"), ("rgb16.png", "rgb48be", "rgb48be"), ("rgba.png", "rgba", "rgba"),
+    ("rgba16.png", "rgba64be", "rgba64be"), ("gray.png", "gray", "gray"), ("rgb.bmp", "bgr24", "bgr24"),
+    ("rgb.tif", "rgb24", "rgb24"), ("rgba.tif", "rgba", "rgba"),
 ])
-def test_image_in_image_out_keeps_colour_and_depth(tmp_path, name, pix_fmt, out_pix_fmt):
-    """The bundled Y model sharpens the luma; the colour is the bicubic one, never dropped or quantised."""
+def test_image_in_image_out_keeps_colour_depth_and_alpha(tmp_path, name, pix_fmt, out_pix_fmt):
+    """The bundled Y model sharpens the luma; the colour (and alpha) is the bicubic one, never dropped or
+    quantised."""
     hr = pattern_frame(94, 66, 0)
     if pix_fmt == "gray":
         hr = np.repeat(hr @ np.array([0.299, 0.587, 0.114])[:, None], 3, axis=-1)
+    alpha = "rgba" in pix_fmt
+    if alpha:
+        hr = np.dstack([hr, np.linspace(0.1, 0.9, 94)[None, :].repeat(66, axis=0)])
     src = write_image(tmp_path / name, imresize_np(hr, 0.5).clip(0, 1), pix_fmt)
     out = vidsr.upscale_path(src, tmp_path / f"x2_{name}")[0]
     video = probe(out).video
@@ -244,11 +250,35 @@ def test_image_in_image_out_keeps_colour_and_depth(tmp_path, name, pix_fmt, out_
     pictures = []
     for path in (src, out):
         with av.open(str(path)) as c:
-            pictures.append(next(c.decode(video=0)).to_ndarray(format="rgb48le").astype(np.float64) / 65535)
+            frame = next(c.decode(video=0))
+            pictures.append(frame.to_ndarray(format="rgba64le" if alpha else "rgb48le").astype(np.float64) / 65535)
     lr, sr = pictures
-    (hr_y, _), (sr_y, sr_c), (bicubic_y, bicubic_c) = (luma_chroma(x) for x in (hr, sr, imresize_np(lr, 2.0)))
+    bicubic = imresize_np(lr, 2.0).clip(0, 1)
+    (hr_y, _), (sr_y, sr_c), (bicubic_y, bicubic_c) = (luma_chroma(x[..., :3]) for x in (hr, sr, bicubic))
     assert psnr(hr_y, sr_y, border=2) > psnr(hr_y, bicubic_y, border=2)
     assert psnr(bicubic_c, sr_c, border=2) > 40
+    if alpha:
+        assert psnr(255 * bicubic[..., 3], 255 * sr[..., 3], border=2) > 40
+
+
+def test_alpha_video_keeps_its_alpha_where_the_encoder_can(make_clip, random_espcn, tmp_path):
+    clip = make_clip("in.mkv", width=64, height=48, frames=3, codec="ffv1", options=())
+    src = tmp_path / "alpha.mkv"
+    with av.open(str(clip)) as inp, av.open(str(src), "w") as out:
+        stream = out.add_stream("ffv1", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuva420p"
+        for i, frame in enumerate(inp.decode(video=0)):
+            rgba = np.dstack([frame.to_ndarray(format="rgb24"), np.full((48, 64), 60 * i + 40, np.uint8)])
+            picture = av.VideoFrame.from_ndarray(rgba, format="rgba").reformat(format="yuva420p")
+            picture.pts = i
+            out.mux(stream.encode(picture))
+        out.mux(stream.encode(None))
+    kept = vidsr.upscale_video(src, tmp_path / "kept.mkv", model=random_espcn, encoder="ffv1")
+    assert probe(kept).video.pix_fmt == "yuva420p"
+    with av.open(str(kept)) as c:
+        alphas = [np.median(f.to_ndarray(format="rgba")[..., 3]) for f in c.decode(video=0)]
+    assert alphas == pytest.approx([40, 100, 160], abs=1)
+    assert probe(vidsr.upscale_video(src, tmp_path / "dropped.mkv", model=random_espcn)).video.pix_fmt == "yuv420p"
 
 
 def test_partial_files_of_killed_runs_are_removed(make_clip, random_espcn, tmp_path):

@@ -56,6 +56,15 @@ def _quantise(x: torch.Tensor, bit_depth: int) -> torch.Tensor:
     return codes.to(torch.uint8 if bit_depth <= 8 else torch.int32).to(torch.uint8 if bit_depth <= 8 else torch.uint16)
 
 
+def decode_alpha(a: torch.Tensor, bit_depth: int) -> torch.Tensor:
+    """Integer alpha codes -> opacity in [0, 1] (alpha is always full range)."""
+    return a.float() / ((1 << bit_depth) - 1)
+
+
+def encode_alpha(a: torch.Tensor, bit_depth: int) -> torch.Tensor:
+    return _quantise(a * ((1 << bit_depth) - 1), bit_depth)
+
+
 def encode_luma(y: torch.Tensor, bit_depth: int, full_range: bool) -> torch.Tensor:
     offset, span, _, _ = _level_scale(bit_depth, full_range)
     return _quantise(y * span + offset, bit_depth)

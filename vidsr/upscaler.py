@@ -165,7 +165,9 @@ class Upscaler:
         running one) against the memory free or left under `max_memory`; CPU_BATCH on the CPU."""
         if self.device.type != "cuda":
             return CPU_BATCH
-        shapes = [(height, width)] + [colorops.chroma_size(width, height, layout)] * (layout.planes - 1)
+        colour = layout.without_alpha()
+        shapes = [(height, width)] + [colorops.chroma_size(width, height, layout)] * (colour.planes - 1)
+        shapes += [(height, width)] * layout.has_alpha
         dtype = torch.from_numpy(np.zeros(0, layout.dtype)).dtype  # as the runner uploads them
         planes = [torch.zeros((1, *shape), dtype=dtype, device=self.device) for shape in shapes]
         torch.cuda.synchronize(self.device)
@@ -274,8 +276,24 @@ class Upscaler:
 
         Y-channel models on YUV keep the frame in Y'CbCr: the luma plane goes through the model and the
         chroma planes are resampled (sited cubic). RGB models convert with the stream's matrix and range.
+        An alpha plane is resampled like chroma (not modelled); it is dropped, or made opaque, to match
+        `out_layout`.
         """
         out_layout, out_color = out_layout or layout, out_color or color
+        colour = self._upscale_colour_planes(planes[:3] if layout.has_alpha else planes, layout.without_alpha(),
+                                             color, out_layout.without_alpha(), out_color)
+        if not out_layout.has_alpha:
+            return colour
+        if not layout.has_alpha:  # opaque
+            return colour + [colorops.encode_alpha(torch.ones_like(colour[0], dtype=torch.float32),
+                                                   out_layout.bit_depth)]
+        height, width = colour[0].shape[-2:]
+        alpha = colorops.resample_plane(colorops.decode_alpha(planes[3], layout.bit_depth), height, width, (0, 0),
+                                        (0, 0), self.scale)
+        return colour + [colorops.encode_alpha(alpha, out_layout.bit_depth)]
+
+    def _upscale_colour_planes(self, planes: list[torch.Tensor], layout: PlaneLayout, color: ColorInfo,
+                               out_layout: PlaneLayout, out_color: ColorInfo) -> list[torch.Tensor]:
         keep_ycc = self.descriptor.color == "y" and not layout.is_rgb and not out_layout.is_rgb
         if not keep_ycc:
             rgb = self.upscale_rgb(colorops.planes_to_rgb(planes, layout, color))

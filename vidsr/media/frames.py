@@ -1,12 +1,12 @@
 """av.VideoFrame <-> numpy planes, zero-copy where FFmpeg's line padding allows.
 
-The engine works on planar frames (YUV, GRAY or GBR, 8 to 16 bit) so colour conversion runs as tensor ops
-on the device instead of through swscale's rgb24.
+The engine works on planar frames (YUV, GRAY or GBR, 8 to 16 bit, optionally with an alpha plane) so colour
+conversion runs as tensor ops on the device instead of through swscale's rgb24.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import av
 import numpy as np
@@ -21,6 +21,9 @@ _PLANAR_EQUIVALENT = {
     "rgb0": "gbrp", "bgr0": "gbrp", "0rgb": "gbrp", "pal8": "gbrp", "rgb48le": "gbrp16le", "rgba64le": "gbrp16le",
     "ya8": "gray", "ya16le": "gray16le", "monob": "gray", "monow": "gray",
 }
+# The same with the alpha kept, where a planar format can hold it (FFmpeg has no planar grey + alpha).
+_PLANAR_WITH_ALPHA = {"rgba": "gbrap", "bgra": "gbrap", "argb": "gbrap", "abgr": "gbrap", "pal8": "gbrap",
+                      "rgba64le": "gbrap16le"}
 
 
 @dataclass(frozen=True)
@@ -42,32 +45,43 @@ class PlaneLayout:
     def is_gray(self) -> bool:
         return self.planes == 1
 
+    @property
+    def has_alpha(self) -> bool:
+        """The last plane is alpha, at full resolution."""
+        return self.planes == 4
+
+    def without_alpha(self) -> PlaneLayout:
+        """The colour planes' layout (what colour conversion works on)."""
+        return replace(self, planes=3) if self.has_alpha else self
+
 
 def _is_engine_planar(fmt: av.VideoFormat) -> bool:
     comps = fmt.components
+    colour = [c for c in comps if not c.is_alpha]
     return (
         (fmt.is_planar or len(comps) == 1) and not fmt.is_big_endian and not fmt.has_palette and not fmt.is_bayer
-        and not any(c.is_alpha for c in comps) and len(comps) in (1, 3)
+        and len(colour) in (1, 3) and (len(comps) == len(colour) or (len(colour) == 3 and comps[-1].is_alpha))
         and all(c.bits in (8, 9, 10, 12, 14, 16) for c in comps) and len({c.plane for c in comps}) == len(comps)
     )
 
 
-def working_format(pix_fmt: str) -> str:
-    """The planar format frames of `pix_fmt` are processed in (itself when already suitable)."""
+def working_format(pix_fmt: str, alpha: bool = False) -> str:
+    """The planar format frames of `pix_fmt` are processed in (itself when already suitable). Alpha is
+    dropped unless `alpha` is set and a planar format can hold it."""
     try:
         fmt = av.VideoFormat(pix_fmt)
     except (ValueError, av.FFmpegError):
         raise InputError(f"unknown pixel format {pix_fmt!r}") from None
+    if fmt.is_big_endian and pix_fmt.endswith("be"):  # 16-bit PNG decodes to gray16be / rgb48be / rgba64be
+        return working_format(pix_fmt[:-2] + "le", alpha)
+    if alpha and pix_fmt in _PLANAR_WITH_ALPHA:
+        return _PLANAR_WITH_ALPHA[pix_fmt]
     if _is_engine_planar(fmt):
+        if not alpha and len(fmt.components) == 4:
+            return pix_fmt.replace("yuva", "yuv", 1).replace("gbrap", "gbrp", 1)
         return pix_fmt
     if pix_fmt in _PLANAR_EQUIVALENT:
         return _PLANAR_EQUIVALENT[pix_fmt]
-    if fmt.is_big_endian and pix_fmt.endswith("be"):  # 16-bit PNG decodes to gray16be / rgb48be
-        return working_format(pix_fmt[:-2] + "le")
-    if pix_fmt.startswith("yuva"):  # alpha is dropped: video encoders here cannot carry it
-        return pix_fmt.replace("yuva", "yuv", 1)
-    if pix_fmt.startswith("gbrap"):
-        return pix_fmt.replace("gbrap", "gbrp", 1)
     raise InputError(f"unsupported pixel format {pix_fmt!r}")
 
 
@@ -87,13 +101,13 @@ def plane_layout(pix_fmt: str) -> PlaneLayout:
     )
 
 
-def frame_to_planes(frame: av.VideoFrame) -> list[np.ndarray]:
+def frame_to_planes(frame: av.VideoFrame, alpha: bool = False) -> list[np.ndarray]:
     """Views of the frame's planes as (height, width) uint8/uint16 arrays without line padding.
 
     Frames not already in a planar engine format are converted first (rare: packed RGB, NV12...).
-    For gbrp formats the planes are returned in R, G, B order.
+    For gbrp formats the planes are returned in R, G, B order. Alpha, kept with `alpha`, is the last plane.
     """
-    target = working_format(frame.format.name)
+    target = working_format(frame.format.name, alpha)
     if target != frame.format.name:
         frame = frame.reformat(format=target)
     dtype = np.dtype(np.uint8 if frame.format.components[0].bits <= 8 else np.uint16)
@@ -103,8 +117,7 @@ def frame_to_planes(frame: av.VideoFrame) -> list[np.ndarray]:
         data = np.frombuffer(plane, dtype=dtype, count=row * plane.height).reshape(plane.height, row)
         planes.append(data[:, : plane.width])
     if frame.format.is_rgb:
-        g, b, r = planes
-        planes = [r, g, b]
+        planes = [planes[2], planes[0], planes[1], *planes[3:]]  # G, B, R (, A) -> R, G, B (, A)
     return planes
 
 
@@ -113,8 +126,7 @@ def planes_to_frame(planes: list[np.ndarray], pix_fmt: str) -> av.VideoFrame:
     height, width = planes[0].shape
     frame = av.VideoFrame(width, height, pix_fmt)
     if frame.format.is_rgb:
-        r, g, b = planes
-        planes = [g, b, r]
+        planes = [planes[1], planes[2], planes[0], *planes[3:]]  # R, G, B (, A) -> G, B, R (, A)
     for plane, data in zip(frame.planes, planes, strict=True):
         row = plane.line_size // data.itemsize
         dest = np.frombuffer(plane, dtype=data.dtype, count=row * plane.height).reshape(plane.height, row)
@@ -127,4 +139,5 @@ def crop_planes(planes: list[np.ndarray], layout: PlaneLayout, width: int, heigh
     if planes[0].shape == (height, width):
         return planes
     chroma = (-(-height >> layout.log2_chroma_h), -(-width >> layout.log2_chroma_w))
-    return [planes[0][:height, :width]] + [p[: chroma[0], : chroma[1]] for p in planes[1:]]
+    colour = [planes[0][:height, :width]] + [p[: chroma[0], : chroma[1]] for p in planes[1:3]]
+    return colour + [p[:height, :width] for p in planes[3:]]

@@ -268,14 +268,15 @@ def _run(info: MediaInfo, source: Source, tmp: Path, container_format: str | Non
     try:
         sink = Sink(tmp, container_format, source.container, video, video.width * scale, video.height * scale,
                     settings)
-        layout, out_layout = plane_layout(working_format(video.pix_fmt)), plane_layout(working_format(sink.pix_fmt))
+        out_layout = plane_layout(working_format(sink.pix_fmt, alpha=True))
+        layout = plane_layout(working_format(video.pix_fmt, alpha=out_layout.has_alpha))  # alpha only if kept
         if batch_size == "auto":
             batch_size = upscaler.auto_batch_size(layout, video.color, video.width, video.height, out_layout,
                                                   sink.color)
             log.warning("batch size %d (auto)", batch_size)
         frames, encoded = _Channel(2 * batch_size, stopping), _Channel(4 * batch_size + 64, stopping)
         runner = BatchRunner(upscaler, layout, video.color, out_layout, sink.color, batch_size)
-        stages = _start_stages(source, sink, frames, encoded, failed)
+        stages = _start_stages(source, sink, frames, encoded, failed, layout.has_alpha)
         report, close_report = _progress_reporter(progress, info)
         start, done = time.monotonic(), 0
         for items, planes in runner.run(_batches(frames, batch_size)):
@@ -306,12 +307,12 @@ def _run(info: MediaInfo, source: Source, tmp: Path, container_format: str | Non
 
 
 def _start_stages(source: Source, sink: Sink, frames: _Channel, encoded: _Channel,
-                  failed: threading.Event) -> list[_Stage]:
+                  failed: threading.Event, alpha: bool) -> list[_Stage]:
     """Start the decode and encode threads; returns them in that order."""
     passthrough = sink.passthrough_indices
 
     def decode() -> None:
-        source.run(frames.put, encoded.put, passthrough)
+        source.run(frames.put, encoded.put, passthrough, alpha)
         frames.put(_END)
 
     def encode() -> None:

@@ -89,7 +89,7 @@ def available_encoders() -> list[str]:
 def choose_pix_fmt(codec: av.Codec, source_format: str, requested: str | None) -> str:
     """The encoder pix_fmt: the requested one, else the source's planar format when the encoder takes it
     (10-bit in -> 10-bit out), else the encoder's format that keeps the most of the source: its colour
-    first, then its depth, then its chroma sampling and colour model."""
+    first, then its depth, its alpha (or lack of it), its chroma sampling and its colour model."""
     supported = [f.name for f in codec.video_formats or ()]
     if requested:
         if supported and requested not in supported:
@@ -101,13 +101,13 @@ def choose_pix_fmt(codec: av.Codec, source_format: str, requested: str | None) -
         return source_format
     source = av.VideoFormat(source_format)
 
-    def distance(name: str) -> tuple[bool, bool, int, bool, bool]:
+    def distance(name: str) -> tuple[bool, bool, bool, int, bool, bool]:
         fmt = av.VideoFormat(name)
         depth = fmt.components[0].bits - source.components[0].bits
         sampling = (fmt.chroma_width(64), fmt.chroma_height(64)) != (source.chroma_width(64), source.chroma_height(64))
         loses_colour = _colour_components(fmt) < _colour_components(source)
-        return (loses_colour, depth < 0, abs(depth) + 8 * sampling, fmt.is_rgb != source.is_rgb,
-                not _is_engine_planar(fmt))
+        return (loses_colour, depth < 0, _has_alpha(fmt) != _has_alpha(source), abs(depth) + 8 * sampling,
+                fmt.is_rgb != source.is_rgb, not _is_engine_planar(fmt))
 
     usable = [name for name in supported if _engine_can_make(name)]
     if not usable:
@@ -123,14 +123,19 @@ def _colour_components(fmt: av.VideoFormat) -> int:
     return sum(not c.is_alpha for c in fmt.components)
 
 
+def _has_alpha(fmt: av.VideoFormat) -> bool:
+    return any(c.is_alpha for c in fmt.components)
+
+
 def _engine_can_make(pix_fmt: str) -> bool:
-    """Formats the engine's planes convert to losslessly: no alpha to invent, no palette to quantise to."""
+    """Formats the engine's planes convert to losslessly: no palette to quantise to, and alpha only where a
+    planar format holds it."""
     try:
-        working_format(pix_fmt)
+        planar = working_format(pix_fmt, alpha=True)
     except Exception:
         return False
     fmt = av.VideoFormat(pix_fmt)
-    return not fmt.has_palette and not any(c.is_alpha for c in fmt.components)
+    return not fmt.has_palette and _has_alpha(fmt) == _has_alpha(av.VideoFormat(planar))
 
 
 class Sink:
@@ -158,7 +163,7 @@ class Sink:
 
     def _set_up(self, source: av.container.InputContainer, video: VideoInfo, width: int, height: int) -> None:
         codec, self.stream = self._add_video_stream(video)
-        self.pix_fmt = choose_pix_fmt(codec, working_format(video.pix_fmt), self.settings.pix_fmt)
+        self.pix_fmt = choose_pix_fmt(codec, working_format(video.pix_fmt, alpha=True), self.settings.pix_fmt)
         self.width, self.height = _whole_chroma_size(width, height, self.pix_fmt)
         self.color = _output_color(video, av.VideoFormat(self.pix_fmt).is_rgb)
         self._configure_video(codec, video)

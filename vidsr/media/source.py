@@ -55,8 +55,9 @@ class Source:
         self.container.close()
 
     def run(self, on_frame: Callable[[DecodedFrame], None], on_packet: Callable[[av.Packet], None],
-            passthrough: Container[int]) -> None:
-        """Feed every decoded video frame to `on_frame` and every passthrough packet to `on_packet`."""
+            passthrough: Container[int], alpha: bool = False) -> None:
+        """Feed every decoded video frame to `on_frame` (with its alpha plane when `alpha`) and every
+        passthrough packet to `on_packet`."""
         streams = [self.video] + [s for s in self.container.streams if s.index in passthrough]
         index = 0
         size: tuple[int, int] | None = None
@@ -73,7 +74,7 @@ class Source:
                         raise DecodeError(f"{self.path}: picture size changes at frame {index} "
                                           f"({size[0]}x{size[1]} -> {frame.width}x{frame.height}); not supported")
                     on_frame(DecodedFrame(index, self._pts(frame), Fraction(frame.time_base or self._time_base),
-                                          frame_to_planes(frame), frame))
+                                          frame_to_planes(frame, alpha), frame))
                     index += 1
         except av.FFmpegError as exc:  # demuxer-level corruption
             raise DecodeError(f"{self.path}: cannot read past frame {index} ({ffmpeg_reason(exc)})") from None
