@@ -74,6 +74,7 @@ def test_bad_options_give_one_line(capsys, make_clip, random_espcn, tmp_path):
         (["--pix-fmt", "yuv420p", "-c", "prores_ks", "-o", tmp_path / "o.mov"], "does not support pix_fmt"),
         (["-c", "prores_ks"], "the mp4 container cannot hold prores_ks video"),
         (["-o", tmp_path / "noext"], "no suffix to choose the output format by"),
+        (["--preset", "nonsense"], "libx264 does not start with these settings (invalid argument)"),
         (["-o", tmp_path / "o.xyz"], "no output format is known for '.xyz' files"),
         (["--pix-fmt", "bogus"], "does not support pix_fmt"),
         (["--model", "no-such-model"], "no model named"),

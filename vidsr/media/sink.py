@@ -208,6 +208,11 @@ class Sink:
             ctx.thread_count = self.settings.threads
         if video.rotation:
             stream.set_display_rotation(video.rotation)
+        try:  # now, so that bad settings fail before any decoding, and as what they are
+            ctx.open()
+        except av.FFmpegError as exc:
+            raise EncodeError(f"{codec.name} does not start with these settings ({ffmpeg_reason(exc)}); check "
+                              "--preset, --crf, --pix-fmt and --encoder-option") from None
 
     def _add_passthrough_streams(self, source: av.container.InputContainer) -> dict[int, av.stream.Stream]:
         mapping: dict[int, av.stream.Stream] = {}
