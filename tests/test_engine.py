@@ -20,6 +20,7 @@ from vidsr.color import planes_to_rgb
 from vidsr.errors import Cancelled, DecodeError, EncodeError, InputError, OutputError
 from vidsr.media.frames import frame_to_planes, plane_layout
 from vidsr.media.info import ColorInfo, ContentLight, probe
+from vidsr.media.pipeline import cpu_encoder_threads
 from vidsr.metrics import psnr, rgb_to_y
 from vidsr.resize import imresize_np
 from vidsr.sample import ClipSpec, pattern_frame, write_clip
@@ -279,6 +280,10 @@ def test_alpha_video_keeps_its_alpha_where_the_encoder_can(make_clip, random_esp
         alphas = [np.median(f.to_ndarray(format="rgba")[..., 3]) for f in c.decode(video=0)]
     assert alphas == pytest.approx([40, 100, 160], abs=1)
     assert probe(vidsr.upscale_video(src, tmp_path / "dropped.mkv", model=random_espcn)).video.pix_fmt == "yuv420p"
+
+
+def test_cpu_encoder_threads_leave_the_cores_to_the_model():
+    assert [cpu_encoder_threads(cores) for cores in (1, 2, 4, 8, 16, 64)] == [1, 1, 1, 2, 4, 16]
 
 
 def test_partial_files_of_killed_runs_are_removed(make_clip, random_espcn, tmp_path):

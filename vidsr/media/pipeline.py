@@ -196,6 +196,14 @@ def _progress_reporter(progress: ProgressCallback | bool | None, info: MediaInfo
     return report, close
 
 
+def cpu_encoder_threads(cores: int) -> int:
+    """Encoder threads beside a model running on the CPU, which already keeps every core busy: a full encoder
+    thread pool on top only preempts the model's threads (measured on 2 cores: 7.4 -> 8.9 fps for ESPCN x2
+    with one x264 thread). A quarter of the cores keeps a many-core machine's encoder from becoming the
+    bottleneck at 4K (not measured: this project has only 2 cores)."""
+    return max(1, cores // 4)
+
+
 def upscale_video(
     input: str | Path,
     output: str | Path | None = None,
@@ -241,9 +249,7 @@ def upscale_video(
     if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
         raise InputError(f"batch size must be a whole number of at least 1 or 'auto' (got {batch_size!r})")
     image_encoder = IMAGE_ENCODERS.get(output_path.suffix.lower())
-    # When the model runs on the CPU it already keeps every core busy: an encoder thread pool on top only
-    # preempts the model's threads (measured: 7.4 -> 8.9 fps for ESPCN x2 on 2 cores with one x264 thread).
-    threads = 1 if upscaler.device.type == "cpu" else None
+    threads = cpu_encoder_threads(os.cpu_count() or 1) if upscaler.device.type == "cpu" else None
     settings = EncodeSettings(encoder or image_encoder, crf, preset, pix_fmt, dict(encoder_options or {}),
                               threads)
     with temporary_output(output_path) as tmp:
