@@ -58,6 +58,31 @@ def test_odd_size_vfr_mkv_keeps_every_timestamp_audio_and_subtitles(make_clip, r
     assert packets(out, "subtitle") == packets(src, "subtitle")
 
 
+def test_track_languages_titles_and_flags_are_kept(make_clip, random_espcn, tmp_path):
+    src = tmp_path / "tracks.mkv"
+    flags = {"eng": av.stream.Disposition.default, "jpn": av.stream.Disposition.forced}
+    with av.open(str(make_clip("in.mkv", width=64, height=48, frames=3, audio=True))) as clip, \
+            av.open(str(src), "w") as c:
+        video = c.add_stream_from_template(clip.streams.video[0])
+        video.metadata["language"] = "fin"
+        tracks = []
+        for language, flag in flags.items():
+            track = c.add_stream_from_template(clip.streams.audio[0])
+            track.metadata.update({"language": language, "title": f"{language} commentary"})
+            track.disposition = flag
+            tracks.append(track)
+        for packet in clip.demux():
+            if packet.size:
+                for out in [video] if packet.stream.type == "video" else tracks:
+                    packet.stream = out
+                    c.mux(packet)
+    out = vidsr.upscale_video(src, tmp_path / "out.mkv", model=random_espcn)
+    with av.open(str(out)) as c:
+        kept = [(s.type, s.metadata.get("language"), s.metadata.get("title"), s.disposition) for s in c.streams]
+    assert kept == [("video", "fin", None, av.stream.Disposition(0)),
+                    *(("audio", language, f"{language} commentary", flag) for language, flag in flags.items())]
+
+
 def test_subtitle_fonts_attached_to_mkv_are_kept(make_clip, random_espcn, tmp_path, caplog):
     src = tmp_path / "fonts.mkv"
     font = bytes(range(256)) * 8

@@ -167,6 +167,7 @@ class Sink:
         self.width, self.height = _whole_chroma_size(width, height, self.pix_fmt)
         self.color = _output_color(video, av.VideoFormat(self.pix_fmt).is_rgb)
         self._configure_video(codec, video)
+        _copy_identity(source.streams.video[0], self.stream, _VIDEO_TAGS)
         self._resamplers: dict[int, av.AudioResampler] = {}  # input audio stream index -> for re-encoding
         self.stream_map = self._add_passthrough_streams(source)
         self.output.metadata.update(source.metadata)
@@ -225,6 +226,7 @@ class Sink:
                 continue
             try:
                 mapping[stream.index] = self.output.add_stream_from_template(stream)
+                _copy_identity(stream, mapping[stream.index])
             except (av.FFmpegError, ValueError):
                 if stream.type == "audio":
                     mapping[stream.index] = self._add_audio_reencode(stream)
@@ -247,7 +249,7 @@ class Sink:
                     stream.index, stream.codec_context.name, self.output.format.name, codec)
         out = self.output.add_stream(codec, rate=stream.codec_context.sample_rate)
         out.layout = stream.codec_context.layout
-        out.metadata.update(stream.metadata)
+        _copy_identity(stream, out)
         ctx = out.codec_context
         self._resamplers[stream.index] = av.AudioResampler(format=ctx.format, layout=ctx.layout, rate=ctx.sample_rate)
         return out
@@ -341,6 +343,16 @@ def _hdr10_options(encoder: str, video: VideoInfo, options: dict[str, str]) -> d
     if light:
         params.append(f"{syntax.light}={light.max_cll},{light.max_fall}")
     return {syntax.option: ":".join(filter(None, [options.get(syntax.option), *params]))}
+
+
+# Tags of the input's video stream that still describe the re-encoded one (not its encoder or statistics).
+_VIDEO_TAGS = ("language", "title", "handler_name")
+
+
+def _copy_identity(source: av.stream.Stream, out: av.stream.Stream, tags: tuple[str, ...] | None = None) -> None:
+    """A stream's language, title and other tags (only `tags`, if given) and its default / forced flags."""
+    out.metadata.update({k: v for k, v in source.metadata.items() if tags is None or k in tags})
+    out.disposition = source.disposition
 
 
 def _codec_name(stream: av.stream.Stream) -> str:
