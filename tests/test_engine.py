@@ -119,6 +119,17 @@ def test_elementary_stream_without_timestamps_gets_them_from_its_rate(random_esp
     assert probe(out).video.frame_rate == 25
 
 
+def test_a_file_cut_short_is_upscaled_with_a_warning(make_clip, random_espcn, tmp_path, caplog):
+    whole = make_clip("whole.mkv", width=64, height=48, frames=96)  # 4 s declared in the header
+    vidsr.upscale_video(whole, tmp_path / "whole_x2.mkv", model=random_espcn)
+    assert "truncated" not in caplog.text
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 3])  # an interrupted download
+    out = vidsr.upscale_video(cut, tmp_path / "cut_x2.mkv", model=random_espcn)
+    assert 0 < len(decoded_times(out)) < 96
+    assert "cut.mkv: the video stops" in caplog.text and "it may be truncated" in caplog.text
+
+
 def test_mpeg_ts_keeps_its_audio_without_re_encoding(make_clip, random_espcn, tmp_path):
     # FFmpeg cannot list what the MPEG-TS muxer accepts (AAC is not in PyAV's supported_codecs there).
     src = make_clip("in.ts", width=64, height=48, frames=6, audio=True)

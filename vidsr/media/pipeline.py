@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from vidsr.errors import Cancelled, InputError, OutputError
 from vidsr.media.frames import crop_planes, plane_layout, planes_to_frame, working_format
@@ -183,6 +184,8 @@ def _progress_reporter(progress: ProgressCallback | bool | None, info: MediaInfo
         return lambda p: None, lambda: None
     bar = tqdm(total=info.video.estimated_frames, unit="frame", desc=info.path.name, dynamic_ncols=True,
                leave=True)
+    notices = logging_redirect_tqdm()  # notices print above the bar instead of into its line
+    notices.__enter__()
 
     def report(p: Progress) -> None:
         if bar.total is not None and p.frames > bar.total:
@@ -192,6 +195,7 @@ def _progress_reporter(progress: ProgressCallback | bool | None, info: MediaInfo
     def close() -> None:
         bar.total = bar.n  # an estimated total was only an estimate: end the bar at what was done
         bar.close()
+        notices.__exit__(None, None, None)
 
     return report, close
 
@@ -285,12 +289,18 @@ def _run(info: MediaInfo, source: Source, tmp: Path, container_format: str | Non
         stages = _start_stages(source, sink, frames, encoded, failed, layout.has_alpha)
         report, close_report = _progress_reporter(progress, info)
         start, done = time.monotonic(), 0
+        first_time: float | None = None
+        last_time = 0.0
         for items, planes in runner.run(_batches(frames, batch_size)):
             for item, frame_planes in zip(items, planes, strict=True):
                 frame_planes = crop_planes(frame_planes, out_layout, sink.width, sink.height)
                 encoded.put((planes_to_frame(frame_planes, out_layout.pix_fmt), item.pts, item.time_base))
             done += len(items)
+            if first_time is None:
+                first_time = float(items[0].pts * items[0].time_base)
+            last_time = float(items[-1].pts * items[-1].time_base)
             report(Progress(done, video.estimated_frames, time.monotonic() - start))
+        _warn_if_short(info, last_time - (first_time or 0.0))
         encoded.put(_END)
         stages[1].join()
         finished = stages[1].error is None
@@ -310,6 +320,18 @@ def _run(info: MediaInfo, source: Source, tmp: Path, container_format: str | Non
         raise errors[0]
     if not finished:
         raise Cancelled("cancelled; no output written")
+
+
+def _warn_if_short(info: MediaInfo, span: float) -> None:
+    """A download cut short still demuxes cleanly up to the cut: compare the time the frames span with the
+    length the file declares (a second of slack: audio may run on past the last frame)."""
+    video = info.video
+    if video.duration is None or info.is_image:
+        return
+    frame = 1 / float(video.frame_rate) if video.frame_rate else 0.1
+    if span + max(1.0, 2 * frame) < video.duration:
+        log.warning("%s: the video stops %.2f s in, but the file declares %.2f s; it may be truncated",
+                    info.path.name, span, video.duration)
 
 
 def _start_stages(source: Source, sink: Sink, frames: _Channel, encoded: _Channel,
