@@ -184,8 +184,8 @@ def _progress_reporter(progress: ProgressCallback | bool | None, info: MediaInfo
         return lambda p: None, lambda: None
     bar = tqdm(total=info.video.estimated_frames, unit="frame", desc=info.path.name, dynamic_ncols=True,
                leave=True)
-    notices = logging_redirect_tqdm()  # notices print above the bar instead of into its line
-    notices.__enter__()
+    notices = contextlib.ExitStack()
+    notices.enter_context(logging_redirect_tqdm())  # notices print above the bar instead of into its line
 
     def report(p: Progress) -> None:
         if bar.total is not None and p.frames > bar.total:
@@ -195,7 +195,7 @@ def _progress_reporter(progress: ProgressCallback | bool | None, info: MediaInfo
     def close() -> None:
         bar.total = bar.n  # an estimated total was only an estimate: end the bar at what was done
         bar.close()
-        notices.__exit__(None, None, None)
+        notices.close()
 
     return report, close
 
