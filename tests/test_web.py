@@ -270,15 +270,20 @@ def test_cancel_stops_the_job_and_leaves_no_output(store, tmp_path) -> None:
         handlers.process(workspace, JobOptions())
 
 
-def test_image_upload_gives_a_png(store, tmp_path) -> None:
+@pytest.mark.parametrize("name", ["photo.png", "photo.jpg"])
+def test_image_upload_gives_a_colour_png(store, tmp_path, name) -> None:
     workspace = store.get("s")
-    picture = tmp_path / "photo.png"
+    picture = tmp_path / name
     Image.fromarray((pattern_frame(40, 30, 0) * 255).astype(np.uint8)).save(picture)
     upload = handlers.accept_upload(workspace, picture, Limits())
-    assert upload.is_image and upload.summary() == "**photo.png** · image · 40x30"
-    assert handlers.make_preview(upload, 0, JobOptions()).upscaled.shape == (60, 80, 3)
+    assert upload.is_image and upload.summary() == f"**{name}** · image · 40x30"
+    preview = handlers.make_preview(upload, 0, JobOptions())
+    assert preview.upscaled.shape == (60, 80, 3)
     output = handlers.process(workspace, JobOptions())
-    assert output.suffix == ".png" and Image.open(output).size == (80, 60)
+    result = Image.open(output)
+    assert output.suffix == ".png" and result.size == (80, 60) and result.mode == "RGB"
+    # the same picture as the preview's model run, colour included (a grey PNG used to come out)
+    assert np.abs(np.asarray(result).astype(int) - preview.upscaled.astype(int)).mean() < 8
 
 
 def test_progress_is_relayed_from_the_calling_thread() -> None:
