@@ -77,9 +77,10 @@ def _row(model: str, result: EvalResult) -> dict[str, Any]:
 
 
 def print_table(rows: list[dict[str, Any]], per_image: bool) -> None:
-    print(f"{'model':<24} {'dataset':<10} {'scale':>5} {'PSNR':>8} {'SSIM':>7}")
+    width = max([24, *(len(row["model"]) for row in rows)])  # a weight file's path can be long
+    print(f"{'model':<{width}} {'dataset':<10} {'scale':>5} {'PSNR':>8} {'SSIM':>7}")
     for row in rows:
-        print(f"{row['model']:<24} {row['dataset']:<10} {'x' + str(row['scale']):>5} {row['psnr']:>8.3f} "
+        print(f"{row['model']:<{width}} {row['dataset']:<10} {'x' + str(row['scale']):>5} {row['psnr']:>8.3f} "
               f"{row['ssim']:>7.4f}")
         for image in row["images"] if per_image else []:
             print(f"  {image['image']:<32} {image['psnr']:>8.3f} {image['ssim']:>7.4f}")
