@@ -280,8 +280,9 @@ class Upscaler:
         `out_layout`.
         """
         out_layout, out_color = out_layout or layout, out_color or color
-        colour = self._upscale_colour_planes(planes[:3] if layout.has_alpha else planes, layout.without_alpha(),
-                                             color, out_layout.without_alpha(), out_color)
+        colour_layout = layout.without_alpha()
+        colour = self._upscale_colour_planes(planes[:colour_layout.planes], colour_layout, color,
+                                             out_layout.without_alpha(), out_color)
         if not out_layout.has_alpha:
             return colour
         if not layout.has_alpha:  # opaque
