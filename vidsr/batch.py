@@ -8,7 +8,7 @@ from typing import Any
 
 from vidsr.errors import Cancelled, InputError, OutputError, VidsrError
 from vidsr.media.info import probe
-from vidsr.media.pipeline import IMAGE_ENCODERS, output_suffix, upscale_video
+from vidsr.media.pipeline import IMAGE_ENCODERS, output_name, upscale_video
 from vidsr.upscaler import Upscaler
 
 log = logging.getLogger("vidsr")
@@ -52,7 +52,7 @@ def upscale_path(input: str | Path, output: str | Path | None = None, *, model: 
     out_dir.mkdir(parents=True, exist_ok=True)
     written, failed = [], []
     for file in files:
-        target = out_dir / f"{file.stem}{output_suffix(file)}"
+        target = out_dir / output_name(file)
         if target.exists() and not options.get("overwrite"):
             log.warning("%s: exists, skipped (--overwrite redoes it)", target)
             continue

@@ -259,9 +259,7 @@ class Upscaler:
         x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / peak
         rgb = self.upscale_rgb(x[:, :3])
         if image.shape[2] == 4:
-            height, width = rgb.shape[-2:]
-            alpha = colorops.resample_plane(x[:, 3].to(rgb.device), height, width, (0, 0), (0, 0), self.scale)
-            rgb = torch.cat([rgb, alpha.clamp_(0, 1).unsqueeze(1)], dim=1)
+            rgb = torch.cat([rgb, self._upscale_alpha(x[:, 3].to(rgb.device)).clamp_(0, 1).unsqueeze(1)], dim=1)
         out = rgb[0].permute(1, 2, 0).cpu().numpy()
         if image.dtype.kind in "ui":
             return np.rint(out * peak).astype(image.dtype)
@@ -288,10 +286,13 @@ class Upscaler:
         if not layout.has_alpha:  # opaque
             return colour + [colorops.encode_alpha(torch.ones_like(colour[0], dtype=torch.float32),
                                                    out_layout.bit_depth)]
-        height, width = colour[0].shape[-2:]
-        alpha = colorops.resample_plane(colorops.decode_alpha(planes[3], layout.bit_depth), height, width, (0, 0),
-                                        (0, 0), self.scale)
+        alpha = self._upscale_alpha(colorops.decode_alpha(planes[3], layout.bit_depth))
         return colour + [colorops.encode_alpha(alpha, out_layout.bit_depth)]
+
+    def _upscale_alpha(self, alpha: torch.Tensor) -> torch.Tensor:
+        """(N,h,w) float opacity -> (N,sh,sw): resampled like chroma, not run through the model."""
+        height, width = alpha.shape[-2] * self.scale, alpha.shape[-1] * self.scale
+        return colorops.resample_plane(alpha, height, width, (0, 0), (0, 0), self.scale)
 
     def _upscale_colour_planes(self, planes: list[torch.Tensor], layout: PlaneLayout, color: ColorInfo,
                                out_layout: PlaneLayout, out_color: ColorInfo) -> list[torch.Tensor]:

@@ -114,12 +114,13 @@ class _Stage(threading.Thread):
 _OUTPUT_SUFFIX = {".gif": ".mp4"}
 
 
-def output_suffix(input_path: Path) -> str:
-    return _OUTPUT_SUFFIX.get(input_path.suffix.lower(), input_path.suffix)
+def output_name(input_path: Path, tag: str = "") -> str:
+    """The output file's name for `input_path`: its stem, `tag`, and its suffix (GIF: MP4)."""
+    return f"{input_path.stem}{tag}{_OUTPUT_SUFFIX.get(input_path.suffix.lower(), input_path.suffix)}"
 
 
 def default_output(input_path: Path, scale: int) -> Path:
-    return input_path.with_name(f"{input_path.stem}_x{scale}{output_suffix(input_path)}")
+    return input_path.with_name(output_name(input_path, f"_x{scale}"))
 
 
 def check_output(input_path: Path, output: Path, overwrite: bool) -> None:
@@ -140,7 +141,7 @@ def temporary_output(output: Path) -> Iterator[Path]:
     Partial files that a killed run (SIGKILL, out of memory, power loss) could not remove are removed here.
     """
     _remove_stale_partials(output)
-    tmp = output.with_name(f".{output.stem}.partial-{os.getpid()}{output.suffix}")
+    tmp = output.with_name(f"{_partial_prefix(output)}{os.getpid()}{output.suffix}")
     try:
         yield tmp
         os.replace(tmp, output)
@@ -148,9 +149,15 @@ def temporary_output(output: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def _partial_prefix(output: Path) -> str:
+    """Temporary files for `output` are named <prefix><pid><suffix>."""
+    return f".{output.stem}.partial-"
+
+
 def _remove_stale_partials(output: Path) -> None:
-    for partial in output.parent.glob(f".{glob.escape(output.stem)}.partial-*{glob.escape(output.suffix)}"):
-        pid = partial.name[len(output.stem) + len(".partial-") + 1:len(partial.name) - len(output.suffix)]
+    prefix = _partial_prefix(output)
+    for partial in output.parent.glob(f"{glob.escape(prefix)}*{glob.escape(output.suffix)}"):
+        pid = partial.name[len(prefix):len(partial.name) - len(output.suffix)]
         if pid.isdigit() and not _process_exists(int(pid)):
             partial.unlink(missing_ok=True)
 
@@ -248,7 +255,7 @@ def upscale_video(
                                     max_memory=max_memory, compile=compile)
     output_path = Path(output) if output is not None else default_output(input_path, upscaler.scale)
     if output_path.is_dir():  # like cp: into the folder, under the input's name
-        output_path /= f"{input_path.stem}{output_suffix(input_path)}"
+        output_path /= output_name(input_path)
     check_output(input_path, output_path, overwrite)
     if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
         raise InputError(f"batch size must be a whole number of at least 1 or 'auto' (got {batch_size!r})")
