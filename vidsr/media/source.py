@@ -6,8 +6,9 @@ sink can remux them. Decode errors stop the job with the frame index, or are ski
 
 from __future__ import annotations
 
+import io
 import logging
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -32,13 +33,39 @@ class DecodedFrame:
     frame: av.VideoFrame  # owns the buffers `planes` view
 
 
-class Source:
-    """Decodes the first video stream of `path`, demuxing the streams in `passthrough` alongside it."""
+@dataclass(frozen=True)
+class PtsRange:
+    """The frames of one chunk: pts in [start, end), None meaning open. Decoding begins at the keyframe at or
+    before `seek` (the keyframe before the chunk's own, so that an open GOP's first frames have their
+    references); None decodes from the beginning."""
 
-    def __init__(self, path: str | Path, skip_errors: bool = False, hwdec: str | None = None) -> None:
+    start: int | None
+    end: int | None
+    seek: int | None = None
+
+    def before_start(self, pts: int | None) -> bool:
+        return self.start is not None and pts is not None and pts < self.start
+
+    def past_end(self, pts: int) -> bool:
+        return self.end is not None and pts >= self.end
+
+
+class Source:
+    """Decodes the first video stream of `path`, demuxing the streams in `passthrough` alongside it.
+
+    With `pts_range` only that range's frames come out (no other streams); `data` is then the range's packets
+    in a NUT container (see `vidsr.media.chunks.chunk_packets`) instead of the file at `path`.
+    """
+
+    def __init__(self, path: str | Path, skip_errors: bool = False, hwdec: str | None = None,
+                 pts_range: PtsRange | None = None, data: bytes | None = None) -> None:
         self.path = Path(path)
         self.skip_errors = skip_errors
-        self.container = _open_with_hwdec(self.path, hwdec) if hwdec else open_container(self.path)
+        self.pts_range = pts_range
+        if data is not None:
+            self.container = av.open(io.BytesIO(data))
+        else:
+            self.container = _open_with_hwdec(self.path, hwdec) if hwdec else open_container(self.path)
         self.video = self.container.streams.video[0]
         # Make the decoder report damage instead of silently concealing it: the job stops (or skips the
         # frame) rather than upscaling garbage.
@@ -62,26 +89,42 @@ class Source:
         index = 0
         size: tuple[int, int] | None = None
         try:
-            for packet in self.container.demux(streams):
-                if packet.stream.index != self.video.index:
-                    if packet.size:
-                        on_packet(packet)
-                    continue
-                for frame in self._decode(packet, index):
-                    if size is None:
-                        size = (frame.width, frame.height)
-                    elif (frame.width, frame.height) != size:
-                        raise DecodeError(f"{self.path}: picture size changes at frame {index} "
-                                          f"({size[0]}x{size[1]} -> {frame.width}x{frame.height}); not supported")
-                    on_frame(DecodedFrame(index, self._pts(frame), Fraction(frame.time_base or self._time_base),
-                                          frame_to_planes(frame, alpha), frame))
-                    index += 1
+            for frame, pts in self._frames(streams, on_packet):
+                if size is None:
+                    size = (frame.width, frame.height)
+                elif (frame.width, frame.height) != size:
+                    raise DecodeError(f"{self.path}: picture size changes at frame {index} "
+                                      f"({size[0]}x{size[1]} -> {frame.width}x{frame.height}); not supported")
+                on_frame(DecodedFrame(index, pts, Fraction(frame.time_base or self._time_base),
+                                      frame_to_planes(frame, alpha), frame))
+                index += 1
         except av.FFmpegError as exc:  # demuxer-level corruption
             raise DecodeError(f"{self.path}: cannot read past frame {index} ({ffmpeg_reason(exc)})") from None
         if index == 0:
             raise DecodeError(f"{self.path}: no video frame could be decoded")
         if self.skipped:
             log.warning("%s: skipped %d undecodable packet(s)", self.path, self.skipped)
+
+    def _frames(self, streams: list[av.stream.Stream],
+                on_packet: Callable[[av.Packet], None]) -> Iterator[tuple[av.VideoFrame, int]]:
+        """Decoded video frames with their pts (those in `pts_range` only), passing other packets on."""
+        span = self.pts_range
+        if span is not None and span.seek is not None:
+            self.container.seek(span.seek, stream=self.video)
+        decoded = 0
+        for packet in self.container.demux(streams):
+            if packet.stream.index != self.video.index:
+                if packet.size:
+                    on_packet(packet)
+                continue
+            # Frames before the range only give the range's frames their references: damage there is dropped.
+            for frame in self._decode(packet, decoded, tolerate=span is not None and span.before_start(packet.pts)):
+                decoded += 1
+                pts = self._pts(frame)
+                if span is not None and span.past_end(pts):
+                    return  # frames come out in presentation order: the rest are later still
+                if span is None or not span.before_start(pts):
+                    yield frame, pts
 
     def _pts(self, frame: av.VideoFrame) -> int:
         pts = frame.pts
@@ -90,7 +133,7 @@ class Source:
         self._last_pts = pts
         return pts
 
-    def _decode(self, packet: av.Packet, index: int) -> list[av.VideoFrame]:
+    def _decode(self, packet: av.Packet, index: int, tolerate: bool = False) -> list[av.VideoFrame]:
         try:
             frames = packet.decode()
             reason = "corrupt picture" if any(f.is_corrupt for f in frames) else None
@@ -98,6 +141,8 @@ class Source:
             frames, reason = [], ffmpeg_reason(exc)
         if reason is None:
             return frames
+        if tolerate:
+            return [f for f in frames if not f.is_corrupt]
         if not self.skip_errors:
             raise DecodeError(f"{self.path}: decode error at frame {index} ({reason}); "
                               "use --skip-errors to drop broken frames")
