@@ -257,23 +257,14 @@ def upscale_video(
     beside the output so that a rerun resumes (`resume=False` starts afresh); None: 60 s for inputs longer
     than 5 minutes, else off; 0: off. See `ChunkedJob`.
     """
-    input_path = Path(input)
-    info = probe(input_path)
-    if info.video.interlaced:
-        log.warning("%s: interlaced; the engine upscales whole frames, which magnifies combing: deinterlace "
-                    "first (FFmpeg's bwdif filter, or QTGMC in a VapourSynth script)", input_path.name)
+    info = probe_input(Path(input))
     upscaler = upscaler or Upscaler(model, device=device, precision=precision, tile=tile, tile_pad=tile_pad,
                                     max_memory=max_memory, compile=compile)
-    output_path = Path(output) if output is not None else default_output(input_path, upscaler.scale)
-    if output_path.is_dir():  # like cp: into the folder, under the input's name
-        output_path /= output_name(input_path)
-    check_output(input_path, output_path, overwrite)
+    output_path, settings, image_encoder = plan_output(info, output, upscaler, encoder=encoder, crf=crf,
+                                                       preset=preset, pix_fmt=pix_fmt,
+                                                       encoder_options=encoder_options, overwrite=overwrite)
     if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
         raise InputError(f"batch size must be a whole number of at least 1 or 'auto' (got {batch_size!r})")
-    image_encoder = IMAGE_ENCODERS.get(output_path.suffix.lower())
-    threads = cpu_encoder_threads(os.cpu_count() or 1) if upscaler.device.type == "cpu" else None
-    settings = EncodeSettings(encoder or image_encoder, crf, preset, pix_fmt, dict(encoder_options or {}),
-                              threads)
     seconds = 0.0 if image_encoder or info.is_image else resolve_chunk_seconds(chunk_seconds, info.video.duration)
     job = ChunkedJob.plan(info, output_path, upscaler, settings, seconds, resume, skip_errors) if seconds else None
     if job is not None:
@@ -283,6 +274,30 @@ def upscale_video(
         source = Source(info.path, skip_errors=skip_errors, hwdec=hwdec)
         _run(info, source, tmp, "image2" if image_encoder else None, upscaler, settings, batch_size, progress, cancel)
     return output_path
+
+
+def probe_input(path: Path) -> MediaInfo:
+    info = probe(path)
+    if info.video.interlaced:
+        log.warning("%s: interlaced; the engine upscales whole frames, which magnifies combing: deinterlace "
+                    "first (FFmpeg's bwdif filter, or QTGMC in a VapourSynth script)", path.name)
+    return info
+
+
+def plan_output(info: MediaInfo, output: str | Path | None, upscaler: Upscaler, *, encoder: str | None = None,
+                crf: int | None = None, preset: str | None = None, pix_fmt: str | None = None,
+                encoder_options: dict[str, str] | None = None,
+                overwrite: bool = False) -> tuple[Path, EncodeSettings, str | None]:
+    """The checked output path, the encoder settings, and the image encoder when the output is a picture."""
+    output_path = Path(output) if output is not None else default_output(info.path, upscaler.scale)
+    if output_path.is_dir():  # like cp: into the folder, under the input's name
+        output_path /= output_name(info.path)
+    check_output(info.path, output_path, overwrite)
+    image_encoder = IMAGE_ENCODERS.get(output_path.suffix.lower())
+    threads = cpu_encoder_threads(os.cpu_count() or 1) if upscaler.device.type == "cpu" else None
+    settings = EncodeSettings(encoder or image_encoder, crf, preset, pix_fmt, dict(encoder_options or {}),
+                              threads)
+    return output_path, settings, image_encoder
 
 
 def _run(info: MediaInfo, source: Source, tmp: Path, container_format: str | None, upscaler: Upscaler,
@@ -390,7 +405,8 @@ def upscale_chunk(info: MediaInfo, chunk: Chunk, target: Path, upscaler: Upscale
                   cancel: threading.Event | None = None) -> int:
     """One chunk, one engine run: its frames from the input file (or from its packets, `data`) into `target`.
     Returns the frame count."""
-    source = Source(info.path, skip_errors=skip_errors, pts_range=chunk.pts_range(seek=data is None), data=data)
+    source = Source(info.path, skip_errors=skip_errors, pts_range=chunk.pts_range(seek=data is None), data=data,
+                    time_base=info.video.time_base)
     return _run(info, source, target, None, upscaler, settings, batch_size, progress, cancel, chunk_headers)
 
 

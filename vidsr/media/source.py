@@ -54,11 +54,13 @@ class Source:
     """Decodes the first video stream of `path`, demuxing the streams in `passthrough` alongside it.
 
     With `pts_range` only that range's frames come out (no other streams); `data` is then the range's packets
-    in a NUT container (see `vidsr.media.chunks.chunk_packets`) instead of the file at `path`.
+    in a NUT container (see `vidsr.media.chunks.chunk_packets`) instead of the file at `path`, whose time base
+    NUT may have changed: pts are given (and `pts_range` read) in `time_base`, the input's.
     """
 
     def __init__(self, path: str | Path, skip_errors: bool = False, hwdec: str | None = None,
-                 pts_range: PtsRange | None = None, data: bytes | None = None) -> None:
+                 pts_range: PtsRange | None = None, data: bytes | None = None,
+                 time_base: Fraction | None = None) -> None:
         self.path = Path(path)
         self.skip_errors = skip_errors
         self.pts_range = pts_range
@@ -75,6 +77,8 @@ class Source:
         # stream's frame rate, in its time base.
         rate = self.video.guessed_rate or self.video.average_rate or 25
         self._time_base = Fraction(self.video.time_base or Fraction(1, 1000))
+        self._pts_scale = self._time_base / time_base if time_base is not None else Fraction(1)
+        self._time_base = time_base or self._time_base
         self._frame_step = max(1, round(1 / (Fraction(rate) * self._time_base)))
         self._last_pts: int | None = None
 
@@ -95,8 +99,7 @@ class Source:
                 elif (frame.width, frame.height) != size:
                     raise DecodeError(f"{self.path}: picture size changes at frame {index} "
                                       f"({size[0]}x{size[1]} -> {frame.width}x{frame.height}); not supported")
-                on_frame(DecodedFrame(index, pts, Fraction(frame.time_base or self._time_base),
-                                      frame_to_planes(frame, alpha), frame))
+                on_frame(DecodedFrame(index, pts, self._time_base, frame_to_planes(frame, alpha), frame))
                 index += 1
         except av.FFmpegError as exc:  # demuxer-level corruption
             raise DecodeError(f"{self.path}: cannot read past frame {index} ({ffmpeg_reason(exc)})") from None
@@ -118,7 +121,8 @@ class Source:
                     on_packet(packet)
                 continue
             # Frames before the range only give the range's frames their references: damage there is dropped.
-            for frame in self._decode(packet, decoded, tolerate=span is not None and span.before_start(packet.pts)):
+            tolerate = span is not None and span.before_start(self._scaled(packet.pts))
+            for frame in self._decode(packet, decoded, tolerate):
                 decoded += 1
                 pts = self._pts(frame)
                 if span is not None and span.past_end(pts):
@@ -127,11 +131,15 @@ class Source:
                     yield frame, pts
 
     def _pts(self, frame: av.VideoFrame) -> int:
-        pts = frame.pts
+        pts = self._scaled(frame.pts)
         if pts is None:
             pts = 0 if self._last_pts is None else self._last_pts + self._frame_step
         self._last_pts = pts
         return pts
+
+    def _scaled(self, pts: int | None) -> int | None:
+        """A pts of the stream in the time base frames are reported in."""
+        return None if pts is None else round(pts * self._pts_scale)
 
     def _decode(self, packet: av.Packet, index: int, tolerate: bool = False) -> list[av.VideoFrame]:
         try:
