@@ -261,3 +261,31 @@ def test_second_process_on_the_same_output_is_refused(vfr_mkv, random_espcn, tmp
     finally:
         holder.kill()
         holder.wait(timeout=30)
+
+
+def test_elementary_stream_without_timestamps_runs_whole_with_a_notice(random_espcn, tmp_path, caplog):
+    src = tmp_path / "raw.h264"
+    with av.open(str(src), "w", format="h264") as c:
+        stream = c.add_stream("libx264", rate=8, options={"g": "2"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(12):
+            frame = av.VideoFrame.from_ndarray((pattern_frame(64, 48, i) * 255).astype(np.uint8), format="rgb24")
+            frame.pts = i
+            c.mux(stream.encode(frame))
+        c.mux(stream.encode(None))
+    out = vidsr.upscale_video(src, tmp_path / "out.mp4", model=random_espcn, chunk_seconds=0.5)
+    assert "no timestamps (an elementary stream); upscaled in one piece" in caplog.text
+    assert len(frames_of(out)) == 12
+    assert not work_folder_of(out).exists()
+
+
+def test_cli_chunk_seconds_and_no_resume(vfr_mkv, random_espcn, tmp_path):
+    out = tmp_path / "out.mkv"
+    interrupted_job(vfr_mkv, out, random_espcn, 1)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-m", "vidsr", "upscale", str(vfr_mkv), "-o", str(out), "-m",
+                             str(random_espcn), "-c", "ffv1", "--chunk-seconds", "1", "--no-resume"],
+                            env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert "vidsr: out.mkv: --no-resume: starting afresh" in result.stderr
+    assert len(frames_of(out)) == 30 and not work_folder_of(out).exists()

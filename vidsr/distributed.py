@@ -17,7 +17,6 @@ import os
 import socket
 import tempfile
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -113,8 +112,8 @@ class RayRunner:
     """Runs the pending chunks of several jobs on `workers` actors; joins each job as soon as it is complete."""
 
     def __init__(self, ray: Any, upscaler: Upscaler, workers: int, gpus_per_worker: float, options: dict[str, Any],
-                 batch_size: int | Literal["auto"], shared_path: bool = False, skip_errors: bool = False) -> None:
-        self.ray, self.workers, self.shared_path, self.skip_errors = ray, workers, shared_path, skip_errors
+                 batch_size: int | Literal["auto"], shared_path: bool = False) -> None:
+        self.ray, self.workers, self.shared_path = ray, workers, shared_path
         # Workers get the weights through the object store (no shared filesystem needed), on the CPU in fp32.
         model = copy.deepcopy(upscaler.descriptor.model).to("cpu").float()
         descriptor = self.ray.put(dataclasses.replace(upscaler.descriptor, model=model))
@@ -159,7 +158,7 @@ class RayRunner:
         job, chunk = task.job, task.chunk
         task.attempts += 1
         data = None if self.shared_path else self.ray.put(chunk_packets(job.info.path, chunk))
-        return worker.run.remote(job.info, chunk, job.settings, job.chunk_headers, self.skip_errors, data)
+        return worker.run.remote(job.info, chunk, job.settings, job.chunk_headers, job.skip_errors, data)
 
     def _collect(self, ref: Any, task: _Task, bar: _ProgressBar) -> bool:
         """Store a finished chunk (and join its job when that was the last); False when the worker died."""
@@ -192,7 +191,6 @@ class _ProgressBar:
         total = None if None in totals else sum(totals)
         self.bar = tqdm(total=total, initial=sum(job.work.frames() for job in jobs), unit="frame",
                         desc=f"{len(jobs)} file(s)", dynamic_ncols=True, disable=not show)
-        self.start = time.monotonic()
 
     def update(self, frames: int) -> None:
         if self.bar.total is not None and self.bar.n + frames > self.bar.total:
@@ -220,8 +218,8 @@ def upscale_files(pairs: list[tuple[Path, Path | None]], upscaler: Upscaler, *, 
     ray = connect(cluster)
     jobs = [_plan(source, target, upscaler, chunk_seconds, resume, skip_errors, encode) for source, target in pairs]
     count = workers or _default_workers(ray, gpus_per_worker)
-    RayRunner(ray, upscaler, count, gpus_per_worker, upscaler_options or {}, batch_size, shared_path,
-              skip_errors).run(jobs, progress, cancel)
+    RayRunner(ray, upscaler, count, gpus_per_worker, upscaler_options or {}, batch_size, shared_path).run(
+        jobs, progress, cancel)
     return [job.output for job in jobs]
 
 

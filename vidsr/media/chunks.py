@@ -68,7 +68,9 @@ def keyframe_times(path: Path) -> list[int] | None:
 
 
 def plan_chunks(keyframes: list[int], time_base: Fraction, seconds: float) -> list[Chunk]:
-    """Chunks of at least `seconds` each, cut at keyframes; one keyframe (or none) is one chunk."""
+    """Chunks of at least `seconds` each, cut at keyframes; one keyframe (or none), or `seconds` 0, is one chunk."""
+    if seconds <= 0:
+        return [Chunk(0, None, None, None, None)]
     step = seconds / float(time_base)
     starts = keyframes[:1]
     for pts in keyframes[1:]:

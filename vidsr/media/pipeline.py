@@ -266,9 +266,9 @@ def upscale_video(
     if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
         raise InputError(f"batch size must be a whole number of at least 1 or 'auto' (got {batch_size!r})")
     seconds = 0.0 if image_encoder or info.is_image else resolve_chunk_seconds(chunk_seconds, info.video.duration)
-    job = ChunkedJob.plan(info, output_path, upscaler, settings, seconds, resume, skip_errors) if seconds else None
-    if job is not None:
-        job.run_here(upscaler, batch_size, progress, cancel, skip_errors)
+    job = seconds and ChunkedJob.plan(info, output_path, upscaler, settings, seconds, resume, skip_errors, hwdec)
+    if job:
+        job.run_here(upscaler, batch_size, progress, cancel)
         return output_path
     with temporary_output(output_path) as tmp:
         source = Source(info.path, skip_errors=skip_errors, hwdec=hwdec)
@@ -401,12 +401,12 @@ def _start_stages(source: Source, sink: Sink, frames: _Channel, encoded: _Channe
 
 def upscale_chunk(info: MediaInfo, chunk: Chunk, target: Path, upscaler: Upscaler, settings: EncodeSettings,
                   batch_size: int | Literal["auto"], chunk_headers: bool, *, data: bytes | None = None,
-                  skip_errors: bool = False, progress: ProgressCallback | None = None,
+                  skip_errors: bool = False, hwdec: str | None = None, progress: ProgressCallback | None = None,
                   cancel: threading.Event | None = None) -> int:
     """One chunk, one engine run: its frames from the input file (or from its packets, `data`) into `target`.
     Returns the frame count."""
-    source = Source(info.path, skip_errors=skip_errors, pts_range=chunk.pts_range(seek=data is None), data=data,
-                    time_base=info.video.time_base)
+    source = Source(info.path, skip_errors=skip_errors, hwdec=hwdec, pts_range=chunk.pts_range(seek=data is None),
+                    data=data, time_base=info.video.time_base)
     return _run(info, source, target, None, upscaler, settings, batch_size, progress, cancel, chunk_headers)
 
 
@@ -426,26 +426,26 @@ class ChunkedJob:
     by stream copy with the input's other streams muxed in once, by the same `Sink` as a single run."""
 
     def __init__(self, info: MediaInfo, output: Path, chunks: list[Chunk], settings: EncodeSettings,
-                 work: WorkFolder) -> None:
+                 work: WorkFolder, skip_errors: bool = False, hwdec: str | None = None) -> None:
         self.info, self.output, self.chunks, self.settings, self.work = info, output, chunks, settings, work
+        self.skip_errors, self.hwdec = skip_errors, hwdec
         self.chunk_headers = wants_global_header(work.path, output.suffix)
 
     @classmethod
     def plan(cls, info: MediaInfo, output: Path, upscaler: Upscaler, settings: EncodeSettings, seconds: float,
-             resume: bool = True, skip_errors: bool = False) -> ChunkedJob | None:
+             resume: bool = True, skip_errors: bool = False, hwdec: str | None = None) -> ChunkedJob | None:
         """Chunks of about `seconds` (0: the whole video as one chunk); None, with a notice, when the video has
-        no timestamps to cut by."""
+        no timestamps to cut by. `skip_errors` and `hwdec` as for `upscale_video`."""
         keyframes = keyframe_times(info.path)
         if keyframes is None:
             log.warning("%s: no timestamps (an elementary stream); upscaled in one piece, without resuming",
                         info.path.name)
             return None
-        chunks = plan_chunks(keyframes, info.video.time_base, seconds) if seconds else [Chunk(0, None, None, None,
-                                                                                            None)]
+        chunks = plan_chunks(keyframes, info.video.time_base, seconds)
         identity = {"input": input_fingerprint(info.path), "output": output.suffix.lower(),
                     "settings": {**asdict(settings), "threads": None, "skip_errors": skip_errors},
                     "model": model_identity(upscaler)}
-        return cls(info, output, chunks, settings, WorkFolder(output, identity, chunks, resume))
+        return cls(info, output, chunks, settings, WorkFolder(output, identity, chunks, resume), skip_errors, hwdec)
 
     @property
     def total_frames(self) -> int | None:
@@ -461,8 +461,14 @@ class ChunkedJob:
         self.work.finish(chunk.index, partial, frames)
 
     def run_here(self, upscaler: Upscaler, batch_size: int | Literal["auto"], progress: ProgressCallback | bool | None,
-                 cancel: threading.Event | None, skip_errors: bool = False) -> None:
+                 cancel: threading.Event | None) -> None:
         """Every pending chunk in this process, one after another, then the join."""
+        self.run_chunks(upscaler, batch_size, progress, cancel)
+        self.join()
+
+    def run_chunks(self, upscaler: Upscaler, batch_size: int | Literal["auto"],
+                   progress: ProgressCallback | bool | None, cancel: threading.Event | None) -> None:
+        """Every pending chunk in this process; the work folder stays open (locked) when they succeed."""
         report, close_report = _progress_reporter(progress, self.info)
         start, base = time.monotonic(), self.work.frames()
         try:
@@ -472,8 +478,8 @@ class ChunkedJob:
 
                 partial = self.work.partial_path(chunk.index)
                 frames = upscale_chunk(self.info, chunk, partial, upscaler, self.settings, batch_size,
-                                       self.chunk_headers, skip_errors=skip_errors, progress=chunk_report,
-                                       cancel=cancel)
+                                       self.chunk_headers, skip_errors=self.skip_errors, hwdec=self.hwdec,
+                                       progress=chunk_report, cancel=cancel)
                 self.work.finish(chunk.index, partial, frames)
                 base += frames
         except BaseException:
@@ -481,7 +487,6 @@ class ChunkedJob:
             raise
         finally:
             close_report()
-        self.join()
 
     def join(self) -> None:
         """Join the finished chunks into the output, then remove the work folder. The output was checked
@@ -499,9 +504,10 @@ class ChunkedJob:
             sink = Sink(tmp, None, source, self.info.video, 0, 0, self.settings, copy_video=first.streams.video[0])
             try:
                 streams = [s for s in source.streams if s.index in sink.passthrough_indices]
-                others = (p for p in source.demux(streams) if p.size) if streams else iter(())
-                for packet in heapq.merge(others, _video_packets(files), key=_packet_seconds):
-                    if packet.stream.type == "video" and packet.stream.container is not source:
+                others = ((p, False) for p in source.demux(streams) if p.size) if streams else iter(())
+                video = ((p, True) for p in _video_packets(files))
+                for packet, is_chunk in heapq.merge(others, video, key=lambda item: _packet_seconds(item[0])):
+                    if is_chunk:
                         sink.write_video_packet(packet)
                     else:
                         sink.write_packet(packet)
