@@ -19,6 +19,7 @@ from test_chunks import frames_of, with_chapter_and_font
 
 import vidsr
 from vidsr.batch import upscale_path
+from vidsr.distributed import worker_count
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
@@ -125,7 +126,9 @@ def test_folder_runs_its_files_on_two_workers_at_once(ray_session, make_clip, ra
     folder.mkdir()
     for name, frames in (("a.mkv", 12), ("b.mkv", 18)):
         make_clip(f"in/{name}", width=64, height=48, frames=frames, codec="ffv1", options=(), audio=True)
-    outs = upscale_path(folder, tmp_path / "out", model=random_espcn, device="cpu", encoder="ffv1", workers=2)
+    # --shared-path: the workers read the inputs themselves (the other test ships packets)
+    outs = upscale_path(folder, tmp_path / "out", model=random_espcn, device="cpu", encoder="ffv1", workers=2,
+                        shared_path=True)
     assert sorted(p.name for p in outs) == ["a.mkv", "b.mkv"]
     workers = {m.split("done on worker ")[1] for m in caplog.messages if "done on worker" in m}
     assert len(workers) == 2  # one file each, side by side
@@ -133,3 +136,9 @@ def test_folder_runs_its_files_on_two_workers_at_once(ray_session, make_clip, ra
         single = vidsr.upscale_video(folder / out.name, tmp_path / f"single_{out.name}", model=random_espcn,
                                      encoder="ffv1")
         assert_same_video(out, single)
+
+
+def test_workers_beyond_what_ray_can_place_are_capped(ray_session, caplog):
+    assert worker_count(ray_session, 5, 1.0) == 2  # the module's Ray has 2 CPUs: 3 workers would never start
+    assert "5 workers asked for, the Ray cluster has room for 2; running 2" in caplog.text
+    assert worker_count(ray_session, None, 1.0) == 1  # no GPUs: one worker unless asked

@@ -217,7 +217,7 @@ def upscale_files(pairs: list[tuple[Path, Path | None]], upscaler: Upscaler, *, 
         log.warning("--hwdec: Ray workers decode in software")
     ray = connect(cluster)
     jobs = [_plan(source, target, upscaler, chunk_seconds, resume, skip_errors, encode) for source, target in pairs]
-    count = workers or _default_workers(ray, gpus_per_worker)
+    count = worker_count(ray, workers, gpus_per_worker)
     RayRunner(ray, upscaler, count, gpus_per_worker, upscaler_options or {}, batch_size, shared_path).run(
         jobs, progress, cancel)
     return [job.output for job in jobs]
@@ -236,7 +236,14 @@ def _plan(source: Path, target: Path | None, upscaler: Upscaler, chunk_seconds: 
     return job
 
 
-def _default_workers(ray: Any, gpus_per_worker: float) -> int:
-    """One worker per GPU (or per `gpus_per_worker` GPUs); one on a cluster without GPUs."""
-    gpus = ray.cluster_resources().get("GPU", 0)
-    return max(1, int(gpus / gpus_per_worker)) if gpus and gpus_per_worker > 0 else 1
+def worker_count(ray: Any, requested: int | None, gpus_per_worker: float) -> int:
+    """`requested`, or one worker per GPU (per `gpus_per_worker` GPUs; one without GPUs), but no more than the
+    cluster can place (a CPU each, and their GPUs): a worker that never starts would hold its chunk forever."""
+    resources = ray.cluster_resources()
+    cpus, gpus = int(resources.get("CPU", 1)), resources.get("GPU", 0)
+    by_gpu = int(gpus / gpus_per_worker) if gpus and gpus_per_worker > 0 else None
+    capacity = max(1, min(cpus, by_gpu) if by_gpu is not None else cpus)
+    count = requested or (by_gpu or 1)
+    if count > capacity:
+        log.warning("%d workers asked for, the Ray cluster has room for %d; running %d", count, capacity, capacity)
+    return min(count, capacity)
