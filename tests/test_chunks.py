@@ -289,3 +289,12 @@ def test_cli_chunk_seconds_and_no_resume(vfr_mkv, random_espcn, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "vidsr: out.mkv: --no-resume: starting afresh" in result.stderr
     assert len(frames_of(out)) == 30 and not work_folder_of(out).exists()
+
+
+def test_a_file_cut_short_warns_when_chunked_too(make_clip, random_espcn, tmp_path, caplog):
+    whole = make_clip("whole.mkv", width=64, height=48, frames=96)  # 4 s declared in the header
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 3])  # an interrupted download
+    out = vidsr.upscale_video(cut, tmp_path / "cut_x2.mkv", model=random_espcn, chunk_seconds=0.5)
+    assert 0 < len(frames_of(out)) < 96
+    assert "cut.mkv: the video stops" in caplog.text and "it may be truncated" in caplog.text

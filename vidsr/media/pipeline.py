@@ -506,12 +506,15 @@ class ChunkedJob:
                 streams = [s for s in source.streams if s.index in sink.passthrough_indices]
                 others = ((p, False) for p in source.demux(streams) if p.size) if streams else iter(())
                 video = ((p, True) for p in _video_packets(files))
+                times: list[float] = []
                 for packet, is_chunk in heapq.merge(others, video, key=lambda item: _packet_seconds(item[0])):
                     if is_chunk:
+                        times.append(float(packet.pts * packet.time_base))
                         sink.write_video_packet(packet)
                     else:
                         sink.write_packet(packet)
                 sink.close()
+                _warn_if_short(self.info, max(times) - min(times))
             except BaseException:
                 sink.abort()
                 raise
