@@ -298,3 +298,14 @@ def test_a_file_cut_short_warns_when_chunked_too(make_clip, random_espcn, tmp_pa
     out = vidsr.upscale_video(cut, tmp_path / "cut_x2.mkv", model=random_espcn, chunk_seconds=0.5)
     assert 0 < len(frames_of(out)) < 96
     assert "cut.mkv: the video stops" in caplog.text and "it may be truncated" in caplog.text
+
+
+def test_a_foreign_manifest_is_replaced_with_a_notice(vfr_mkv, random_espcn, tmp_path, caplog):
+    out = tmp_path / "out.mkv"
+    work = work_folder_of(out)
+    work.mkdir()
+    (work / "manifest.json").write_text('{"something": "else"}')
+    (work / "chunk-00000.nut").write_bytes(b"not ours")
+    vidsr.upscale_video(vfr_mkv, out, model=random_espcn, encoder="ffv1", chunk_seconds=1)
+    assert "unreadable or foreign manifest" in caplog.text
+    assert len(frames_of(out)) == 30 and not work.exists()

@@ -149,7 +149,7 @@ class RayRunner:
                         tasks.appendleft(task)
         finally:
             bar.close()
-            for worker, _ in running.values():
+            for worker in idle + [worker for worker, _ in running.values()]:  # their CPUs and GPUs are free again
                 self.ray.kill(worker)
             for job in jobs:
                 job.work.close()

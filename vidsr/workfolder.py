@@ -72,9 +72,9 @@ class WorkFolder:
 
     def _resume(self, resume: bool) -> None:
         old = self._read_manifest()
-        if old is None:
-            return self._save()
-        if not resume:
+        if not old:  # none, or unreadable (said so)
+            pass
+        elif not resume:
             log.warning("%s: --no-resume: starting afresh", self.output.name)
         elif old.get("identity") != self.manifest["identity"]:
             log.warning("%s: the work folder %s was made from another input or other settings; starting afresh",
@@ -96,9 +96,11 @@ class WorkFolder:
         except FileNotFoundError:
             return None
         except (OSError, ValueError):
-            log.warning("%s: unreadable manifest in %s; starting afresh", self.output.name, self.path.name)
-            return {}
-        return data if isinstance(data, dict) and data.get("version") == _FORMAT_VERSION else {}
+            data = None
+        if isinstance(data, dict) and data.get("version") == _FORMAT_VERSION and "chunks" in data:
+            return data
+        log.warning("%s: unreadable or foreign manifest in %s; starting afresh", self.output.name, self.path.name)
+        return {}
 
     def _verified(self, entry: dict[str, Any]) -> dict[str, Any]:
         """A done chunk stays done only if its file is there with the recorded checksum."""
