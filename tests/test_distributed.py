@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -20,6 +21,7 @@ from test_chunks import frames_of, with_chapter_and_font
 import vidsr
 from vidsr.batch import upscale_path
 from vidsr.distributed import worker_count
+from vidsr.errors import VidsrError
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
@@ -142,3 +144,28 @@ def test_workers_beyond_what_ray_can_place_are_capped(ray_session, caplog):
     assert worker_count(ray_session, 5, 1.0) == 2  # the module's Ray has 2 CPUs: 3 workers would never start
     assert "5 workers asked for, the Ray cluster has room for 2; running 2" in caplog.text
     assert worker_count(ray_session, None, 1.0) == 1  # no GPUs: one worker unless asked
+
+
+def test_a_chunk_whose_workers_keep_dying_fails_in_one_line_after_three(ray_session, make_clip, random_espcn,
+                                                                          tmp_path):
+    src = make_clip("in.mkv", width=64, height=48, frames=6, codec="ffv1", options=())
+    stop = threading.Event()
+
+    def kill_every_worker() -> None:
+        while not stop.is_set():
+            for pid in worker_pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_every_worker, daemon=True)
+    killer.start()
+    try:
+        with pytest.raises(VidsrError) as failure:
+            upscale_path(src, tmp_path / "out.mkv", model=random_espcn, device="cpu", encoder="ffv1", workers=1)
+    finally:
+        stop.set()
+        killer.join(timeout=5)
+    assert str(failure.value).startswith("in.mkv chunk 0 (from 0.0 s) failed on 3 workers; the last one died")
+    assert "\n" not in str(failure.value)
+    assert (tmp_path / ".out.mkv.vidsr" / "manifest.json").exists()  # resumable
