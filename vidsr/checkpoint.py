@@ -83,8 +83,9 @@ def save_checkpoint(path: str | Path, descriptor: ModelDescriptor, **metadata: A
     """Write the model's weights as safetensors; arch, scale, hyperparams and `metadata` go in the header."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = {"arch": descriptor.arch, "scale": descriptor.scale, "color": descriptor.color,
-              "hyperparams": descriptor.hyperparams, **metadata}
+    # The cost goes in the header too, so that `vidsr models` lists models without loading torch.
+    header = {**metadata, "arch": descriptor.arch, "scale": descriptor.scale, "color": descriptor.color,
+              "hyperparams": descriptor.hyperparams, "params": descriptor.params, "gmacs_1080p": descriptor.gmacs()}
     tensors = {key: value.detach().cpu().contiguous() for key, value in descriptor.model.state_dict().items()}
     save_file(tensors, str(path), metadata={key: json.dumps(value) for key, value in header.items()})
     return path

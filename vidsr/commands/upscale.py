@@ -6,9 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from vidsr.batch import upscale_path
 from vidsr.commands import add_command, batch_size_arg
-from vidsr.media.sink import ENCODERS
+from vidsr.media import ENCODERS
 from vidsr.zoo import DEFAULT_MODEL
 
 
@@ -56,6 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vidsr.batch import upscale_path  # torch and PyAV: loaded only when the command runs
+
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING, format="vidsr: %(message)s")
     written = upscale_path(
         args.input, args.output, model=args.model, device=args.device, precision=args.precision, tile=args.tile,

@@ -6,10 +6,12 @@ import struct
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
-
-import av
+from typing import TYPE_CHECKING
 
 from vidsr.errors import InputError
+
+if TYPE_CHECKING:  # PyAV is imported where it is used: the web demo's option parser imports this module
+    import av
 
 # ITU-T H.273 code points (the numbering FFmpeg, PyAV and VapourSynth props share).
 MATRIX_NAMES = {0: "rgb", 1: "bt709", 2: "unspecified", 5: "bt470bg", 6: "smpte170m", 9: "bt2020nc", 10: "bt2020c"}
@@ -134,6 +136,8 @@ def open_container(path: str | Path) -> av.container.InputContainer:
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not a media file")
+    import av
+
     try:
         return av.open(str(path))
     except av.FFmpegError as exc:
@@ -145,6 +149,8 @@ def ffmpeg_reason(exc: av.FFmpegError) -> str:
 
 
 def bit_depth_of(pix_fmt: str) -> int:
+    import av
+
     fmt = av.VideoFormat(pix_fmt)
     return max(c.bits for c in fmt.components)
 
@@ -184,6 +190,8 @@ def video_info(container: av.container.InputContainer, path: Path) -> VideoInfo:
 
 
 def _side_data(frame: av.VideoFrame, kind: str) -> bytes | None:
+    import av
+
     data = frame.side_data.get(getattr(av.sidedata.sidedata.Type, kind))
     return bytes(data) if data is not None else None
 
@@ -213,12 +221,14 @@ def _duration_seconds(container: av.container.InputContainer, stream: av.video.s
     if stream.duration and stream.time_base:
         return float(stream.duration * stream.time_base)
     if container.duration:
-        return container.duration / av.time_base
+        return container.duration / 1_000_000  # AV_TIME_BASE
     return None
 
 
 def _first_frame(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> av.VideoFrame:
     """PyAV exposes rotation and chroma location only on decoded frames, so decode the first one."""
+    import av
+
     try:
         frame = next(container.decode(stream), None)
     except av.FFmpegError as exc:

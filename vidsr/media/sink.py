@@ -18,12 +18,12 @@ from pathlib import Path
 import av
 
 from vidsr.errors import EncodeError
+from vidsr.media import ENCODERS
 from vidsr.media.frames import _is_engine_planar, working_format
 from vidsr.media.info import UNSPECIFIED, ColorInfo, VideoInfo, ffmpeg_reason
 
 log = logging.getLogger("vidsr")
 
-ENCODERS = ("libx264", "libx265", "libsvtav1", "libvpx-vp9", "ffv1", "prores_ks", "h264_nvenc", "hevc_nvenc")
 # Each encoder's name for the quality knob that `--crf` sets.
 _QUALITY_OPTION = {"libx264": "crf", "libx265": "crf", "libsvtav1": "crf", "libvpx-vp9": "crf",
                    "h264_nvenc": "cq", "hevc_nvenc": "cq", "av1_nvenc": "cq"}
