@@ -25,7 +25,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from vidsr.errors import Cancelled, InputError, OutputError
 from vidsr.media.frames import crop_planes, plane_layout, planes_to_frame, working_format
 from vidsr.media.info import MediaInfo, probe
-from vidsr.media.sink import EncodeSettings, Sink
+from vidsr.media.sink import AUDIO_MODES, EncodeSettings, Sink
 from vidsr.media.source import DecodedFrame, Source
 from vidsr.runner import Batch, BatchRunner
 from vidsr.upscaler import Upscaler
@@ -232,6 +232,7 @@ def upscale_video(
     preset: str | None = None,
     pix_fmt: str | None = None,
     encoder_options: dict[str, str] | None = None,
+    audio: Literal["copy", "reencode", "drop"] = "copy",
     overwrite: bool = False,
     skip_errors: bool = False,
     hwdec: str | None = None,
@@ -245,6 +246,8 @@ def upscale_video(
     docs); `progress=True` shows a tqdm bar on stderr, a callable receives `Progress` updates; setting
     `cancel` stops the job with `Cancelled`. Nothing is left at `output` unless the job succeeds.
     `hwdec` decodes on a device (e.g. "cuda" for NVDEC), falling back to software when it cannot.
+    `audio` copies audio streams ("copy", re-encoding what the container cannot hold), re-encodes them
+    all to the container's default codec ("reencode") or leaves them out ("drop").
     """
     input_path = Path(input)
     info = probe(input_path)
@@ -261,8 +264,10 @@ def upscale_video(
         raise InputError(f"batch size must be a whole number of at least 1 or 'auto' (got {batch_size!r})")
     image_encoder = IMAGE_ENCODERS.get(output_path.suffix.lower())
     threads = cpu_encoder_threads(os.cpu_count() or 1) if upscaler.device.type == "cpu" else None
+    if audio not in AUDIO_MODES:
+        raise InputError(f"audio must be one of {', '.join(AUDIO_MODES)} (got {audio!r})")
     settings = EncodeSettings(encoder or image_encoder, crf, preset, pix_fmt, dict(encoder_options or {}),
-                              threads)
+                              threads, audio)
     with temporary_output(output_path) as tmp:
         source = Source(info.path, skip_errors=skip_errors, hwdec=hwdec)
         _run(info, source, tmp, "image2" if image_encoder else None, upscaler, settings, batch_size, progress, cancel)

@@ -44,6 +44,10 @@ class EncodeSettings:
     pix_fmt: str | None = None
     options: dict[str, str] = field(default_factory=dict)
     threads: int | None = None  # encoder threads; None lets FFmpeg choose
+    audio: str = "copy"  # "copy" where the container holds it (else re-encode), "reencode" or "drop"
+
+
+AUDIO_MODES = ("copy", "reencode", "drop")
 
 
 def encoder_options(settings: EncodeSettings, encoder: str) -> dict[str, str]:
@@ -169,6 +173,7 @@ class Sink:
         self._configure_video(codec, video)
         _copy_identity(source.streams.video[0], self.stream, _VIDEO_TAGS)
         self._resamplers: dict[int, av.AudioResampler] = {}  # input audio stream index -> for re-encoding
+        self._audio_clocks: dict[int, _AudioClock] = {}
         self.stream_map = self._add_passthrough_streams(source)
         self.output.metadata.update(source.metadata)
         self._copy_chapters(source)
@@ -224,6 +229,10 @@ class Sink:
             if stream.type == "attachment":
                 self._copy_attachment(stream)
                 continue
+            if stream.type == "audio" and self.settings.audio != "copy":
+                if self.settings.audio == "reencode":
+                    mapping[stream.index] = self._add_audio_reencode(stream)
+                continue
             try:
                 mapping[stream.index] = self.output.add_stream_from_template(stream)
                 _copy_identity(stream, mapping[stream.index])
@@ -245,8 +254,9 @@ class Sink:
 
     def _add_audio_reencode(self, stream: av.AudioStream) -> av.AudioStream:
         codec = self.output.default_audio_codec
-        log.warning("stream %d (audio %s): not allowed in %s; re-encoding to %s",
-                    stream.index, stream.codec_context.name, self.output.format.name, codec)
+        if self.settings.audio != "reencode":
+            log.warning("stream %d (audio %s): not allowed in %s; re-encoding to %s",
+                        stream.index, stream.codec_context.name, self.output.format.name, codec)
         out = self.output.add_stream(codec, rate=stream.codec_context.sample_rate)
         out.layout = stream.codec_context.layout
         _copy_identity(stream, out)
@@ -271,6 +281,8 @@ class Sink:
 
     def write_packet(self, packet: av.Packet) -> None:
         out = self.stream_map[packet.stream.index]
+        if packet.stream.type == "audio":
+            self._audio_clocks.setdefault(packet.stream.index, _AudioClock(packet.stream)).fix(packet)
         resampler = self._resamplers.get(packet.stream.index)
         if resampler is None:
             packet.stream = out
@@ -299,6 +311,36 @@ class Sink:
         # The file is deleted next; a failing close must not hide the original error.
         with contextlib.suppress(Exception):
             self.output.close()
+
+
+class _AudioClock:
+    """An audio stream's timestamps, rebuilt from its sample count once the container's repeat or go back
+    (OpenCV-written AVIs give every AAC packet pts = dts = 0): muxers refuse such packets."""
+
+    def __init__(self, stream: av.AudioStream) -> None:
+        self.stream = stream
+        self.last_dts: int | None = None
+        self.next_dts = 0
+        self.rebuilt = 0
+
+    def fix(self, packet: av.Packet) -> None:
+        broken = packet.dts is None or (self.last_dts is not None and packet.dts <= self.last_dts)
+        if broken and not self.rebuilt:
+            log.warning("stream %d (audio): its timestamps repeat or go back; rebuilt from the sample count "
+                        "(--audio drop leaves the audio out)", self.stream.index)
+        if broken or self.rebuilt:
+            self.rebuilt += 1
+            packet.pts = packet.dts = self.next_dts
+        self.last_dts = packet.dts
+        self.next_dts = packet.dts + self._duration(packet)
+
+    def _duration(self, packet: av.Packet) -> int:
+        """The packet's duration in its time base: as stored, else from the samples it decodes to."""
+        if packet.duration:
+            return packet.duration
+        ctx = self.stream.codec_context  # a fixed frame size (AAC 1024, MP3 1152), else count what it decodes to
+        samples = ctx.frame_size or sum(frame.samples for frame in ctx.decode(packet))
+        return round(Fraction(samples, ctx.sample_rate) / packet.time_base)
 
 
 @dataclass(frozen=True)
