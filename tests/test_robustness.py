@@ -4,6 +4,7 @@ one clear line, nothing is lost silently, and the quick commands start without l
 from __future__ import annotations
 
 import itertools
+import re
 import struct
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import av
 import pytest
 
+from vidsr import sample
 from vidsr.cli import main
 from vidsr.zoo import bundled_weights, load_model, safetensors_metadata
 
@@ -101,3 +103,61 @@ def test_audio_option_drops_or_reencodes(upscale, make_clip, random_espcn, tmp_p
     assert code == 0, err
     with av.open(str(tmp_path / "out.avi")) as container:
         assert [s.codec_context.codec.canonical_name for s in container.streams.audio] == codecs
+
+
+# --- 2 and 4: frames lost to damage are dropped cleanly and always reported -------------------------------
+
+
+def ffv1_mkv(path: Path, times: list[int], rate: int = 24) -> Path:
+    """An FFV1 Matroska clip with these frame timestamps (in 1/rate s); Matroska stores repeated ones."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("ffv1", rate=rate)
+        stream.codec_context.width, stream.codec_context.height, stream.codec_context.pix_fmt = 64, 48, "yuv420p"
+        pictures = sample.testsrc_frames(sample.ClipSpec(width=64, height=48, frames=len(times)))
+        for pts, frame in zip(times, pictures, strict=True):
+            frame.pts, frame.time_base = pts, Fraction(1, rate)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def clusters(data: bytes) -> list[int]:
+    """Offsets of the Matroska Cluster elements (ID 1F 43 B6 75)."""
+    found, at = [], -1
+    while (at := data.find(b"\x1f\x43\xb6\x75", at + 1)) >= 0:
+        found.append(at)
+    return found
+
+
+def test_repeating_video_timestamps_are_dropped_and_reported(upscale, random_espcn, tmp_path):
+    src = ffv1_mkv(tmp_path / "rep.mkv", [0, 1, 2, 3, 3, 4, 5, 5])
+    code, err = upscale(src, "-m", random_espcn, "-o", tmp_path / "out.mp4")  # MP4 refuses repeated timestamps
+    assert code == 0, err
+    assert "2 frame(s) dropped: their timestamps repeat or go back, at 0.12-0.21 s" in err
+    assert len(packet_times(tmp_path / "out.mp4", "video")) == 6
+
+
+def test_a_stretch_the_demuxer_skips_is_reported_with_count_and_times(upscale, random_espcn, tmp_path):
+    src = ffv1_mkv(tmp_path / "in.mkv", list(range(48)))
+    data = bytearray(src.read_bytes())
+    found = clusters(data)
+    cluster = found[len(found) // 2]
+    data[cluster:cluster + 12] = bytes(12)  # the demuxer resynchronises at the next cluster, without an error
+    src.write_bytes(data)
+    code, err = upscale(src, "-m", random_espcn, "-o", tmp_path / "out.mkv")
+    assert code == 0, err
+    missing = re.search(r"in\.mkv: (\d+) frame\(s\) missing: the file may be damaged there .*, at (\d\.\d\d)-", err)
+    assert missing, err
+    with av.open(str(tmp_path / "out.mkv")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 48 - int(missing[1])
+
+
+def test_skipped_undecodable_frames_are_counted_with_their_times(upscale, random_espcn, tmp_path):
+    src = ffv1_mkv(tmp_path / "in.mkv", list(range(24)))
+    data = bytearray(src.read_bytes())
+    start = clusters(data)[1] + 400
+    data[start:start + 300] = bytes(300)  # inside a frame: its checksum fails
+    src.write_bytes(data)
+    code, err = upscale(src, "-m", random_espcn, "--skip-errors", "-o", tmp_path / "out.mkv")
+    assert code == 0, err
+    assert re.search(r"in\.mkv: \d+ undecodable frame\(s\) skipped, at \d\.\d\d", err), err
