@@ -161,3 +161,34 @@ def test_skipped_undecodable_frames_are_counted_with_their_times(upscale, random
     code, err = upscale(src, "-m", random_espcn, "--skip-errors", "-o", tmp_path / "out.mkv")
     assert code == 0, err
     assert re.search(r"in\.mkv: \d+ undecodable frame\(s\) skipped, at \d\.\d\d", err), err
+
+
+# --- 3: every output container gets codecs its muxer takes -------------------------------------------------
+
+
+def stream_codecs(path: Path) -> list[tuple[str, str]]:
+    with av.open(str(path)) as container:
+        return [(s.type, s.codec_context.codec.canonical_name) for s in container.streams]
+
+
+@pytest.mark.parametrize(("suffix", "codecs", "notices"), [
+    (".ogv", [("video", "vp8"), ("audio", "flac")], ["re-encoding to flac", "subtitle subrip): the ogv container"]),
+    (".mpg", [("video", "h264"), ("audio", "mp2")], ["re-encoding to mp2", "subtitle subrip): the mpeg container"]),
+    (".vob", [("video", "h264"), ("audio", "mp2")], ["re-encoding to mp2", "subtitle subrip): the svcd container"]),
+    (".y4m", [("video", "rawvideo")], ["holds no audio; dropped", "subtitle subrip): the yuv4mpegpipe container"]),
+    (".ivf", [("video", "vp8")], ["holds no audio; dropped", "subtitle subrip): the ivf container"]),
+    (".m2ts", [("video", "h264"), ("audio", "aac")], ["subtitle subrip): the mpegts container"]),
+])
+def test_outputs_get_codecs_their_container_holds(upscale, make_clip, random_espcn, tmp_path, suffix, codecs, notices):
+    src = make_clip("in.mkv", width=64, height=48, frames=3, audio=True, subtitles=True)
+    code, err = upscale(src, "-m", random_espcn, "-o", tmp_path / f"out{suffix}")
+    assert code == 0, err
+    assert stream_codecs(tmp_path / f"out{suffix}") == codecs
+    assert all(notice in err for notice in notices), err
+
+
+def test_default_output_of_an_ogv_is_an_ogv(upscale, make_clip, random_espcn):
+    src = make_clip("clip.ogv", width=64, height=48, frames=3, codec="libvpx", options=())
+    code, err = upscale(src, "-m", random_espcn)
+    assert code == 0, err
+    assert stream_codecs(src.with_name("clip_x2.ogv")) == [("video", "vp8")]

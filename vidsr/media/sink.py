@@ -25,15 +25,30 @@ from vidsr.media.info import UNSPECIFIED, ColorInfo, VideoInfo, ffmpeg_reason
 log = logging.getLogger("vidsr")
 
 # Each encoder's name for the quality knob that `--crf` sets.
-_QUALITY_OPTION = {"libx264": "crf", "libx265": "crf", "libsvtav1": "crf", "libvpx-vp9": "crf",
+_QUALITY_OPTION = {"libx264": "crf", "libx265": "crf", "libsvtav1": "crf", "libvpx-vp9": "crf", "libvpx": "crf",
                    "h264_nvenc": "cq", "hevc_nvenc": "cq", "av1_nvenc": "cq"}
-DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libsvtav1": 28, "libvpx-vp9": 24}
+DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libsvtav1": 28, "libvpx-vp9": 24, "libvpx": 10}
 # Options that make the quality knob mean constant quality (libvpx otherwise caps the bitrate at 256 kb/s).
-_CONSTANT_QUALITY = {"libvpx-vp9": {"b": "0", "row-mt": "1"}}
+# VP8's CRF is constrained quality: it needs a bitrate cap, set high enough that the CRF decides.
+_CONSTANT_QUALITY = {"libvpx-vp9": {"b": "0", "row-mt": "1"}, "libvpx": {"b": "100M"}}
 # x265 prints its banner and settings to stderr unless told otherwise.
 _QUIET_PARAMS = {"libx265": ("x265-params", "log-level", "error")}
 # Primaries / transfer that go with a matrix when the input leaves them unspecified.
 _IMPLIED = {1: (1, 1), 5: (5, 6), 6: (6, 6), 9: (9, 14), 10: (9, 14)}
+
+# What some muxers refuse only when the header is written (the stream is accepted when added), so that a
+# default command would fail at the end with "invalid argument". Ogg holds Theora / VP8 video, not H.264, and
+# y4m raw pictures.
+_NO_H264 = {"ogg", "ogv", "yuv4mpegpipe"}
+# Audio codecs a container holds, and the encoder to re-encode others with (MPEG-PS: MPEG audio, AC-3, DTS,
+# LPCM; Ogg: Vorbis, Opus, FLAC, Speex; FLAC because FFmpeg's own Vorbis encoder is experimental).
+_MPEG_PS_AUDIO = ({"mp1", "mp2", "mp3", "ac3", "dts", "pcm_dvd"}, "mp2")
+_OGG_AUDIO = ({"vorbis", "opus", "flac", "speex"}, "flac")
+_CONTAINER_AUDIO = {"mpeg": _MPEG_PS_AUDIO, "vob": _MPEG_PS_AUDIO, "dvd": _MPEG_PS_AUDIO, "svcd": _MPEG_PS_AUDIO,
+                    "vcd": _MPEG_PS_AUDIO, "ogg": _OGG_AUDIO, "ogv": _OGG_AUDIO}
+# MPEG-TS and PS carry bitmap subtitles (DVB, DVD) but not text ones; FFmpeg's Ogg muxer no subtitles at all.
+_NO_TEXT_SUBTITLES = {"mpegts", "mpeg", "vob", "dvd", "svcd", "vcd"}
+_NO_SUBTITLES = {"ogg", "ogv"}
 
 
 @dataclass(frozen=True)
@@ -187,7 +202,9 @@ class Sink:
     def _add_video_stream(self, video: VideoInfo) -> tuple[av.Codec, av.VideoStream]:
         """The chosen encoder's stream; without a choice libx264, or the container's own codec where it
         cannot hold H.264 (WebM: VP9)."""
-        names = [self.settings.encoder] if self.settings.encoder else ["libx264", self.output.default_video_codec]
+        default = self.output.default_video_codec
+        names = ([self.settings.encoder] if self.settings.encoder
+                 else [default] if self.output.format.name in _NO_H264 else ["libx264", default])
         for name in names:
             codec = encoder_codec(name)
             try:  # FFmpeg knows which codecs a container refuses (its list of accepted ones is incomplete)
@@ -228,21 +245,37 @@ class Sink:
                 continue
             if stream.type == "attachment":
                 self._copy_attachment(stream)
-                continue
-            if stream.type == "audio" and self.settings.audio != "copy":
-                if self.settings.audio == "reencode":
-                    mapping[stream.index] = self._add_audio_reencode(stream)
-                continue
-            try:
-                mapping[stream.index] = self.output.add_stream_from_template(stream)
-                _copy_identity(stream, mapping[stream.index])
-            except (av.FFmpegError, ValueError):
-                if stream.type == "audio":
-                    mapping[stream.index] = self._add_audio_reencode(stream)
-                else:
-                    log.warning("stream %d (%s %s): the %s container cannot hold it; dropped (use .mkv to keep it)",
-                                stream.index, stream.type, _codec_name(stream), self.output.format.name)
+            elif stream.type == "audio" and (self.settings.audio != "copy" or not self._holds_audio(stream)):
+                if self.settings.audio != "drop":
+                    self._add_audio_reencode(stream, mapping)
+            elif self._holds(stream):
+                try:
+                    mapping[stream.index] = self.output.add_stream_from_template(stream)
+                    _copy_identity(stream, mapping[stream.index])
+                except (av.FFmpegError, ValueError):
+                    if stream.type == "audio":
+                        self._add_audio_reencode(stream, mapping)
+                    else:
+                        self._drop(stream)
+            else:
+                self._drop(stream)
         return mapping
+
+    def _holds_audio(self, stream: av.AudioStream) -> bool:
+        accepted = _CONTAINER_AUDIO.get(self.output.format.name)
+        return accepted is None or _codec_name(stream) in accepted[0]
+
+    def _holds(self, stream: av.stream.Stream) -> bool:
+        """False for subtitles the container refuses only once its header is written."""
+        if stream.type != "subtitle":
+            return True
+        container = self.output.format.name
+        return container not in _NO_SUBTITLES and not (stream.codec_context.codec.text_sub
+                                                       and container in _NO_TEXT_SUBTITLES)
+
+    def _drop(self, stream: av.stream.Stream) -> None:
+        log.warning("stream %d (%s %s): the %s container cannot hold it; dropped (use .mkv to keep it)",
+                    stream.index, stream.type, _codec_name(stream), self.output.format.name)
 
     def _copy_attachment(self, stream: av.stream.Stream) -> None:
         """Attachments (an ASS subtitle's fonts) have no packets: Matroska stores them whole."""
@@ -252,17 +285,21 @@ class Sink:
             return
         self.output.add_attachment(name=stream.name, mimetype=stream.mimetype, data=bytes(stream.data))
 
-    def _add_audio_reencode(self, stream: av.AudioStream) -> av.AudioStream:
-        codec = self.output.default_audio_codec
+    def _add_audio_reencode(self, stream: av.AudioStream, mapping: dict[int, av.stream.Stream]) -> None:
+        codec = _CONTAINER_AUDIO.get(self.output.format.name, ((), self.output.default_audio_codec))[1]
+        if codec == "none":  # the container holds no audio at all (y4m, ivf)
+            log.warning("stream %d (audio %s): the %s container holds no audio; dropped (use .mkv to keep it)",
+                        stream.index, _codec_name(stream), self.output.format.name)
+            return
         if self.settings.audio != "reencode":
             log.warning("stream %d (audio %s): not allowed in %s; re-encoding to %s",
-                        stream.index, stream.codec_context.name, self.output.format.name, codec)
+                        stream.index, _codec_name(stream), self.output.format.name, codec)
         out = self.output.add_stream(codec, rate=stream.codec_context.sample_rate)
         out.layout = stream.codec_context.layout
         _copy_identity(stream, out)
         ctx = out.codec_context
         self._resamplers[stream.index] = av.AudioResampler(format=ctx.format, layout=ctx.layout, rate=ctx.sample_rate)
-        return out
+        mapping[stream.index] = out
 
     def _copy_chapters(self, source: av.container.InputContainer) -> None:
         chapters = source.chapters()
@@ -398,7 +435,7 @@ def _copy_identity(source: av.stream.Stream, out: av.stream.Stream, tags: tuple[
 
 
 def _codec_name(stream: av.stream.Stream) -> str:
-    return stream.codec_context.name if stream.codec_context else "data"
+    return stream.codec_context.codec.canonical_name if stream.codec_context else "data"
 
 
 def _whole_chroma_size(width: int, height: int, pix_fmt: str) -> tuple[int, int]:
