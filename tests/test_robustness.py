@@ -192,3 +192,33 @@ def test_default_output_of_an_ogv_is_an_ogv(upscale, make_clip, random_espcn):
     code, err = upscale(src, "-m", random_espcn)
     assert code == 0, err
     assert stream_codecs(src.with_name("clip_x2.ogv")) == [("video", "vp8")]
+
+
+# --- 5: nothing is lowered or ignored silently -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("pix_fmt", "output", "notice"), [
+    ("yuv420p12le", "out.mp4", "libx264 takes no yuv420p12le: 12-bit samples become 10-bit"),
+    ("yuva420p", "out.mov", "libx264 takes no yuva420p: the alpha channel is dropped"),
+    ("yuv444p", "out.ogv", "libvpx takes no yuv444p: chroma is subsampled (4:4:4 -> 4:2:0)"),
+])
+def test_lowered_depth_alpha_and_chroma_are_announced(upscale, make_clip, random_espcn, tmp_path, pix_fmt, output,
+                                                      notice):
+    src = make_clip("in.mkv", width=64, height=48, frames=2, codec="ffv1", pix_fmt=pix_fmt, options=())
+    code, err = upscale(src, "-m", random_espcn, "-o", tmp_path / output)
+    assert code == 0, err
+    assert notice in err
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--crf", "99"], "--crf 99 is outside libx264's range (0-51"),
+    (["-c", "libsvtav1", "--crf", "0"], "--crf 0 is outside libsvtav1's range (1-63"),
+    (["--encoder-option", "nosuchopt=1"], "libx264 has no option nosuchopt"),
+    (["-c", "ffv1", "--preset", "slow"], "ffv1 has no option preset"),
+])
+def test_out_of_range_crf_and_unknown_encoder_options_are_errors(upscale, make_clip, random_espcn, tmp_path, args,
+                                                                 fragment):
+    src = make_clip("in.mkv", width=64, height=48, frames=2, codec="ffv1", options=())
+    code, err = upscale(src, "-m", random_espcn, *args, "-o", tmp_path / "out.mkv")
+    assert code == 1 and fragment in one_line_error(err)
+    assert not list(tmp_path.glob("*out*"))

@@ -27,6 +27,9 @@ log = logging.getLogger("vidsr")
 # Each encoder's name for the quality knob that `--crf` sets.
 _QUALITY_OPTION = {"libx264": "crf", "libx265": "crf", "libsvtav1": "crf", "libvpx-vp9": "crf", "libvpx": "crf",
                    "h264_nvenc": "cq", "hevc_nvenc": "cq", "av1_nvenc": "cq"}
+# The quality knob's range per encoder (FFmpeg clamps or ignores values outside it without saying so).
+_CRF_RANGE = {"libx264": (0, 51), "libx265": (0, 51), "libsvtav1": (1, 63), "libvpx-vp9": (0, 63), "libvpx": (4, 63),
+              "h264_nvenc": (0, 51), "hevc_nvenc": (0, 51), "av1_nvenc": (0, 63)}
 DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libsvtav1": 28, "libvpx-vp9": 24, "libvpx": 10}
 # Options that make the quality knob mean constant quality (libvpx otherwise caps the bitrate at 256 kb/s).
 # VP8's CRF is constrained quality: it needs a bitrate cap, set high enough that the CRF decides.
@@ -72,6 +75,9 @@ def encoder_options(settings: EncodeSettings, encoder: str) -> dict[str, str]:
     if crf is not None:
         if encoder not in _QUALITY_OPTION:
             raise EncodeError(f"encoder {encoder} has no CRF/CQ quality setting; leave out --crf")
+        low, high = _CRF_RANGE[encoder]
+        if not low <= crf <= high:
+            raise EncodeError(f"--crf {crf} is outside {encoder}'s range ({low}-{high}; lower is better quality)")
         options[_QUALITY_OPTION[encoder]] = str(crf)
         options.update(_CONSTANT_QUALITY.get(encoder, {}))
     if settings.preset:
@@ -138,6 +144,26 @@ def choose_pix_fmt(codec: av.Codec, source_format: str, requested: str | None) -
     return best
 
 
+def _warn_of_losses(source_format: str, chosen: str, encoder: str) -> None:
+    """Say what the encoder's pixel format loses of the source's: bit depth, alpha, chroma resolution."""
+    source, fmt = av.VideoFormat(source_format), av.VideoFormat(chosen)
+    losses = []
+    if fmt.components[0].bits < source.components[0].bits:
+        losses.append(f"{source.components[0].bits}-bit samples become {fmt.components[0].bits}-bit")
+    if _has_alpha(source) and not _has_alpha(fmt):
+        losses.append("the alpha channel is dropped")
+    if fmt.chroma_width(64) * fmt.chroma_height(64) < source.chroma_width(64) * source.chroma_height(64):
+        losses.append(f"chroma is subsampled ({_sampling(source)} -> {_sampling(fmt)})")
+    if losses:
+        log.warning("%s takes no %s: %s (-c ffv1 into .mkv keeps everything; --pix-fmt to choose)",
+                    encoder, source_format, "; ".join(losses))
+
+
+def _sampling(fmt: av.VideoFormat) -> str:
+    return {(64, 64): "4:4:4", (32, 64): "4:2:2", (32, 32): "4:2:0"}.get(
+        (fmt.chroma_width(64), fmt.chroma_height(64)), f"{fmt.chroma_width(64)}x{fmt.chroma_height(64)}/64")
+
+
 def _colour_components(fmt: av.VideoFormat) -> int:
     return sum(not c.is_alpha for c in fmt.components)
 
@@ -182,7 +208,10 @@ class Sink:
 
     def _set_up(self, source: av.container.InputContainer, video: VideoInfo, width: int, height: int) -> None:
         codec, self.stream = self._add_video_stream(video)
-        self.pix_fmt = choose_pix_fmt(codec, working_format(video.pix_fmt, alpha=True), self.settings.pix_fmt)
+        source_format = working_format(video.pix_fmt, alpha=True)
+        self.pix_fmt = choose_pix_fmt(codec, source_format, self.settings.pix_fmt)
+        if not self.settings.pix_fmt:  # a format the user chose is what they meant
+            _warn_of_losses(source_format, self.pix_fmt, codec.name)
         self.width, self.height = _whole_chroma_size(width, height, self.pix_fmt)
         self.color = _output_color(video, av.VideoFormat(self.pix_fmt).is_rgb)
         self._configure_video(codec, video)
@@ -236,6 +265,9 @@ class Sink:
         except av.FFmpegError as exc:
             raise EncodeError(f"{codec.name} does not start with these settings ({ffmpeg_reason(exc)}); check "
                               "--preset, --crf, --pix-fmt and --encoder-option") from None
+        if ctx.options:  # what the encoder left unused: misspelt, or not one of its options
+            raise EncodeError(f"{codec.name} has no option {', '.join(sorted(ctx.options))} (its options: "
+                              f"`ffmpeg -h encoder={codec.name}`)")
 
     def _add_passthrough_streams(self, source: av.container.InputContainer) -> dict[int, av.stream.Stream]:
         mapping: dict[int, av.stream.Stream] = {}
