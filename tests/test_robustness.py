@@ -16,6 +16,8 @@ import pytest
 
 from vidsr import sample
 from vidsr.cli import main
+from vidsr.errors import OutputError
+from vidsr.media.pipeline import Progress, upscale_video
 from vidsr.zoo import bundled_weights, load_model, safetensors_metadata
 
 
@@ -222,3 +224,46 @@ def test_out_of_range_crf_and_unknown_encoder_options_are_errors(upscale, make_c
     code, err = upscale(src, "-m", random_espcn, *args, "-o", tmp_path / "out.mkv")
     assert code == 1 and fragment in one_line_error(err)
     assert not list(tmp_path.glob("*out*"))
+
+
+# --- 6: two runs to one output -----------------------------------------------------------------------------
+
+
+def test_an_output_another_run_is_writing_is_refused(upscale, make_clip, random_espcn, tmp_path):
+    src = make_clip("in.mkv", width=64, height=48, frames=2, codec="ffv1", options=())
+    (tmp_path / ".out.partial-1.mkv").write_bytes(b"")  # process 1 (init) is always alive
+    code, err = upscale(src, "-m", random_espcn, "-o", tmp_path / "out.mkv")
+    assert code == 1 and "another vidsr run (process 1) is writing it" in one_line_error(err)
+    assert not (tmp_path / "out.mkv").exists()
+    code, err = upscale(src, "-m", random_espcn, "--overwrite", "-o", tmp_path / "out.mkv")
+    assert code == 0, err
+
+
+def test_an_output_that_appears_during_the_run_is_not_replaced(make_clip, random_espcn, tmp_path):
+    src = make_clip("in.mkv", width=64, height=48, frames=3, codec="ffv1", options=())
+    target = tmp_path / "out.mkv"
+
+    def other_run_finishes(progress: Progress) -> None:
+        target.write_bytes(b"the other run's result")
+
+    with pytest.raises(OutputError, match="appeared while this run worked"):
+        upscale_video(src, target, model=random_espcn, device="cpu", progress=other_run_finishes)
+    assert target.read_bytes() == b"the other run's result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv", "out.mkv"]  # no partial file left
+
+
+# --- 9: cleanup never hides the first error ----------------------------------------------------------------
+
+
+def test_read_only_filesystem_gives_the_write_error_alone(make_clip, random_espcn, tmp_path):
+    """A read-only tmpfs, mounted in a private mount namespace (skipped where unshare is not allowed)."""
+    src = make_clip("in.mkv", width=64, height=48, frames=2, codec="ffv1", options=())
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    command = (f"mount -t tmpfs -o ro none {readonly} && exec {sys.executable} -m vidsr upscale {src} "
+               f"-m {random_espcn} --device cpu -q -o {readonly / 'out.mkv'}")
+    if subprocess.run(["unshare", "-rm", "true"], capture_output=True, timeout=30).returncode != 0:
+        pytest.skip("unshare (user and mount namespaces) is not allowed here")
+    done = subprocess.run(["unshare", "-rm", "sh", "-c", command], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 1
+    assert "read-only file system" in one_line_error(done.stderr)

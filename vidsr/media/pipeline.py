@@ -135,18 +135,44 @@ def check_output(input_path: Path, output: Path, overwrite: bool) -> None:
 
 
 @contextlib.contextmanager
-def temporary_output(output: Path) -> Iterator[Path]:
+def temporary_output(output: Path, overwrite: bool = False) -> Iterator[Path]:
     """A temporary path beside `output`, renamed onto it only when the block succeeds, removed otherwise.
 
     Partial files that a killed run (SIGKILL, out of memory, power loss) could not remove are removed here.
+    Without `overwrite` a target that another run is writing is refused, and one that appears while this run
+    works is not replaced: the rename refuses an existing target atomically.
     """
-    _remove_stale_partials(output)
+    writers = _remove_stale_partials(output)
+    if writers and not overwrite:
+        raise OutputError(f"{output}: another vidsr run (process {writers[0]}) is writing it; wait for it to finish "
+                          "or use --overwrite")
     tmp = output.with_name(f"{_partial_prefix(output)}{os.getpid()}{output.suffix}")
     try:
         yield tmp
-        os.replace(tmp, output)
+        _publish(tmp, output, overwrite)
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError as exc:  # a read-only filesystem: the error that got us here is the one to report
+            if tmp.exists():  # (it refuses even to remove a file that is not there)
+                log.warning("%s: could not remove the partial file (%s)", tmp, exc.strerror or exc)
+
+
+def _publish(tmp: Path, output: Path, overwrite: bool) -> None:
+    if overwrite:
+        os.replace(tmp, output)
+        return
+    try:
+        os.link(tmp, output)  # unlike a rename, fails if `output` exists
+        return
+    except FileExistsError:
+        pass
+    except OSError:  # no hard links here (FAT, some network shares): check, then rename
+        if not output.exists():
+            os.replace(tmp, output)
+            return
+    raise OutputError(f"{output}: appeared while this run worked (another run?); kept, and this run's result "
+                      "discarded (use --overwrite to replace it)")
 
 
 def _partial_prefix(output: Path) -> str:
@@ -154,12 +180,18 @@ def _partial_prefix(output: Path) -> str:
     return f".{output.stem}.partial-"
 
 
-def _remove_stale_partials(output: Path) -> None:
-    prefix = _partial_prefix(output)
+def _remove_stale_partials(output: Path) -> list[int]:
+    """Remove the partial files of `output` whose process has gone; returns the processes still writing it."""
+    prefix, writers = _partial_prefix(output), []
     for partial in output.parent.glob(f"{glob.escape(prefix)}*{glob.escape(output.suffix)}"):
         pid = partial.name[len(prefix):len(partial.name) - len(output.suffix)]
-        if pid.isdigit() and not _process_exists(int(pid)):
+        if not pid.isdigit():
+            continue
+        if _process_exists(int(pid)):
+            writers.append(int(pid))
+        else:
             partial.unlink(missing_ok=True)
+    return writers
 
 
 def _process_exists(pid: int) -> bool:
@@ -268,7 +300,7 @@ def upscale_video(
         raise InputError(f"audio must be one of {', '.join(AUDIO_MODES)} (got {audio!r})")
     settings = EncodeSettings(encoder or image_encoder, crf, preset, pix_fmt, dict(encoder_options or {}),
                               threads, audio)
-    with temporary_output(output_path) as tmp:
+    with temporary_output(output_path, overwrite) as tmp:
         source = Source(info.path, skip_errors=skip_errors, hwdec=hwdec)
         _run(info, source, tmp, "image2" if image_encoder else None, upscaler, settings, batch_size, progress, cancel)
     return output_path
