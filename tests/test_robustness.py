@@ -267,3 +267,62 @@ def test_read_only_filesystem_gives_the_write_error_alone(make_clip, random_espc
     done = subprocess.run(["unshare", "-rm", "sh", "-c", command], capture_output=True, text=True, timeout=180)
     assert done.returncode == 1
     assert "read-only file system" in one_line_error(done.stderr)
+
+
+# --- 7, 8: tags players rely on ----------------------------------------------------------------------------
+
+
+def test_hevc_in_mp4_and_mov_is_tagged_hvc1(upscale, make_clip, random_espcn, tmp_path):
+    src = make_clip("in.mkv", width=64, height=48, frames=2, codec="ffv1", options=())
+    for name in ("out.mp4", "out.mov"):
+        code, err = upscale(src, "-m", random_espcn, "-c", "libx265", "-o", tmp_path / name)
+        assert code == 0, err
+        with av.open(str(tmp_path / name)) as container:
+            assert container.streams.video[0].codec_context.codec_tag == "hvc1"
+
+
+def sar_mp4(path: Path, sar: Fraction | None) -> Path:
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=24)
+        ctx = stream.codec_context
+        ctx.width, ctx.height, ctx.pix_fmt = 64, 48, "yuv420p"
+        if sar is not None:
+            ctx.sample_aspect_ratio = sar
+        for frame in sample.testsrc_frames(sample.ClipSpec(width=64, height=48, frames=2)):
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+@pytest.mark.parametrize("sar", [Fraction(1), Fraction(4, 3), None])
+def test_a_stated_sar_is_kept_in_mp4_even_1_to_1(upscale, random_espcn, tmp_path, sar):
+    src = sar_mp4(tmp_path / "in.mp4", sar)
+    code, err = upscale(src, "-m", random_espcn, "-o", tmp_path / "out.mp4")
+    assert code == 0, err
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        assert container.streams.video[0].sample_aspect_ratio == (sar or 0)
+
+
+# --- 10, 12: errors that say what is wrong -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("encoder", "driver"), [("h264_nvenc", "the NVIDIA driver's encoder"),
+                                                 ("h264_amf", "the AMD AMF runtime")])
+def test_a_hardware_encoder_without_its_driver_says_so(upscale, make_clip, random_espcn, tmp_path, encoder, driver):
+    if encoder not in av.codecs_available:
+        pytest.skip(f"this FFmpeg has no {encoder}")
+    src = make_clip("in.mkv", width=64, height=48, frames=2, codec="ffv1", options=())
+    code, err = upscale(src, "-m", random_espcn, "-c", encoder, "-o", tmp_path / "out.mp4")
+    if code == 0:
+        pytest.skip(f"{encoder} works on this machine")
+    assert f"{encoder} cannot start: {driver} is missing" in one_line_error(err)
+
+
+def test_a_damaged_index_is_called_a_damaged_file(make_clip, capsys):
+    src = make_clip("in.mp4", width=64, height=48, frames=2)
+    data = bytearray(src.read_bytes())
+    config = data.find(b"avcC")
+    data[config + 4:config + 34] = bytes(30)  # the decoder configuration inside the moov index
+    src.write_bytes(data)
+    assert main(["probe", str(src)]) == 1
+    assert "in.mp4: damaged file" in one_line_error(capsys.readouterr().err)

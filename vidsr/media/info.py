@@ -96,6 +96,7 @@ class VideoInfo:
     mastering_display: MasteringDisplay | None = None
     content_light: ContentLight | None = None
     interlaced: bool = False  # the first frame is coded as two fields
+    sar_tagged: bool = False  # the file states its SAR (an explicit 1:1 is kept as such)
 
     @property
     def estimated_frames(self) -> int | None:
@@ -161,7 +162,8 @@ def video_info(container: av.container.InputContainer, path: Path) -> VideoInfo:
     stream = container.streams.video[0]
     ctx = stream.codec_context
     if ctx.pix_fmt is None or ctx.width == 0:
-        raise InputError(f"{path}: video stream has no decodable picture format")
+        raise InputError(f"{path}: damaged file: its video stream's parameters (picture size and format) cannot "
+                         "be read")
     first = _first_frame(container, stream)
     return VideoInfo(
         index=stream.index,
@@ -186,6 +188,7 @@ def video_info(container: av.container.InputContainer, path: Path) -> VideoInfo:
         mastering_display=_mastering_display(first),
         content_light=_content_light(first),
         interlaced=bool(first.interlaced_frame),
+        sar_tagged=bool(stream.sample_aspect_ratio or ctx.sample_aspect_ratio),
     )
 
 

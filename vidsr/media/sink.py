@@ -9,6 +9,7 @@ re-encoding, and Matroska attachments (subtitle fonts) too; audio the container 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ _QUIET_PARAMS = {"libx265": ("x265-params", "log-level", "error")}
 # Primaries / transfer that go with a matrix when the input leaves them unspecified.
 _IMPLIED = {1: (1, 1), 5: (5, 6), 6: (6, 6), 9: (9, 14), 10: (9, 14)}
 
+# ISO media containers, where HEVC is tagged hvc1 rather than FFmpeg's default hev1.
+_ISO_MEDIA = {"mp4", "mov", "ipod", "3gp", "3g2"}
 # What some muxers refuse only when the header is written (the stream is accepted when added), so that a
 # default command would fail at the end with "invalid argument". Ogg holds Theora / VP8 video, not H.264, and
 # y4m raw pictures.
@@ -142,6 +145,32 @@ def choose_pix_fmt(codec: av.Codec, source_format: str, requested: str | None) -
         raise EncodeError(f"encoder {codec.name} would drop the colour (it takes: {', '.join(supported)}); "
                           "choose another output format, or --pix-fmt gray to mean it")
     return best
+
+
+# Hardware encoders and the driver library each one loads at start (FFmpeg then reports only a generic error).
+_HARDWARE_DRIVERS = {
+    "_nvenc": ("the NVIDIA driver's encoder", ("libnvidia-encode.so.1", "nvEncodeAPI64.dll")),
+    "_qsv": ("the Intel oneVPL / Media SDK runtime", ("libvpl.so.2", "libmfx.so.1", "libmfx-gen.so.1.2")),
+    "_vaapi": ("the VA-API driver", ("libva.so.2",)),
+    "_amf": ("the AMD AMF runtime", ("libamfrt64.so.1", "amfrt64.dll")),
+    "_videotoolbox": ("macOS VideoToolbox", ("/System/Library/Frameworks/VideoToolbox.framework/VideoToolbox",)),
+}
+
+
+def _missing_driver(encoder: str) -> str | None:
+    """The driver a hardware encoder needs, when none of its libraries loads; None when it is there."""
+    for suffix, (driver, libraries) in _HARDWARE_DRIVERS.items():
+        if encoder.endswith(suffix):
+            return None if any(_loads(name) for name in libraries) else driver
+    return None
+
+
+def _loads(library: str) -> bool:
+    try:
+        ctypes.CDLL(library)
+    except OSError:
+        return False
+    return True
 
 
 def _warn_of_losses(source_format: str, chosen: str, encoder: str) -> None:
@@ -249,8 +278,10 @@ class Sink:
         ctx.width, ctx.height, ctx.pix_fmt = self.width, self.height, self.pix_fmt
         ctx.time_base = video.time_base
         stream.time_base = video.time_base
-        if video.sar != 1:
+        if video.sar != 1 or video.sar_tagged:
             ctx.sample_aspect_ratio = video.sar
+        if codec.canonical_name == "hevc" and self.output.format.name in _ISO_MEDIA:
+            ctx.codec_tag = "hvc1"  # parameter sets in the sample description, as Apple's players require
         ctx.colorspace, ctx.color_primaries = self.color.matrix, self.color.primaries
         ctx.color_trc = self.color.transfer
         ctx.color_range = 2 if self.color.full_range else 1
@@ -263,6 +294,10 @@ class Sink:
         try:  # now, so that bad settings fail before any decoding, and as what they are
             ctx.open()
         except av.FFmpegError as exc:
+            missing = _missing_driver(codec.name)
+            if missing:
+                raise EncodeError(f"{codec.name} cannot start: {missing} is missing (or finds no device for it); "
+                                  "use a software encoder such as -c libx264") from None
             raise EncodeError(f"{codec.name} does not start with these settings ({ffmpeg_reason(exc)}); check "
                               "--preset, --crf, --pix-fmt and --encoder-option") from None
         if ctx.options:  # what the encoder left unused: misspelt, or not one of its options
