@@ -13,6 +13,7 @@ from pathlib import Path
 
 import av
 import pytest
+from PIL import Image
 
 from vidsr import sample
 from vidsr.cli import main
@@ -326,3 +327,31 @@ def test_a_damaged_index_is_called_a_damaged_file(make_clip, capsys):
     src.write_bytes(data)
     assert main(["probe", str(src)]) == 1
     assert "in.mp4: damaged file" in one_line_error(capsys.readouterr().err)
+
+
+# --- 21: what the CLI prints -------------------------------------------------------------------------------
+
+
+def test_probe_names_codecs_not_decoders(upscale, make_clip, random_espcn, tmp_path, capsys):
+    src = make_clip("in.mkv", width=64, height=48, frames=2, audio=True)
+    assert upscale(src, "-m", random_espcn, "--audio", "reencode", "-o", tmp_path / "mp3.avi")[0] == 0
+    assert main(["probe", str(tmp_path / "mp3.avi")]) == 0
+    out = capsys.readouterr().out
+    assert "audio #1: mp3" in out and "mp3float" not in out
+
+
+def test_a_single_image_draws_no_frame_bar(capsys, random_espcn, tmp_path):
+    Image.new("RGB", (32, 24), (200, 30, 30)).save(tmp_path / "in.png")
+    assert main(["upscale", str(tmp_path / "in.png"), "-m", str(random_espcn), "--device", "cpu"]) == 0
+    assert "frame" not in capsys.readouterr().err
+
+
+def test_a_folder_run_names_the_files_it_skips(upscale, make_clip, random_espcn, tmp_path):
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    make_clip("clips/a.mkv", width=64, height=48, frames=2, codec="ffv1", options=())
+    (folder / "notes.txt").write_text("not a video")
+    (folder / "cover.xyz").write_bytes(b"?")
+    code, err = upscale(folder, "-m", random_espcn)
+    assert code == 0, err
+    assert "skipped 2 file(s) that are not video or images by their suffix: cover.xyz, notes.txt" in err

@@ -219,7 +219,7 @@ def _progress_reporter(progress: ProgressCallback | bool | None, info: MediaInfo
     """A callback for the chosen kind of progress report, and a function that closes it."""
     if callable(progress):
         return progress, lambda: None
-    if not progress:
+    if not progress or info.is_image:  # a single picture: no frames to count
         return lambda p: None, lambda: None
     bar = tqdm(total=info.video.estimated_frames, unit="frame", desc=info.path.name, dynamic_ncols=True,
                leave=True)
