@@ -190,7 +190,8 @@ def _remove_stale_partials(output: Path) -> list[int]:
         if _process_exists(int(pid)):
             writers.append(int(pid))
         else:
-            partial.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a leftover that cannot go (read-only now) must not stop the run
+                partial.unlink(missing_ok=True)
     return writers
 
 
