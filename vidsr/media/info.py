@@ -167,7 +167,7 @@ def video_info(container: av.container.InputContainer, path: Path) -> VideoInfo:
     first = _first_frame(container, stream)
     return VideoInfo(
         index=stream.index,
-        codec=ctx.codec.canonical_name,  # the codec (mp3, av1), not the decoder FFmpeg picked (mp3float, libdav1d)
+        codec=codec_name(stream),
         width=ctx.width,
         height=ctx.height,
         pix_fmt=ctx.pix_fmt,
@@ -258,7 +258,15 @@ def probe(path: str | Path) -> MediaInfo:
 def _stream_codec(stream: av.stream.Stream) -> str:
     if stream.type == "attachment":
         return f"{stream.name} ({stream.mimetype})"
-    return stream.codec_context.codec.canonical_name if stream.codec_context else "unknown"
+    return codec_name(stream)
+
+
+def codec_name(stream: av.stream.Stream) -> str:
+    """The codec's name (mp3, av1), not the decoder FFmpeg picked for it (mp3float, libdav1d)."""
+    ctx = stream.codec_context
+    if ctx is None:
+        return "unknown"
+    return ctx.codec.canonical_name if ctx.codec is not None else ctx.name
 
 
 IMAGE_DEMUXERS = {"image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "tiff_pipe", "webp_pipe", "image2pipe"}

@@ -21,7 +21,7 @@ import av
 from vidsr.errors import EncodeError
 from vidsr.media import ENCODERS
 from vidsr.media.frames import _is_engine_planar, working_format
-from vidsr.media.info import UNSPECIFIED, ColorInfo, VideoInfo, ffmpeg_reason
+from vidsr.media.info import UNSPECIFIED, ColorInfo, VideoInfo, codec_name, ffmpeg_reason
 
 log = logging.getLogger("vidsr")
 
@@ -330,7 +330,7 @@ class Sink:
 
     def _holds_audio(self, stream: av.AudioStream) -> bool:
         accepted = _CONTAINER_AUDIO.get(self.output.format.name)
-        return accepted is None or _codec_name(stream) in accepted[0]
+        return accepted is None or codec_name(stream) in accepted[0]
 
     def _holds(self, stream: av.stream.Stream) -> bool:
         """False for subtitles the container refuses only once its header is written."""
@@ -342,7 +342,7 @@ class Sink:
 
     def _drop(self, stream: av.stream.Stream) -> None:
         log.warning("stream %d (%s %s): the %s container cannot hold it; dropped (use .mkv to keep it)",
-                    stream.index, stream.type, _codec_name(stream), self.output.format.name)
+                    stream.index, stream.type, codec_name(stream), self.output.format.name)
 
     def _copy_attachment(self, stream: av.stream.Stream) -> None:
         """Attachments (an ASS subtitle's fonts) have no packets: Matroska stores them whole."""
@@ -356,11 +356,11 @@ class Sink:
         codec = _CONTAINER_AUDIO.get(self.output.format.name, ((), self.output.default_audio_codec))[1]
         if codec == "none":  # the container holds no audio at all (y4m, ivf)
             log.warning("stream %d (audio %s): the %s container holds no audio; dropped (use .mkv to keep it)",
-                        stream.index, _codec_name(stream), self.output.format.name)
+                        stream.index, codec_name(stream), self.output.format.name)
             return
         if self.settings.audio != "reencode":
             log.warning("stream %d (audio %s): not allowed in %s; re-encoding to %s",
-                        stream.index, _codec_name(stream), self.output.format.name, codec)
+                        stream.index, codec_name(stream), self.output.format.name, codec)
         out = self.output.add_stream(codec, rate=stream.codec_context.sample_rate)
         out.layout = stream.codec_context.layout
         _copy_identity(stream, out)
@@ -499,10 +499,6 @@ def _copy_identity(source: av.stream.Stream, out: av.stream.Stream, tags: tuple[
     """A stream's language, title and other tags (only `tags`, if given) and its default / forced flags."""
     out.metadata.update({k: v for k, v in source.metadata.items() if tags is None or k in tags})
     out.disposition = source.disposition
-
-
-def _codec_name(stream: av.stream.Stream) -> str:
-    return stream.codec_context.codec.canonical_name if stream.codec_context else "data"
 
 
 def _whole_chroma_size(width: int, height: int, pix_fmt: str) -> tuple[int, int]:
