@@ -261,10 +261,11 @@ def test_read_only_filesystem_gives_the_write_error_alone(make_clip, random_espc
     src = make_clip("in.mkv", width=64, height=48, frames=2, codec="ffv1", options=())
     readonly = tmp_path / "ro"
     readonly.mkdir()
-    command = (f"mount -t tmpfs -o ro none {readonly} && exec {sys.executable} -m vidsr upscale {src} "
-               f"-m {random_espcn} --device cpu -q -o {readonly / 'out.mkv'}")
-    if subprocess.run(["unshare", "-rm", "true"], capture_output=True, timeout=30).returncode != 0:
-        pytest.skip("unshare (user and mount namespaces) is not allowed here")
+    mount = f"mount -t tmpfs -o ro none {readonly}"
+    command = f"{mount} && exec {sys.executable} -m vidsr upscale {src} -m {random_espcn} --device cpu -q " \
+              f"-o {readonly / 'out.mkv'}"
+    if subprocess.run(["unshare", "-rm", "sh", "-c", mount], capture_output=True, timeout=30).returncode != 0:
+        pytest.skip("unshare cannot mount a private tmpfs here (user and mount namespaces)")
     done = subprocess.run(["unshare", "-rm", "sh", "-c", command], capture_output=True, text=True, timeout=180)
     assert done.returncode == 1
     assert "read-only file system" in one_line_error(done.stderr)
