@@ -230,7 +230,8 @@ def _plan(source: Path, target: Path | None, upscaler: Upscaler, chunk_seconds: 
     job = None
     if not (image_encoder or info.is_image):
         seconds = resolve_chunk_seconds(chunk_seconds, info.video.duration)
-        job = ChunkedJob.plan(info, output, upscaler, settings, seconds, resume, skip_errors)
+        job = ChunkedJob.plan(info, output, upscaler, settings, seconds, resume, skip_errors,
+                              overwrite=encode.get("overwrite", False))
     if job is None:
         raise InputError(f"{source}: pictures and videos without timestamps run without --workers / --cluster")
     return job

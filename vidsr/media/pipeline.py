@@ -30,7 +30,7 @@ from vidsr.errors import Cancelled, InputError, OutputError
 from vidsr.media.chunks import Chunk, keyframe_times, plan_chunks, resolve_chunk_seconds, wants_global_header
 from vidsr.media.frames import crop_planes, plane_layout, planes_to_frame, working_format
 from vidsr.media.info import MediaInfo, open_container, probe
-from vidsr.media.sink import EncodeSettings, Sink
+from vidsr.media.sink import AUDIO_MODES, EncodeSettings, Sink
 from vidsr.media.source import DecodedFrame, Source
 from vidsr.runner import Batch, BatchRunner
 from vidsr.upscaler import Upscaler
@@ -141,18 +141,44 @@ def check_output(input_path: Path, output: Path, overwrite: bool) -> None:
 
 
 @contextlib.contextmanager
-def temporary_output(output: Path) -> Iterator[Path]:
+def temporary_output(output: Path, overwrite: bool = False) -> Iterator[Path]:
     """A temporary path beside `output`, renamed onto it only when the block succeeds, removed otherwise.
 
     Partial files that a killed run (SIGKILL, out of memory, power loss) could not remove are removed here.
+    Without `overwrite` a target that another run is writing is refused, and one that appears while this run
+    works is not replaced: the rename refuses an existing target atomically.
     """
-    _remove_stale_partials(output)
+    writers = _remove_stale_partials(output)
+    if writers and not overwrite:
+        raise OutputError(f"{output}: another vidsr run (process {writers[0]}) is writing it; wait for it to finish "
+                          "or use --overwrite")
     tmp = output.with_name(f"{_partial_prefix(output)}{os.getpid()}{output.suffix}")
     try:
         yield tmp
-        os.replace(tmp, output)
+        _publish(tmp, output, overwrite)
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError as exc:  # a read-only filesystem: the error that got us here is the one to report
+            if tmp.exists():  # (it refuses even to remove a file that is not there)
+                log.warning("%s: could not remove the partial file (%s)", tmp, exc.strerror or exc)
+
+
+def _publish(tmp: Path, output: Path, overwrite: bool) -> None:
+    if overwrite:
+        os.replace(tmp, output)
+        return
+    try:
+        os.link(tmp, output)  # unlike a rename, fails if `output` exists
+        return
+    except FileExistsError:
+        pass
+    except OSError:  # no hard links here (FAT, some network shares): check, then rename
+        if not output.exists():
+            os.replace(tmp, output)
+            return
+    raise OutputError(f"{output}: appeared while this run worked (another run?); kept, and this run's result "
+                      "discarded (use --overwrite to replace it)")
 
 
 def _partial_prefix(output: Path) -> str:
@@ -160,12 +186,19 @@ def _partial_prefix(output: Path) -> str:
     return f".{output.stem}.partial-"
 
 
-def _remove_stale_partials(output: Path) -> None:
-    prefix = _partial_prefix(output)
+def _remove_stale_partials(output: Path) -> list[int]:
+    """Remove the partial files of `output` whose process has gone; returns the processes still writing it."""
+    prefix, writers = _partial_prefix(output), []
     for partial in output.parent.glob(f"{glob.escape(prefix)}*{glob.escape(output.suffix)}"):
         pid = partial.name[len(prefix):len(partial.name) - len(output.suffix)]
-        if pid.isdigit() and not _process_exists(int(pid)):
-            partial.unlink(missing_ok=True)
+        if not pid.isdigit():
+            continue
+        if _process_exists(int(pid)):
+            writers.append(int(pid))
+        else:
+            with contextlib.suppress(OSError):  # a leftover that cannot go (read-only now) must not stop the run
+                partial.unlink(missing_ok=True)
+    return writers
 
 
 def _process_exists(pid: int) -> bool:
@@ -193,7 +226,7 @@ def _progress_reporter(progress: ProgressCallback | bool | None, info: MediaInfo
     """A callback for the chosen kind of progress report, and a function that closes it."""
     if callable(progress):
         return progress, lambda: None
-    if not progress:
+    if not progress or info.is_image:  # a single picture: no frames to count
         return lambda p: None, lambda: None
     bar = tqdm(total=info.video.estimated_frames, unit="frame", desc=info.path.name, dynamic_ncols=True,
                leave=True)
@@ -238,6 +271,7 @@ def upscale_video(
     preset: str | None = None,
     pix_fmt: str | None = None,
     encoder_options: dict[str, str] | None = None,
+    audio: Literal["copy", "reencode", "drop"] = "copy",
     overwrite: bool = False,
     skip_errors: bool = False,
     hwdec: str | None = None,
@@ -253,6 +287,8 @@ def upscale_video(
     docs); `progress=True` shows a tqdm bar on stderr, a callable receives `Progress` updates; setting
     `cancel` stops the job with `Cancelled`. Nothing is left at `output` unless the job succeeds.
     `hwdec` decodes on a device (e.g. "cuda" for NVDEC), falling back to software when it cannot.
+    `audio` copies audio streams ("copy", re-encoding what the container cannot hold), re-encodes them
+    all to the container's default codec ("reencode") or leaves them out ("drop").
     `chunk_seconds` cuts the video into chunks of about that length at keyframes, kept in a work folder
     beside the output so that a rerun resumes (`resume=False` starts afresh); None: 60 s for inputs longer
     than 5 minutes, else off; 0: off. See `ChunkedJob`.
@@ -261,16 +297,17 @@ def upscale_video(
     upscaler = upscaler or Upscaler(model, device=device, precision=precision, tile=tile, tile_pad=tile_pad,
                                     max_memory=max_memory, compile=compile)
     output_path, settings, image_encoder = plan_output(info, output, upscaler, encoder=encoder, crf=crf,
-                                                       preset=preset, pix_fmt=pix_fmt,
+                                                       preset=preset, pix_fmt=pix_fmt, audio=audio,
                                                        encoder_options=encoder_options, overwrite=overwrite)
     if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
         raise InputError(f"batch size must be a whole number of at least 1 or 'auto' (got {batch_size!r})")
     seconds = 0.0 if image_encoder or info.is_image else resolve_chunk_seconds(chunk_seconds, info.video.duration)
-    job = seconds and ChunkedJob.plan(info, output_path, upscaler, settings, seconds, resume, skip_errors, hwdec)
+    job = seconds and ChunkedJob.plan(info, output_path, upscaler, settings, seconds, resume, skip_errors, hwdec,
+                                      overwrite)
     if job:
         job.run_here(upscaler, batch_size, progress, cancel)
         return output_path
-    with temporary_output(output_path) as tmp:
+    with temporary_output(output_path, overwrite) as tmp:
         source = Source(info.path, skip_errors=skip_errors, hwdec=hwdec)
         _run(info, source, tmp, "image2" if image_encoder else None, upscaler, settings, batch_size, progress, cancel)
     return output_path
@@ -286,7 +323,7 @@ def probe_input(path: Path) -> MediaInfo:
 
 def plan_output(info: MediaInfo, output: str | Path | None, upscaler: Upscaler, *, encoder: str | None = None,
                 crf: int | None = None, preset: str | None = None, pix_fmt: str | None = None,
-                encoder_options: dict[str, str] | None = None,
+                encoder_options: dict[str, str] | None = None, audio: str = "copy",
                 overwrite: bool = False) -> tuple[Path, EncodeSettings, str | None]:
     """The checked output path, the encoder settings, and the image encoder when the output is a picture."""
     output_path = Path(output) if output is not None else default_output(info.path, upscaler.scale)
@@ -295,8 +332,10 @@ def plan_output(info: MediaInfo, output: str | Path | None, upscaler: Upscaler, 
     check_output(info.path, output_path, overwrite)
     image_encoder = IMAGE_ENCODERS.get(output_path.suffix.lower())
     threads = cpu_encoder_threads(os.cpu_count() or 1) if upscaler.device.type == "cpu" else None
+    if audio not in AUDIO_MODES:
+        raise InputError(f"audio must be one of {', '.join(AUDIO_MODES)} (got {audio!r})")
     settings = EncodeSettings(encoder or image_encoder, crf, preset, pix_fmt, dict(encoder_options or {}),
-                              threads)
+                              threads, audio)
     return output_path, settings, image_encoder
 
 
@@ -426,16 +465,18 @@ class ChunkedJob:
     by stream copy with the input's other streams muxed in once, by the same `Sink` as a single run."""
 
     def __init__(self, info: MediaInfo, output: Path, chunks: list[Chunk], settings: EncodeSettings,
-                 work: WorkFolder, skip_errors: bool = False, hwdec: str | None = None) -> None:
+                 work: WorkFolder, skip_errors: bool = False, hwdec: str | None = None,
+                 overwrite: bool = False) -> None:
         self.info, self.output, self.chunks, self.settings, self.work = info, output, chunks, settings, work
-        self.skip_errors, self.hwdec = skip_errors, hwdec
+        self.skip_errors, self.hwdec, self.overwrite = skip_errors, hwdec, overwrite
         self.chunk_headers = wants_global_header(work.path, output.suffix)
 
     @classmethod
     def plan(cls, info: MediaInfo, output: Path, upscaler: Upscaler, settings: EncodeSettings, seconds: float,
-             resume: bool = True, skip_errors: bool = False, hwdec: str | None = None) -> ChunkedJob | None:
+             resume: bool = True, skip_errors: bool = False, hwdec: str | None = None,
+             overwrite: bool = False) -> ChunkedJob | None:
         """Chunks of about `seconds` (0: the whole video as one chunk); None, with a notice, when the video has
-        no timestamps to cut by. `skip_errors` and `hwdec` as for `upscale_video`."""
+        no timestamps to cut by. `skip_errors`, `hwdec` and `overwrite` as for `upscale_video`."""
         keyframes = keyframe_times(info.path)
         if keyframes is None:
             log.warning("%s: no timestamps (an elementary stream); upscaled in one piece, without resuming",
@@ -443,9 +484,11 @@ class ChunkedJob:
             return None
         chunks = plan_chunks(keyframes, info.video.time_base, seconds)
         identity = {"input": input_fingerprint(info.path), "output": output.suffix.lower(),
-                    "settings": {**asdict(settings), "threads": None, "skip_errors": skip_errors},
+                    # the audio is muxed at the join: it does not change the chunks
+                    "settings": {**asdict(settings), "threads": None, "audio": None, "skip_errors": skip_errors},
                     "model": model_identity(upscaler)}
-        return cls(info, output, chunks, settings, WorkFolder(output, identity, chunks, resume), skip_errors, hwdec)
+        work = WorkFolder(output, identity, chunks, resume)
+        return cls(info, output, chunks, settings, work, skip_errors, hwdec, overwrite)
 
     @property
     def total_frames(self) -> int | None:
@@ -492,7 +535,7 @@ class ChunkedJob:
         """Join the finished chunks into the output, then remove the work folder. The output was checked
         against --overwrite when the job began; it is replaced only once complete."""
         try:
-            with temporary_output(self.output) as tmp:
+            with temporary_output(self.output, self.overwrite) as tmp:
                 self._join_into(tmp)
         finally:
             self.work.close()
