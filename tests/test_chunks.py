@@ -309,3 +309,13 @@ def test_a_foreign_manifest_is_replaced_with_a_notice(vfr_mkv, random_espcn, tmp
     vidsr.upscale_video(vfr_mkv, out, model=random_espcn, encoder="ffv1", chunk_seconds=1)
     assert "unreadable or foreign manifest" in caplog.text
     assert len(frames_of(out)) == 30 and not work.exists()
+
+
+def test_an_existing_output_is_replaced_only_with_overwrite(vfr_mkv, random_espcn, tmp_path):
+    out = tmp_path / "out.mkv"
+    out.write_bytes(b"an earlier result")
+    with pytest.raises(OutputError, match="already exists"):
+        vidsr.upscale_video(vfr_mkv, out, model=random_espcn, encoder="ffv1", chunk_seconds=1)
+    assert not work_folder_of(out).exists()  # refused before any chunk was made
+    vidsr.upscale_video(vfr_mkv, out, model=random_espcn, encoder="ffv1", chunk_seconds=1, overwrite=True)
+    assert len(frames_of(out)) == 30
