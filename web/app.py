@@ -85,6 +85,7 @@ def build_app(settings: WebSettings, store: SessionStore) -> gr.Blocks:
                 upload = handlers.accept_upload(workspace, Path(path), settings.limits)
             except VidsrError as exc:  # the refused file leaves the box, the reason stays in the status line
                 return cleared(status_line(workspace, exc))
+        # the box keeps the file; preview and results start empty, in the panel that suits the upload
         return (gr.skip(), upload.summary(), seek_slider(upload), *cleared(is_image=upload.is_image)[3:])
 
     def on_clear(request: gr.Request):

@@ -206,18 +206,25 @@ def browser_copy(workspace: Workspace, result: Path) -> Path:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir()
     copy = folder / f"{result.stem}.mp4"
-    with av.open(str(result)) as source:
-        video = first_stream(source.streams.video, BROWSER_VIDEO_CODECS)
-        if video is None:
-            return result  # Gradio converts it
-        streams = [s for s in (video, first_stream(source.streams.audio, BROWSER_AUDIO_CODECS)) if s is not None]
-        with av.open(str(copy), "w", format="mp4", options={"movflags": "+faststart"}) as target:
-            outputs = {s.index: target.add_stream_from_template(s) for s in streams}
-            for packet in source.demux(streams):
-                if packet.size:  # not the demuxer's end-of-stream marker
-                    packet.stream = outputs[packet.stream.index]
-                    target.mux(packet)
+    try:
+        with av.open(str(result)) as source:
+            video = first_stream(source.streams.video, BROWSER_VIDEO_CODECS)
+            if video is None:
+                return result  # Gradio converts it
+            audio = first_stream(source.streams.audio, BROWSER_AUDIO_CODECS)
+            remux(source, [s for s in (video, audio) if s is not None], copy)
+    except av.FFmpegError:
+        return result  # the download is whole; only the player falls back to Gradio's conversion
     return copy
+
+
+def remux(source: av.container.InputContainer, streams: list[av.stream.Stream], target_path: Path) -> None:
+    with av.open(str(target_path), "w", format="mp4", options={"movflags": "+faststart"}) as target:
+        outputs = {s.index: target.add_stream_from_template(s) for s in streams}
+        for packet in source.demux(streams):
+            if packet.size:  # not the demuxer's end-of-stream marker
+                packet.stream = outputs[packet.stream.index]
+                target.mux(packet)
 
 
 def first_stream(streams: Iterable[av.stream.Stream], codecs: tuple[str, ...]) -> av.stream.Stream | None:
