@@ -1,9 +1,9 @@
 """The web demo end to end in headless Chromium: upload, preview, full job, download, pictures, refusals, queue,
 cancel, and the server's exit.
 
-Needs Debian's `chromium` (/usr/bin/chromium; .ci/run installs it) and the `playwright` Python package (the
-`dev` extra); skipped with the reason when either is missing. With VIDSR_UPDATE_SCREENSHOT=1 it saves the
-page as docs/img/web.png.
+The browser tests need Debian's `chromium` (/usr/bin/chromium; .ci/run installs it) and the `playwright` Python
+package (the `dev` extra) and are skipped with the reason when either is missing; the exit test needs neither.
+With VIDSR_UPDATE_SCREENSHOT=1 it saves the page as docs/img/web.png.
 
 Nothing here may hang CI: Chromium and the server run in process groups of their own that are SIGKILLed in the
 fixtures' finally blocks, Chromium with a fresh profile and no background networking, and every wait is bounded.
@@ -41,11 +41,12 @@ REPO = Path(__file__).resolve().parents[1]
 SCREENSHOT = REPO / "docs" / "img" / "web.png" if os.environ.get("VIDSR_UPDATE_SCREENSHOT") else None
 CLIP = ClipSpec(width=160, height=96, frames=12, audio=True, subtitles=True)
 START_S = 90  # the server imports torch and gradio; on a loaded 2-core machine that can take a minute
-EXIT_S = 5  # SIGTERM: the server exits at once
+EXIT_S = 3  # SIGTERM: the server exits at once (Gradio's own shutdown took 5-35 s)
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
-if shutil.which(CHROMIUM) is None:
-    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+try:
+    from playwright import sync_api
+except ImportError:  # the browser tests skip; the server's own test still runs
+    sync_api = None
 
 pytestmark = pytest.mark.slow
 
@@ -123,6 +124,10 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory):
     """Headless Chromium with a fresh profile, driven over its DevTools port (Playwright only connects)."""
+    if sync_api is None:
+        pytest.skip("playwright is not installed (pip install -e '.[dev]')")
+    if shutil.which(CHROMIUM) is None:
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
     profile = tmp_path_factory.mktemp("chromium-profile")
     process = subprocess.Popen([CHROMIUM, *CHROMIUM_ARGS, f"--user-data-dir={profile}", "about:blank"],
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -249,11 +254,22 @@ def test_second_job_waits_in_the_queue_while_the_first_shows_progress_and_is_can
     second.close()
 
 
-def test_sigterm_exits_at_once_and_removes_the_private_folder(server: Server) -> None:
-    server.wait_ready()
-    assert len(server.private_folders()) == 1
+def upload_without_a_page(url: str, name: str, data: bytes) -> None:
+    """POST a file to Gradio's upload route, as a tab closed mid-way would leave it: taken by no session."""
+    boundary = "vidsrtestboundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(f"{url}gradio_api/upload", data=body, method="POST",
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200
+
+
+def test_sigterm_exits_at_once_and_leaves_nothing(server: Server) -> None:
+    upload_without_a_page(server.wait_ready(), "orphan.mp4", b"x" * 100_000)
+    assert len(server.private_folders()) == 1 and list(server.temp.rglob("orphan.mp4"))
     started = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(EXIT_S + 10) == 0
     assert time.monotonic() - started < EXIT_S
-    assert not server.private_folders(), "the server left its temp folder behind"
+    assert list(server.temp.iterdir()) == [], "the server left files in its temp folder"
