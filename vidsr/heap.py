@@ -1,10 +1,10 @@
 """Keep large allocations in glibc's heap, so that a model's per-batch activations reuse warm pages.
 
-A batch of ESPCN x2 on 640x360 frames allocates ~1 GB of activations and frees it again. glibc serves blocks
-that large with mmap and returns them with munmap, so every batch faults all of its pages in anew: on a 2-core
-machine the CLI spent 25 s of system time (5.7 M page faults) on 120 frames, more than the model's own work
-through vspipe. With mmap off for the main arena and no trimming, freed blocks stay mapped and the next batch
-reuses them (docs/BENCHMARKS.md: sys 25.3 s -> 2.0 s). The price is that the process keeps its peak heap.
+A batch of 4 ESPCN x2 frames at 640x360 allocates a few hundred MB of activations and frees them again. glibc
+serves blocks that large with mmap and returns them with munmap, so every batch faulted its pages in anew: the
+CLI spent 7.4 s of system time (3.2 M page faults) on 120 frames where vspipe | ffmpeg spent 1.1 s. With mmap
+off and no trimming, freed blocks stay mapped and the next batch reuses them: 0.8 s, 0.2 M faults
+(docs/BENCHMARKS.md). The price is that the process keeps its peak heap (+7% there).
 
 glibc only (musl, macOS and Windows allocate differently): elsewhere this does nothing.
 """
