@@ -163,7 +163,7 @@ def test_upload_preview_upscale_download_in_chromium(server: Server, browser, tm
     clip = write_clip(tmp_path / "sample clip.mkv", CLIP)
     page = open_page(browser, server.wait_ready(), clip)
     sync_api.expect(page.locator("#media-info")).to_contain_text("160x96")
-    sync_api.expect(page.locator("#media-info")).to_contain_text("subtitle (srt)")
+    sync_api.expect(page.locator("#media-info")).to_contain_text("subtitle (subrip)")
 
     page.locator("#preview-button").click()
     sync_api.expect(page.locator("#comparison img")).to_have_count(2)
