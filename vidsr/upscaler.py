@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from vidsr import color as colorops
+from vidsr import heap
 from vidsr.archs import ModelDescriptor
 from vidsr.errors import InputError, VidsrError
 from vidsr.media.frames import PlaneLayout
@@ -145,6 +146,7 @@ class Upscaler:
     def __init__(self, model: str | Path | ModelDescriptor = DEFAULT_MODEL, device: str | torch.device = "auto",
                  precision: Precision = "auto", tile: int | None = None, tile_pad: int = 16,
                  max_memory: float | None = None, compile: bool = False) -> None:
+        heap.keep_large_allocations()  # per-batch activations reuse warm pages instead of faulting in anew
         self.descriptor = model if isinstance(model, ModelDescriptor) else load_model(model)
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device, self.descriptor)
