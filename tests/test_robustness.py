@@ -283,6 +283,26 @@ def test_hevc_in_mp4_and_mov_is_tagged_hvc1(upscale, make_clip, random_espcn, tm
             assert container.streams.video[0].codec_context.codec_tag == "hvc1"
 
 
+def test_undefined_encoder_dts_is_mended_before_muxing():
+    """libx265 leaves a two-frame clip's dts uninitialised now and then; MP4 refused those packets."""
+    from vidsr.media.sink import _EncoderDts
+
+    def packets(*stamps: tuple[int, int | None]) -> list[av.Packet]:
+        made = []
+        for pts, dts in stamps:
+            packet = av.Packet(b"\0")
+            packet.pts, packet.dts = pts, dts
+            made.append(packet)
+        return made
+
+    mend = _EncoderDts(Fraction(1, 1000))
+    fixed = mend.fix(packets((0, -2248849979199232), (40, -140553123699912)))
+    fixed += mend.fix(packets((120, 39), (80, 60), (160, 2**40)))
+    assert [(p.pts, p.dts) for p in fixed] == [(0, 0), (40, 1), (120, 39), (80, 60), (160, 61)]
+    reordered = _EncoderDts(Fraction(1, 1000)).fix(packets((80, -80), (160, -40), (40, 0), (120, 40)))
+    assert [p.dts for p in reordered] == [-80, -40, 0, 40]  # a B-frame encoder's own dts are left alone
+
+
 def sar_mp4(path: Path, sar: Fraction | None) -> Path:
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=24)

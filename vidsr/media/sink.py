@@ -269,6 +269,7 @@ class Sink:
         _copy_identity(source.streams.video[0], self.stream, _VIDEO_TAGS)
         self._resamplers: dict[int, av.AudioResampler] = {}  # input audio stream index -> for re-encoding
         self._audio_clocks: dict[int, _AudioClock] = {}
+        self._encoder_dts = _EncoderDts(video.time_base)
         if self.chunk_headers is not None:
             self.stream_map: dict[int, av.stream.Stream] = {}
             return
@@ -410,7 +411,7 @@ class Sink:
         frame.pts, frame.time_base = pts, time_base
         frame.colorspace, frame.color_range = self.color.matrix, 2 if self.color.full_range else 1
         frame.chroma_location = self.color.chroma_location
-        self._mux(self.stream.encode(frame))
+        self._mux(self._encoder_dts.fix(self.stream.encode(frame)))
 
     def write_video_packet(self, packet: av.Packet) -> None:
         """A packet of the stream `copy_video` (the join of a chunked job)."""
@@ -440,7 +441,7 @@ class Sink:
         """Flush encoders and finish the file."""
         try:
             if self.copy_video is None:
-                self._mux(self.stream.encode(None))
+                self._mux(self._encoder_dts.fix(self.stream.encode(None)))
             for index in self._resamplers:
                 self._mux(self.stream_map[index].encode(None))
         finally:
@@ -450,6 +451,31 @@ class Sink:
         # The file is deleted next; a failing close must not hide the original error.
         with contextlib.suppress(Exception):
             self.output.close()
+
+
+class _EncoderDts:
+    """Decoding timestamps of the video encoder's packets, mended where the encoder left them undefined.
+
+    libx265 gives a clip shorter than its B-frame delay (two frames) dts values read from uninitialised memory
+    (-2.2e15 one run, -1.4e14 the next); Matroska ignores them, MP4 / MOV refuse the packet. A dts later than
+    its pts, not after the previous one, or a minute or more before its pts is replaced by the smallest dts
+    that keeps the stream valid."""
+
+    def __init__(self, time_base: Fraction) -> None:
+        self.max_reorder = int(60 / time_base)  # no encoder reorders frames a minute apart
+        self.last_dts: int | None = None
+
+    def fix(self, packets: list[av.Packet]) -> list[av.Packet]:
+        for packet in packets:
+            if packet.pts is not None and not self._plausible(packet.dts, packet.pts):
+                packet.dts = packet.pts if self.last_dts is None else min(packet.pts, self.last_dts + 1)
+            if packet.dts is not None:
+                self.last_dts = packet.dts
+        return packets
+
+    def _plausible(self, dts: int | None, pts: int) -> bool:
+        return (dts is not None and dts <= pts and pts - dts < self.max_reorder
+                and (self.last_dts is None or dts > self.last_dts))
 
 
 class _AudioClock:
