@@ -19,8 +19,7 @@ import torch.nn.functional as F
 from vidsr import color as colorops
 from vidsr.archs import ModelDescriptor
 from vidsr.errors import InputError, VidsrError
-from vidsr.media.frames import PlaneLayout
-from vidsr.media.info import ColorInfo
+from vidsr.formats import ColorInfo, PlaneLayout
 from vidsr.tiling import is_out_of_memory, tiled_forward
 from vidsr.zoo import DEFAULT_MODEL, load_model
 

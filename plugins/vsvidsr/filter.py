@@ -16,8 +16,7 @@ import torch
 import vapoursynth as vs
 
 from vidsr.errors import VidsrError
-from vidsr.media.frames import PlaneLayout
-from vidsr.media.info import UNSPECIFIED, ColorInfo
+from vidsr.formats import UNSPECIFIED, ColorInfo, PlaneLayout
 from vidsr.upscaler import Upscaler, resolve_device
 from vidsr.zoo import DEFAULT_MODEL, load_model
 from vsvidsr.batching import BatchScheduler, EngineCall, Worker, batch_members

@@ -18,8 +18,9 @@ from pathlib import Path
 import av
 
 from vidsr.errors import EncodeError
+from vidsr.formats import UNSPECIFIED, ColorInfo
 from vidsr.media.frames import _is_engine_planar, working_format
-from vidsr.media.info import UNSPECIFIED, ColorInfo, VideoInfo, ffmpeg_reason
+from vidsr.media.info import VideoInfo, ffmpeg_reason
 
 log = logging.getLogger("vidsr")
 
