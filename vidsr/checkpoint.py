@@ -1,11 +1,15 @@
 """Read and write weights. Project format: safetensors with JSON-encoded metadata (arch, hyperparams, scale,
-recipe, measured PSNR). Third-party `.pth`/`.pt` files are read with `torch.load(weights_only=True)` only, so
-loading a checkpoint never runs code from it."""
+recipe, measured PSNR). Files are told apart by their first bytes, not their names (downloads are often renamed).
+Pickled checkpoints are read with `torch.load(weights_only=True)` only, so loading a checkpoint never runs code
+from it; TorchScript archives (which are code) are refused."""
 
 from __future__ import annotations
 
 import json
 import pickle
+import re
+import struct
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,8 +23,8 @@ from vidsr.errors import ModelError
 
 # Wrapper keys used by training frameworks, most preferred first (EMA weights are the ones to run).
 WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model_state_dict", "net", "model", "generator")
-SAFETENSORS_SUFFIXES = {".safetensors"}
-PICKLE_SUFFIXES = {".pth", ".pt", ".ckpt", ".bin"}
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTOCOL_OPCODE = b"\x80"  # torch.save's legacy (non-zip) format starts with a pickle
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -28,11 +32,51 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
-    if path.suffix.lower() in SAFETENSORS_SUFFIXES:
+    if file_kind(path) == "safetensors":
         return _load_safetensors(path)
-    if path.suffix.lower() in PICKLE_SUFFIXES:
-        return unwrap_state_dict(_load_pickle(path)), {}
-    raise ModelError(f"{path.name}: unknown weight format (expected .safetensors, .pth or .pt)")
+    return unwrap_state_dict(_load_pickle(path)), {}
+
+
+def file_kind(path: Path) -> str:
+    """"safetensors" or "pickle" (torch.save, zip or legacy), from the first bytes; anything else is an error."""
+    with path.open("rb") as handle:
+        head = handle.read(64)
+    if not head:
+        raise ModelError(f"{path.name}: empty file")
+    if head.startswith(_ZIP_MAGIC):
+        _refuse_torchscript(path)
+        return "pickle"
+    if head.startswith(_PICKLE_PROTOCOL_OPCODE):
+        return "pickle"
+    if len(head) > 8 and head[8:9] == b"{":
+        header_length = struct.unpack("<Q", head[:8])[0]
+        if 8 + header_length > path.stat().st_size:
+            raise ModelError(f"{path.name}: truncated safetensors file ({path.stat().st_size} bytes, its header "
+                             f"alone needs {8 + header_length})")
+        return "safetensors"
+    raise ModelError(f"{path.name}: not a model file ({_looks_like(head)})")
+
+
+def _looks_like(head: bytes) -> str:
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html")):
+        return "an HTML page: the download link gave a web page instead of the file"
+    if text.startswith(b"version https://git-lfs"):
+        return "a Git LFS pointer: fetch the real file with git lfs pull"
+    if head[:1] == b"\x08" and b"pytorch" in head.lower():
+        return "an ONNX graph: vidsr runs PyTorch weights (.pth / .safetensors)"
+    return f"starts with {head[:8].hex(' ')}; expected safetensors or a torch.save checkpoint"
+
+
+def _refuse_torchscript(path: Path) -> None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except zipfile.BadZipFile:
+        raise ModelError(f"{path.name}: truncated or damaged checkpoint (its zip directory is unreadable)") from None
+    if any(name.endswith("/constants.pkl") or "/code/" in name for name in names):
+        raise ModelError(f"{path.name}: a TorchScript archive (a program, not weights); vidsr loads weights only: "
+                         "use the model's .pth or .safetensors file")
 
 
 def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -41,7 +85,7 @@ def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
             raw_metadata = handle.metadata() or {}
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as exc:
-        raise ModelError(f"{path.name}: not a readable safetensors file ({exc})") from None
+        raise ModelError(f"{path.name}: damaged safetensors file ({_one_line(exc)})") from None
     return unwrap_state_dict(tensors), {key: _decode(value) for key, value in raw_metadata.items()}
 
 
@@ -49,10 +93,16 @@ def _load_pickle(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else "not a plain tensor checkpoint"
-        raise ModelError(f"{path.name}: refused to load, it holds more than tensors ({reason})") from None
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise ModelError(f"{path.name}: not a readable PyTorch checkpoint ({exc})") from None
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f"would call {found.group(1)}" if found else "holds more than tensors"
+        raise ModelError(f"{path.name}: refused to load: the pickle {what}, and loading never runs code from a "
+                         "file (ask its author for a .safetensors or plain state-dict version)") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise ModelError(f"{path.name}: truncated or damaged PyTorch checkpoint ({_one_line(exc)})") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200]
 
 
 def unwrap_state_dict(obj: Any) -> dict[str, torch.Tensor]:

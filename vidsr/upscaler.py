@@ -6,6 +6,7 @@ padding to the model's size multiple, tiling and out-of-memory recovery live her
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from functools import lru_cache
@@ -22,6 +23,8 @@ from vidsr.errors import InputError, VidsrError
 from vidsr.formats import ColorInfo, PlaneLayout
 from vidsr.tiling import is_out_of_memory, tiled_forward
 from vidsr.zoo import DEFAULT_MODEL, load_model
+
+log = logging.getLogger("vidsr")
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -93,12 +96,15 @@ def compiled(model: torch.nn.Module, device: torch.device) -> Callable[[torch.Te
 
 
 def resolve_precision(precision: Precision, device: torch.device, descriptor: ModelDescriptor) -> torch.dtype:
-    """'auto' is fp16 on CUDA, bf16 on CPUs with native bf16, fp32 otherwise (where the model supports it)."""
+    """'auto' is fp16 on CUDA, bf16 on CPUs with native bf16, fp32 otherwise, or where the model does not
+    support the half precision the device would use (said in a notice)."""
     if precision == "auto":
-        if device.type == "cuda" and descriptor.supports_fp16:
-            return torch.float16
-        if device.type == "cpu" and descriptor.supports_bf16 and cpu_has_native_bf16():
-            return torch.bfloat16
+        half = "fp16" if device.type == "cuda" else "bf16" if cpu_has_native_bf16() else None
+        if half is None:
+            return torch.float32
+        if half in descriptor.precisions:
+            return _DTYPES[half]
+        log.warning("%s does not support %s: running in fp32", descriptor.arch, half)
         return torch.float32
     if precision not in _DTYPES:
         raise VidsrError(f"unknown precision {precision!r} (use auto, fp32, fp16 or bf16)")
@@ -107,6 +113,62 @@ def resolve_precision(precision: Precision, device: torch.device, descriptor: Mo
     if precision == "bf16" and not descriptor.supports_bf16:
         raise VidsrError(f"model {descriptor.arch} does not support bf16")
     return _DTYPES[precision]
+
+
+def pad_to(x: torch.Tensor, right: int, bottom: int) -> torch.Tensor:
+    """Pad (N,C,H,W) on the right and bottom: mirrored where the picture is large enough (as spandrel pads, so
+    outputs match its own), the rest by repeating the edge."""
+    if not (right or bottom):
+        return x
+    reflect_right, reflect_bottom = min(right, x.shape[-1] - 1), min(bottom, x.shape[-2] - 1)
+    x = F.pad(x, (0, reflect_right, 0, reflect_bottom), mode="reflect")
+    return F.pad(x, (0, right - reflect_right, 0, bottom - reflect_bottom), mode="replicate")
+
+
+def activation_bytes_per_pixel(forward: Callable[[torch.Tensor], torch.Tensor], channels: int,
+                               device: torch.device, side: int) -> float:
+    """Estimated peak activation memory per input pixel: on CUDA measured on a side x side probe; on the CPU
+    (no allocator statistics) four times the largest tensor a layer returns, which covers a block's input,
+    output, residual and attention scores."""
+    probe = torch.rand(1, channels, side, side, device=device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        forward(probe)
+        return (torch.cuda.max_memory_allocated(device) - before) / side**2
+    largest = 0
+
+    def hook(module: torch.nn.Module, inputs: object, output: object) -> None:
+        nonlocal largest
+        if isinstance(output, torch.Tensor):
+            largest = max(largest, output.numel() * output.element_size())
+
+    handles = torch.nn.modules.module.register_module_forward_hook(hook)
+    try:
+        forward(probe)
+    finally:
+        handles.remove()
+    return 4 * largest / side**2
+
+
+def memory_budget(device: torch.device) -> int:
+    """Bytes one frame's activations may take: half of what is free on the GPU, or of the available RAM."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0] * AUTO_BATCH_HEADROOM)
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+        available_kib = int(next(line.split()[1] for line in meminfo.splitlines() if line.startswith("MemAvailable")))
+    except (OSError, StopIteration, ValueError):
+        return 2**62  # unknown: never tile for memory
+    return int(available_kib * 1024 * AUTO_BATCH_HEADROOM)
+
+
+def tile_for_budget(bytes_per_pixel: float, budget: int, height: int, width: int) -> int | None:
+    """The square tile side whose activations fit in `budget`, or None when the whole frame fits."""
+    if bytes_per_pixel * height * width <= budget:
+        return None
+    return max(MIN_TILE, int((budget / bytes_per_pixel) ** 0.5))
 
 
 def batch_for_memory(per_frame: int, free: int) -> int:
@@ -138,7 +200,7 @@ class Upscaler:
         self.dtype = resolve_precision(precision, self.device, self.descriptor)
         if tile is not None and tile < MIN_TILE:
             raise VidsrError(f"tile must be at least {MIN_TILE} pixels (got {tile})")
-        self.tile = tile
+        self.tile = None if tile is None else self._fit_tile(tile)
         self.tile_pad = max(0, tile_pad)
         if self.device.type == "cuda" and CUDNN_AUTOTUNE:
             torch.backends.cudnn.benchmark = True
@@ -147,6 +209,7 @@ class Upscaler:
         self.model = compiled(model, self.device) if compile else model
         self.static_shapes = compile  # a compiled model re-compiles for every new input shape
         self._lock = threading.RLock()
+        self._activation_bytes_per_pixel: float | None = None
         self.memory_cap: int | None = None  # bytes, on CUDA with max_memory
         if max_memory is not None:
             self._cap_memory(max_memory)
@@ -187,17 +250,22 @@ class Upscaler:
     def scale(self) -> int:
         return self.descriptor.scale
 
+    def _fit_tile(self, tile: int) -> int:
+        """A tile side the model takes as it is: at least its minimum, a multiple of its size multiple."""
+        multiple = self.descriptor.size_multiple
+        return -(-max(tile, self.descriptor.size_min) // multiple) * multiple
+
     # --- the model call ----------------------------------------------------------------------------------
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Model on (N,C,H,W) float, padded to the size multiple; returns float32 at the model's scale."""
-        multiple = self.descriptor.size_multiple
+        """Model on (N,C,H,W) float, padded to its size requirements (whole frames and tiles alike); returns
+        float32 at the model's scale, cropped back, with an RGBA model's alpha output dropped."""
         height, width = x.shape[-2:]
-        pad_h, pad_w = -height % multiple, -width % multiple
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        x = pad_to(x, *self.descriptor.padding(width, height))
+        if self.descriptor.in_channels == 4:  # RGBA models see the colour opaque; alpha is resampled apart
+            x = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
         y = self.model(x.to(self.dtype).contiguous(memory_format=torch.channels_last)).float()
-        return y[..., : height * self.scale, : width * self.scale]
+        return y[:, :3 if self.descriptor.out_channels == 4 else None, : height * self.scale, : width * self.scale]
 
     @torch.inference_mode()
     def run_model(self, x: torch.Tensor) -> torch.Tensor:
@@ -208,6 +276,8 @@ class Upscaler:
         slower tiles instead of failing.
         """
         with self._lock:
+            if self.tile is None and self.descriptor.tiling == "supported":
+                self._tile_if_too_large(x)
             while True:
                 try:
                     if self.tile is None or self.tile >= max(x.shape[-2:]):
@@ -224,9 +294,23 @@ class Upscaler:
     def _shrink_tile(self, frame_side: int) -> None:
         torch.cuda.empty_cache()
         current = self.tile if self.tile is not None else frame_side
-        if current // 2 < MIN_TILE:
+        smaller = self._fit_tile(current // 2)
+        if current // 2 < MIN_TILE or smaller >= current:
             raise VidsrError(f"out of GPU memory even with {current}px tiles; use a smaller batch or model")
-        self.tile = current // 2
+        self.tile = smaller
+
+    def _tile_if_too_large(self, x: torch.Tensor) -> None:
+        """Choose tiles before the first frame when its activations would not fit in memory (transformers on
+        large frames): the cost per pixel is measured on a small probe, the budget is half the free memory."""
+        if self._activation_bytes_per_pixel is None:
+            self._activation_bytes_per_pixel = activation_bytes_per_pixel(self._forward, x.shape[1], x.device,
+                                                                          self._fit_tile(MIN_TILE))
+        tile = tile_for_budget(self._activation_bytes_per_pixel * x.shape[0], memory_budget(self.device),
+                               *x.shape[-2:])
+        if tile is not None:
+            self.tile = self._fit_tile(tile)
+            log.warning("%s: a %dx%d frame would need more memory than is free: running it in %dpx tiles",
+                        self.descriptor.arch, x.shape[-1], x.shape[-2], self.tile)
 
     # --- RGB ---------------------------------------------------------------------------------------------
 
@@ -243,7 +327,10 @@ class Upscaler:
         return colorops.ycc_to_rgb(y_up, cb, cr, colorops.BT601).clamp_(0, 1)
 
     def _upscale_luma(self, y: torch.Tensor) -> torch.Tensor:
-        """(N,H,W) normalised luma -> upscaled normalised luma, through a Y-channel model."""
+        """(N,H,W) normalised luma -> upscaled normalised luma, through a Y-channel model (at the levels the
+        model was trained on)."""
+        if self.descriptor.luma_range == "full":
+            return self.run_model(y.unsqueeze(1)).squeeze(1)
         out = self.run_model(colorops.luma_to_model(y).unsqueeze(1))
         return colorops.luma_from_model(out.squeeze(1))
 
