@@ -40,7 +40,7 @@ def _tiny_models() -> dict[str, Callable[[], torch.nn.Module]]:
                                     upsampler="pixelshuffledirect", mlp_ratio=2.0),
         "hat_x2": lambda: HAT(embed_dim=12, depths=(1,), num_heads=(2,), window_size=4, compress_ratio=3,
                               squeeze_factor=4, upscale=2, upsampler="pixelshuffle", mlp_ratio=2.0),
-        "dat_x2": lambda: DAT(embed_dim=12, split_size=[2, 4], depth=[1], num_heads=[2], upscale=2,
+        "dat_x2": lambda: DAT(embed_dim=16, split_size=[2, 4], depth=[1], num_heads=[2], upscale=2,
                               upsampler="pixelshuffledirect", expansion_factor=2.0),
         "safmn_x2": lambda: SAFMN(dim=8, n_blocks=1, upscaling_factor=2),
         "ditn_x2": lambda: DITN(dim=12, ITL_blocks=1, SAL_blocks=1, patch_size=8, upscale=2),

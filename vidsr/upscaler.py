@@ -8,21 +8,21 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from vidsr import color as colorops
 from vidsr.archs import ModelDescriptor
+from vidsr.chain import ModelSpec, load_models
 from vidsr.errors import InputError, VidsrError
 from vidsr.formats import ColorInfo, PlaneLayout
 from vidsr.tiling import is_out_of_memory, tiled_forward
-from vidsr.zoo import DEFAULT_MODEL, load_model
+from vidsr.zoo import DEFAULT_MODEL
 
 log = logging.getLogger("vidsr")
 
@@ -115,16 +115,6 @@ def resolve_precision(precision: Precision, device: torch.device, descriptor: Mo
     return _DTYPES[precision]
 
 
-def pad_to(x: torch.Tensor, right: int, bottom: int) -> torch.Tensor:
-    """Pad (N,C,H,W) on the right and bottom: mirrored where the picture is large enough (as spandrel pads, so
-    outputs match its own), the rest by repeating the edge."""
-    if not (right or bottom):
-        return x
-    reflect_right, reflect_bottom = min(right, x.shape[-1] - 1), min(bottom, x.shape[-2] - 1)
-    x = F.pad(x, (0, reflect_right, 0, reflect_bottom), mode="reflect")
-    return F.pad(x, (0, right - reflect_right, 0, bottom - reflect_bottom), mode="replicate")
-
-
 def activation_bytes_per_pixel(forward: Callable[[torch.Tensor], torch.Tensor], channels: int,
                                device: torch.device, side: int) -> float:
     """Estimated peak activation memory per input pixel: on CUDA measured on a side x side probe; on the CPU
@@ -180,7 +170,8 @@ class Upscaler:
     """Runs a super-resolution model; thread-safe (one forward pass at a time per instance).
 
     Args:
-        model: bundled model name, weight file path, or a loaded ModelDescriptor.
+        model: bundled model name, weight file path, or a loaded ModelDescriptor; or a list of them (or
+            "A,B"), run as a chain (vidsr.chain).
         device: "auto", "cpu" or "cuda:N".
         precision: "auto" (fp16 on CUDA, bf16 on CPUs with native bf16, where the model supports it), "fp32",
             "fp16" or "bf16".
@@ -192,10 +183,10 @@ class Upscaler:
             makes later runs start quicker). Pays off for long videos. On the CPU it needs a C++ compiler.
     """
 
-    def __init__(self, model: str | Path | ModelDescriptor = DEFAULT_MODEL, device: str | torch.device = "auto",
+    def __init__(self, model: ModelSpec | Sequence[ModelSpec] = DEFAULT_MODEL, device: str | torch.device = "auto",
                  precision: Precision = "auto", tile: int | None = None, tile_pad: int = 16,
                  max_memory: float | None = None, compile: bool = False) -> None:
-        self.descriptor = model if isinstance(model, ModelDescriptor) else load_model(model)
+        self.descriptor = load_models(model)
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device, self.descriptor)
         if tile is not None and tile < MIN_TILE:
@@ -258,14 +249,9 @@ class Upscaler:
     # --- the model call ----------------------------------------------------------------------------------
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Model on (N,C,H,W) float, padded to its size requirements (whole frames and tiles alike); returns
-        float32 at the model's scale, cropped back, with an RGBA model's alpha output dropped."""
-        height, width = x.shape[-2:]
-        x = pad_to(x, *self.descriptor.padding(width, height))
-        if self.descriptor.in_channels == 4:  # RGBA models see the colour opaque; alpha is resampled apart
-            x = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
-        y = self.model(x.to(self.dtype).contiguous(memory_format=torch.channels_last)).float()
-        return y[:, :3 if self.descriptor.out_channels == 4 else None, : height * self.scale, : width * self.scale]
+        """Model on (N,C,H,W) float, meeting its size requirements (whole frames and tiles alike); returns
+        float32 at the model's scale."""
+        return self.descriptor.run(x.to(self.dtype).contiguous(memory_format=torch.channels_last), self.model).float()
 
     @torch.inference_mode()
     def run_model(self, x: torch.Tensor) -> torch.Tensor:

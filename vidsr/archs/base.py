@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 StateDict = dict[str, torch.Tensor]
@@ -57,6 +58,16 @@ class ModelDescriptor:
             padded_w = padded_h = max(padded_w, padded_h)
         return padded_w - width, padded_h - height
 
+    def run(self, x: torch.Tensor, network: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """The network (`self.model`, or a compiled form of it) on (N,C,H,W): padded to the size requirements
+        and cropped back, RGBA models given opaque alpha and their alpha output dropped."""
+        height, width = x.shape[-2:]
+        x = pad_to(x, *self.padding(width, height))
+        if self.in_channels == 4:  # the colour is run opaque; a picture's alpha is resampled apart
+            x = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
+        y = (network or self.model)(x)
+        return y[:, :3 if self.out_channels == 4 else None, : height * self.scale, : width * self.scale]
+
     def gmacs(self, width: int = 1920, height: int = 1080) -> float:
         """GMACs (multiply-accumulates / 1e9, convolutions and linear layers) for one output frame of
         width x height pixels."""
@@ -64,6 +75,16 @@ class ModelDescriptor:
         macs = count_conv_macs(self.model, torch.zeros(1, self.in_channels, side, side))
         output_pixels = (side * self.scale) ** 2
         return macs * (width * height) / output_pixels / 1e9
+
+
+def pad_to(x: torch.Tensor, right: int, bottom: int) -> torch.Tensor:
+    """Pad (N,C,H,W) on the right and bottom: mirrored where the picture is large enough (as spandrel pads, so
+    outputs match its own), the rest by repeating the edge."""
+    if not (right or bottom):
+        return x
+    reflect_right, reflect_bottom = min(right, x.shape[-1] - 1), min(bottom, x.shape[-2] - 1)
+    x = F.pad(x, (0, reflect_right, 0, reflect_bottom), mode="reflect")
+    return F.pad(x, (0, right - reflect_right, 0, bottom - reflect_bottom), mode="replicate")
 
 
 def count_conv_macs(model: nn.Module, x: torch.Tensor) -> int:

@@ -30,7 +30,12 @@ class SpandrelNetwork(nn.Module):
         self._call = call
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._call(self.net, x)
+        if x.dtype == torch.float32:
+            return self._call(self.net, x)
+        # Some architectures build float32 tensors on the fly (SwinIR's attention mask for a new size): autocast
+        # runs their matmuls in the half precision asked for instead of failing on mixed dtypes.
+        with torch.autocast(x.device.type, dtype=x.dtype):
+            return self._call(self.net, x).to(x.dtype)
 
 
 @lru_cache(maxsize=1)
