@@ -186,6 +186,14 @@ def test_grey_model_sees_full_range_luma_on_video(make_clip, tmp_path) -> None:
     assert np.median(darker[first > 60]) == pytest.approx(21.9, abs=0.6)
 
 
+def test_eval_feeds_grey_models_full_range_luma(tmp_path) -> None:
+    from vidsr.evaluate import model_predictor
+
+    predict = model_predictor(vidsr.load_model(constant_noise_dncnn(tmp_path / "dncnn.pth", 0.1)))
+    # studio Y 100 is grey 0.3836; minus 0.1 is studio 78.1 (the wrong levels would give 74.5)
+    assert np.all(predict(np.full((8, 9), 100, np.uint8)) == 78)
+
+
 class Exploit:
     def __reduce__(self):
         import os
@@ -233,3 +241,99 @@ def test_own_checkpoint_with_header_still_loads_own_module(tmp_path) -> None:
     assert (loaded.arch, loaded.source) == ("srvgg", "vidsr")
 
 
+
+
+# --- frontends ---------------------------------------------------------------------------------------------
+
+def test_cli_chains_repeated_models(checkpoints, make_clip, tmp_path) -> None:
+    from vidsr.cli import main
+
+    src = make_clip("in.mp4", width=24, height=16, frames=2)
+    out = tmp_path / "out.mkv"
+    assert main(["upscale", str(src), "-o", str(out), "-m", str(checkpoints["dncnn_grey_x1"]),
+                 "-m", str(checkpoints["compact_x2"]), "-m", str(checkpoints["span_x2"]), "--device", "cpu",
+                 "-q"]) == 0
+    assert (probe(out).video.width, probe(out).video.height) == (96, 64)
+
+
+def test_vapoursynth_takes_a_chain_as_one_string(checkpoints) -> None:
+    vs = pytest.importorskip("vapoursynth")
+    import vsvidsr as sr
+
+    clip = vs.core.std.BlankClip(width=20, height=14, format=vs.RGBS, length=2, color=[0.2, 0.5, 0.7])
+    out = sr.upscale(clip, model=f"{checkpoints['compact_x2']},{checkpoints['plksr_x3']}", device="cpu")
+    assert (out.width, out.height, out.num_frames) == (120, 84, 2)
+    frame = out.get_frame(0)
+    assert np.isfinite(np.asarray(frame[0])).all()
+
+
+def test_web_offers_the_models_folder(checkpoints, tmp_path) -> None:
+    import argparse
+
+    from vidsr.zoo import model_files
+    from web.cli import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    folder = checkpoints["span_x2"].parent
+    assert parser.parse_args(["--models-dir", str(folder)]).models_dir == folder
+    offered = model_files(folder)
+    assert set(offered) == set(TINY_MODELS) and offered["span_x2"] == checkpoints["span_x2"]
+    with pytest.raises(ModelError, match="models folder not found"):
+        model_files(tmp_path / "missing")
+
+
+def test_models_inspect_describes_a_third_party_file(checkpoints, capsys) -> None:
+    from vidsr.cli import main
+
+    assert main(["models", "--inspect", str(checkpoints["swinir_x2"])]) == 0
+    text = capsys.readouterr().out
+    for expected in ("SwinIR (built by spandrel)", "super-resolution", "x2", "3 -> 3 (RGB)", "fp32, bf16",
+                     "at least 16 px", "discouraged"):
+        assert expected in text
+    gmacs = float(text.split("GMACs per 1080p output frame:")[1].split()[0])
+    assert gmacs > 0
+
+
+def test_readme_architecture_table_is_the_generated_one(capsys) -> None:
+    from vidsr.cli import main
+
+    assert main(["models", "--architectures", "--markdown"]) == 0
+    table = capsys.readouterr().out.strip()
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start, end = "<!-- architectures: vidsr models --architectures --markdown -->", "<!-- /architectures -->"
+    assert readme.split(start)[1].split(end)[0].strip() == table
+    assert "| SPAN | spandrel |" in table and "| espcn | vidsr" in table
+
+
+# --- ONNX export ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("models", [["espcn-x2"], ["compact_x2"], ["compact_x2", "span_x2"]],
+                         ids=["bundled", "spandrel", "chain"])
+def test_export_round_trips_through_onnxruntime_at_another_size(checkpoints, tmp_path, models) -> None:
+    onnxruntime = pytest.importorskip("onnxruntime")
+    from vidsr.export import export_onnx
+
+    specs = [checkpoints.get(name, name) for name in models]
+    result = export_onnx(specs, tmp_path / "model.onnx", size=(24, 16))
+    assert result.dynamic_size and result.max_difference < 1e-4
+    # a third size and batch, against the engine's own model call
+    upscaler = Upscaler(specs, device="cpu", precision="fp32")
+    x = torch.rand(3, result.channels, 21, 30)
+    session = onnxruntime.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    ours = session.run(["output"], {"input": x.numpy()})[0]
+    assert ours.shape == (3, result.channels, 21 * upscaler.scale, 30 * upscaler.scale)
+    assert np.abs(ours - upscaler.run_model(x).clamp(0, 1).numpy()).max() < 1e-4
+
+
+def test_export_command_writes_fp16_and_says_what_it_wrote(checkpoints, tmp_path, capsys) -> None:
+    pytest.importorskip("onnxruntime")
+    from vidsr.cli import main
+
+    out = tmp_path / "span.onnx"
+    assert main(["export", str(checkpoints["span_x2"]), str(out), "--fp16", "--opset", "17", "--size", "32x24"]) == 0
+    assert "input (N,3,H,W) -> output x2, dynamic batch, height and width" in capsys.readouterr().out
+    import onnx
+
+    graph = onnx.load(str(out)).graph
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
