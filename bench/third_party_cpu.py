@@ -36,7 +36,6 @@ def checkpoints(folder: Path) -> dict[str, Path]:
         "swinir_light_x2": lambda: SwinIR(embed_dim=60, depths=[6, 6, 6, 6], num_heads=[6, 6, 6, 6], window_size=8,
                                           mlp_ratio=2.0, upscale=2, upsampler="pixelshuffledirect", img_size=64),
     }
-    folder.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, build in networks.items():
         torch.manual_seed(0)
@@ -64,6 +63,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=8, help="length of the end-to-end clip (default 8)")
     parser.add_argument("--repeats", type=int, default=3, help="timed model-only calls (default 3)")
     args = parser.parse_args()
+    args.folder.mkdir(parents=True, exist_ok=True)
     clip = write_clip(args.folder / "clip_640x360.mkv", ClipSpec(width=640, height=360, frames=args.frames,
                                                                   options=(("preset", "ultrafast"),)))
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "

@@ -18,7 +18,8 @@ from vidsr.checkpoint import save_checkpoint
 from vidsr.errors import ModelError
 from vidsr.media.info import probe
 from vidsr.metrics import psnr
-from vidsr.upscaler import Upscaler, resolve_precision, tile_for_budget
+from vidsr.tiling import tile_for_budget
+from vidsr.upscaler import Upscaler, resolve_precision
 
 FRAME = (29, 37)  # odd height and width: every size requirement needs padding
 

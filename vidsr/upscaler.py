@@ -21,7 +21,7 @@ from vidsr.archs import ModelDescriptor
 from vidsr.chain import ModelSpec, load_models
 from vidsr.errors import InputError, VidsrError
 from vidsr.formats import ColorInfo, PlaneLayout
-from vidsr.tiling import is_out_of_memory, tiled_forward
+from vidsr.tiling import activation_bytes_per_pixel, is_out_of_memory, memory_budget, tile_for_budget, tiled_forward
 from vidsr.zoo import DEFAULT_MODEL
 
 log = logging.getLogger("vidsr")
@@ -113,52 +113,6 @@ def resolve_precision(precision: Precision, device: torch.device, descriptor: Mo
     if precision == "bf16" and not descriptor.supports_bf16:
         raise VidsrError(f"model {descriptor.arch} does not support bf16")
     return _DTYPES[precision]
-
-
-def activation_bytes_per_pixel(forward: Callable[[torch.Tensor], torch.Tensor], channels: int,
-                               device: torch.device, side: int) -> float:
-    """Estimated peak activation memory per input pixel: on CUDA measured on a side x side probe; on the CPU
-    (no allocator statistics) four times the largest tensor a layer returns, which covers a block's input,
-    output, residual and attention scores."""
-    probe = torch.rand(1, channels, side, side, device=device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        before = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        forward(probe)
-        return (torch.cuda.max_memory_allocated(device) - before) / side**2
-    largest = 0
-
-    def hook(module: torch.nn.Module, inputs: object, output: object) -> None:
-        nonlocal largest
-        if isinstance(output, torch.Tensor):
-            largest = max(largest, output.numel() * output.element_size())
-
-    handles = torch.nn.modules.module.register_module_forward_hook(hook)
-    try:
-        forward(probe)
-    finally:
-        handles.remove()
-    return 4 * largest / side**2
-
-
-def memory_budget(device: torch.device) -> int:
-    """Bytes one frame's activations may take: half of what is free on the GPU, or of the available RAM."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0] * AUTO_BATCH_HEADROOM)
-    try:
-        meminfo = Path("/proc/meminfo").read_text()
-        available_kib = int(next(line.split()[1] for line in meminfo.splitlines() if line.startswith("MemAvailable")))
-    except (OSError, StopIteration, ValueError):
-        return 2**62  # unknown: never tile for memory
-    return int(available_kib * 1024 * AUTO_BATCH_HEADROOM)
-
-
-def tile_for_budget(bytes_per_pixel: float, budget: int, height: int, width: int) -> int | None:
-    """The square tile side whose activations fit in `budget`, or None when the whole frame fits."""
-    if bytes_per_pixel * height * width <= budget:
-        return None
-    return max(MIN_TILE, int((budget / bytes_per_pixel) ** 0.5))
 
 
 def batch_for_memory(per_frame: int, free: int) -> int:
@@ -262,7 +216,8 @@ class Upscaler:
         slower tiles instead of failing.
         """
         with self._lock:
-            if self.tile is None and self.descriptor.tiling == "supported":
+            # third-party models only: transformers' activations outgrow memory; vidsr's CNNs are measured
+            if self.tile is None and self.descriptor.tiling == "supported" and self.descriptor.source == "spandrel":
                 self._tile_if_too_large(x)
             while True:
                 try:
@@ -292,7 +247,7 @@ class Upscaler:
             self._activation_bytes_per_pixel = activation_bytes_per_pixel(self._forward, x.shape[1], x.device,
                                                                           self._fit_tile(MIN_TILE))
         tile = tile_for_budget(self._activation_bytes_per_pixel * x.shape[0], memory_budget(self.device),
-                               *x.shape[-2:])
+                               *x.shape[-2:], MIN_TILE)
         if tile is not None:
             self.tile = self._fit_tile(tile)
             log.warning("%s: a %dx%d frame would need more memory than is free: running it in %dpx tiles",
