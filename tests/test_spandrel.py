@@ -108,6 +108,14 @@ def test_tiles_meet_size_requirements_and_tile_automatically_when_memory_is_shor
     out = auto.upscale_image(image(3))
     assert auto.tile is not None and auto.tile % 8 == 0 and "px tiles" in caplog.text
     assert psnr(out / 255.0, whole / 255.0) > 25  # tiles are blended: close to the whole frame, not equal
+    monkeypatch.setattr("vidsr.upscaler.memory_budget", lambda device: 10**12)
+    roomy = Upscaler(checkpoints["swinir_x2"], device="cpu", precision="fp32")
+    roomy.upscale_image(image(3))
+    assert roomy.tile is None  # the whole frame fits: no tiles
+    monkeypatch.setattr("vidsr.upscaler.memory_budget", lambda device: 40_000)
+    tight = Upscaler(checkpoints["swinir_x2"], device="cpu", precision="fp32")
+    tight.upscale_image(image(3))
+    assert tight.tile is not None and "advise against tiles" in caplog.text  # SwinIR: tiling discouraged
 
 
 def test_chain_of_y_and_rgb_models_scales_by_the_product(checkpoints, random_espcn) -> None:

@@ -217,7 +217,7 @@ class Upscaler:
         """
         with self._lock:
             # third-party models only: transformers' activations outgrow memory; vidsr's CNNs are measured
-            if self.tile is None and self.descriptor.tiling == "supported" and self.descriptor.source == "spandrel":
+            if self.tile is None and self.descriptor.tiling != "internal" and self.descriptor.source == "spandrel":
                 self._tile_if_too_large(x)
             while True:
                 try:
@@ -250,8 +250,9 @@ class Upscaler:
                                *x.shape[-2:], MIN_TILE)
         if tile is not None:
             self.tile = self._fit_tile(tile)
-            log.warning("%s: a %dx%d frame would need more memory than is free: running it in %dpx tiles",
-                        self.descriptor.arch, x.shape[-1], x.shape[-2], self.tile)
+            advice = " (its authors advise against tiles: seams are possible)" * (self.descriptor.tiling != "supported")
+            log.warning("%s: a %dx%d frame would need more memory than is free: running it in %dpx tiles%s",
+                        self.descriptor.arch, x.shape[-1], x.shape[-2], self.tile, advice)
 
     # --- RGB ---------------------------------------------------------------------------------------------
 
