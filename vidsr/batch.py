@@ -20,9 +20,14 @@ MEDIA_SUFFIXES = VIDEO_SUFFIXES | set(IMAGE_ENCODERS) | {".gif"}
 
 
 def folder_media(folder: Path) -> list[Path]:
-    """Video and image files directly inside `folder`, sorted by name (hidden and partial files skipped)."""
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES and not p.name.startswith("."))
+    """Video and image files directly inside `folder`, sorted by name; the other files are named in a notice
+    (hidden and partial files are skipped silently)."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    skipped = [p.name for p in files if p.suffix.lower() not in MEDIA_SUFFIXES]
+    if skipped:
+        log.warning("%s: skipped %d file(s) that are not video or images by their suffix: %s", folder, len(skipped),
+                    ", ".join(skipped[:10]) + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""))
+    return [p for p in files if p.suffix.lower() in MEDIA_SUFFIXES]
 
 
 def upscale_path(input: str | Path, output: str | Path | None = None, *,

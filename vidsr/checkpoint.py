@@ -9,6 +9,7 @@ import json
 import pickle
 import re
 import struct
+import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -42,7 +43,7 @@ def file_kind(path: Path) -> str:
     with path.open("rb") as handle:
         head = handle.read(64)
     if not head:
-        raise ModelError(f"{path.name}: empty file")
+        raise ModelError(f"{path.name}: empty or truncated, not a complete PyTorch checkpoint")
     if head.startswith(_ZIP_MAGIC):
         _refuse_torchscript(path)
         return "pickle"
@@ -54,7 +55,7 @@ def file_kind(path: Path) -> str:
             raise ModelError(f"{path.name}: truncated safetensors file ({path.stat().st_size} bytes, its header "
                              f"alone needs {8 + header_length})")
         return "safetensors"
-    raise ModelError(f"{path.name}: not a model file ({_looks_like(head)})")
+    raise ModelError(f"{path.name}: not a PyTorch checkpoint or safetensors file ({_looks_like(head)})")
 
 
 def _looks_like(head: bytes) -> str:
@@ -73,7 +74,7 @@ def _refuse_torchscript(path: Path) -> None:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
     except zipfile.BadZipFile:
-        raise ModelError(f"{path.name}: truncated or damaged checkpoint (its zip directory is unreadable)") from None
+        raise ModelError(f"{path.name}: damaged or truncated PyTorch checkpoint (its archive cannot be read)") from None
     if any(name.endswith("/constants.pkl") or "/code/" in name for name in names):
         raise ModelError(f"{path.name}: a TorchScript archive (a program, not weights); vidsr loads weights only: "
                          "use the model's .pth or .safetensors file")
@@ -91,14 +92,16 @@ def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
 
 def _load_pickle(path: Path) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        what = f"would call {found.group(1)}" if found else "holds more than tensors"
-        raise ModelError(f"{path.name}: refused to load: the pickle {what}, and loading never runs code from a "
-                         "file (ask its author for a .safetensors or plain state-dict version)") from None
+        raise ModelError(f"{path.name}: refused: it holds Python code or objects besides tensors"
+                         + (f" (the pickle would call {found[1]})" if found else "")
+                         + "; vidsr loads plain tensor checkpoints only") from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise ModelError(f"{path.name}: truncated or damaged PyTorch checkpoint ({_one_line(exc)})") from None
+        raise ModelError(f"{path.name}: damaged or truncated PyTorch checkpoint ({_one_line(exc)})") from None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -133,8 +136,9 @@ def save_checkpoint(path: str | Path, descriptor: ModelDescriptor, **metadata: A
     """Write the model's weights as safetensors; arch, scale, hyperparams and `metadata` go in the header."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = {"arch": descriptor.arch, "scale": descriptor.scale, "color": descriptor.color,
-              "hyperparams": descriptor.hyperparams, **metadata}
+    # The cost goes in the header too, so that `vidsr models` lists models without loading torch.
+    header = {**metadata, "arch": descriptor.arch, "scale": descriptor.scale, "color": descriptor.color,
+              "hyperparams": descriptor.hyperparams, "params": descriptor.params, "gmacs_1080p": descriptor.gmacs()}
     tensors = {key: value.detach().cpu().contiguous() for key, value in descriptor.model.state_dict().items()}
     save_file(tensors, str(path), metadata={key: json.dumps(value) for key, value in header.items()})
     return path

@@ -6,16 +6,13 @@ import argparse
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from vidsr.checkpoint import update_metadata
 from vidsr.commands import add_command
 from vidsr.errors import InputError
-from vidsr.evaluate import EvalResult, bicubic_predictor, evaluate_dataset, model_predictor
-from vidsr.train.trainer import resolve_device
-from vidsr.zoo import bundled_weights, load_model
+
+if TYPE_CHECKING:
+    from vidsr.evaluate import EvalResult
 
 DATA_ENV = "VIDSR_EVAL_DATA"  # folder holding Set5/, Set14/ ...
 
@@ -48,6 +45,13 @@ def dataset_dirs(args: argparse.Namespace) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from vidsr.checkpoint import update_metadata
+    from vidsr.evaluate import bicubic_predictor, evaluate_dataset, model_predictor
+    from vidsr.train.trainer import resolve_device
+    from vidsr.zoo import bundled_weights, load_model
+
     datasets = dataset_dirs(args)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -6,9 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from vidsr.batch import upscale_path
 from vidsr.commands import add_command, batch_size_arg
-from vidsr.media.sink import ENCODERS
+from vidsr.media import ENCODERS
 from vidsr.zoo import DEFAULT_MODEL
 
 
@@ -50,6 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--pix-fmt", help="output pixel format (default: the input's, so 10-bit stays 10-bit)")
     parser.add_argument("--encoder-option", type=_encoder_option, action="append", default=[], metavar="KEY=VALUE",
                         help="extra encoder option, repeatable (e.g. x264-params=aq-mode=3)")
+    parser.add_argument("--audio", choices=["copy", "reencode", "drop"], default="copy",
+                        help="audio streams: copy (default; re-encoded where the container cannot hold them), "
+                        "reencode to the container's default codec, or drop")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--hwdec", metavar="DEVICE",
                         help="decode on a device, e.g. cuda (NVDEC); falls back to software with a notice")
@@ -58,13 +60,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vidsr.batch import upscale_path  # torch and PyAV: loaded only when the command runs
+
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING, format="vidsr: %(message)s")
     written = upscale_path(
         args.input, args.output, model=args.model or DEFAULT_MODEL, device=args.device, precision=args.precision,
         tile=args.tile, tile_pad=args.tile_pad, max_memory=args.max_memory, compile=args.compile,
-        batch_size=args.batch_size, encoder=args.encoder, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
-        encoder_options=dict(args.encoder_option), overwrite=args.overwrite, skip_errors=args.skip_errors,
-        hwdec=args.hwdec, progress=not args.quiet,
+        batch_size=args.batch_size,
+        encoder=args.encoder, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
+        encoder_options=dict(args.encoder_option), audio=args.audio, overwrite=args.overwrite,
+        skip_errors=args.skip_errors, hwdec=args.hwdec, progress=not args.quiet,
     )
     if not args.quiet:
         for path in written:

@@ -25,7 +25,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from vidsr.errors import Cancelled, InputError, OutputError
 from vidsr.media.frames import crop_planes, plane_layout, planes_to_frame, working_format
 from vidsr.media.info import MediaInfo, probe
-from vidsr.media.sink import EncodeSettings, Sink
+from vidsr.media.sink import AUDIO_MODES, EncodeSettings, Sink
 from vidsr.media.source import DecodedFrame, Source
 from vidsr.runner import Batch, BatchRunner
 from vidsr.upscaler import Upscaler
@@ -135,18 +135,44 @@ def check_output(input_path: Path, output: Path, overwrite: bool) -> None:
 
 
 @contextlib.contextmanager
-def temporary_output(output: Path) -> Iterator[Path]:
+def temporary_output(output: Path, overwrite: bool = False) -> Iterator[Path]:
     """A temporary path beside `output`, renamed onto it only when the block succeeds, removed otherwise.
 
     Partial files that a killed run (SIGKILL, out of memory, power loss) could not remove are removed here.
+    Without `overwrite` a target that another run is writing is refused, and one that appears while this run
+    works is not replaced: the rename refuses an existing target atomically.
     """
-    _remove_stale_partials(output)
+    writers = _remove_stale_partials(output)
+    if writers and not overwrite:
+        raise OutputError(f"{output}: another vidsr run (process {writers[0]}) is writing it; wait for it to finish "
+                          "or use --overwrite")
     tmp = output.with_name(f"{_partial_prefix(output)}{os.getpid()}{output.suffix}")
     try:
         yield tmp
-        os.replace(tmp, output)
+        _publish(tmp, output, overwrite)
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError as exc:  # a read-only filesystem: the error that got us here is the one to report
+            if tmp.exists():  # (it refuses even to remove a file that is not there)
+                log.warning("%s: could not remove the partial file (%s)", tmp, exc.strerror or exc)
+
+
+def _publish(tmp: Path, output: Path, overwrite: bool) -> None:
+    if overwrite:
+        os.replace(tmp, output)
+        return
+    try:
+        os.link(tmp, output)  # unlike a rename, fails if `output` exists
+        return
+    except FileExistsError:
+        pass
+    except OSError:  # no hard links here (FAT, some network shares): check, then rename
+        if not output.exists():
+            os.replace(tmp, output)
+            return
+    raise OutputError(f"{output}: appeared while this run worked (another run?); kept, and this run's result "
+                      "discarded (use --overwrite to replace it)")
 
 
 def _partial_prefix(output: Path) -> str:
@@ -154,12 +180,19 @@ def _partial_prefix(output: Path) -> str:
     return f".{output.stem}.partial-"
 
 
-def _remove_stale_partials(output: Path) -> None:
-    prefix = _partial_prefix(output)
+def _remove_stale_partials(output: Path) -> list[int]:
+    """Remove the partial files of `output` whose process has gone; returns the processes still writing it."""
+    prefix, writers = _partial_prefix(output), []
     for partial in output.parent.glob(f"{glob.escape(prefix)}*{glob.escape(output.suffix)}"):
         pid = partial.name[len(prefix):len(partial.name) - len(output.suffix)]
-        if pid.isdigit() and not _process_exists(int(pid)):
-            partial.unlink(missing_ok=True)
+        if not pid.isdigit():
+            continue
+        if _process_exists(int(pid)):
+            writers.append(int(pid))
+        else:
+            with contextlib.suppress(OSError):  # a leftover that cannot go (read-only now) must not stop the run
+                partial.unlink(missing_ok=True)
+    return writers
 
 
 def _process_exists(pid: int) -> bool:
@@ -187,7 +220,7 @@ def _progress_reporter(progress: ProgressCallback | bool | None, info: MediaInfo
     """A callback for the chosen kind of progress report, and a function that closes it."""
     if callable(progress):
         return progress, lambda: None
-    if not progress:
+    if not progress or info.is_image:  # a single picture: no frames to count
         return lambda p: None, lambda: None
     bar = tqdm(total=info.video.estimated_frames, unit="frame", desc=info.path.name, dynamic_ncols=True,
                leave=True)
@@ -232,6 +265,7 @@ def upscale_video(
     preset: str | None = None,
     pix_fmt: str | None = None,
     encoder_options: dict[str, str] | None = None,
+    audio: Literal["copy", "reencode", "drop"] = "copy",
     overwrite: bool = False,
     skip_errors: bool = False,
     hwdec: str | None = None,
@@ -245,6 +279,8 @@ def upscale_video(
     docs); `progress=True` shows a tqdm bar on stderr, a callable receives `Progress` updates; setting
     `cancel` stops the job with `Cancelled`. Nothing is left at `output` unless the job succeeds.
     `hwdec` decodes on a device (e.g. "cuda" for NVDEC), falling back to software when it cannot.
+    `audio` copies audio streams ("copy", re-encoding what the container cannot hold), re-encodes them
+    all to the container's default codec ("reencode") or leaves them out ("drop").
     """
     input_path = Path(input)
     info = probe(input_path)
@@ -261,9 +297,11 @@ def upscale_video(
         raise InputError(f"batch size must be a whole number of at least 1 or 'auto' (got {batch_size!r})")
     image_encoder = IMAGE_ENCODERS.get(output_path.suffix.lower())
     threads = cpu_encoder_threads(os.cpu_count() or 1) if upscaler.device.type == "cpu" else None
+    if audio not in AUDIO_MODES:
+        raise InputError(f"audio must be one of {', '.join(AUDIO_MODES)} (got {audio!r})")
     settings = EncodeSettings(encoder or image_encoder, crf, preset, pix_fmt, dict(encoder_options or {}),
-                              threads)
-    with temporary_output(output_path) as tmp:
+                              threads, audio)
+    with temporary_output(output_path, overwrite) as tmp:
         source = Source(info.path, skip_errors=skip_errors, hwdec=hwdec)
         _run(info, source, tmp, "image2" if image_encoder else None, upscaler, settings, batch_size, progress, cancel)
     return output_path
