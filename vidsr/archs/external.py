@@ -75,6 +75,7 @@ def load_external(state_dict: Mapping[str, torch.Tensor]) -> ModelDescriptor:
     name = loaded.architecture.name
     _refuse_unusable(loaded, name)
     return ModelDescriptor(
+        # the calling convention has no public accessor; spandrel's own __call__ uses this attribute
         model=SpandrelNetwork(loaded.model, loaded._call_fn).eval().requires_grad_(False),
         arch=name, scale=loaded.scale, in_channels=loaded.input_channels, out_channels=loaded.output_channels,
         color=color_of(loaded.input_channels), supports_fp16=loaded.supports_half,
