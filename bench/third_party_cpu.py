@@ -76,7 +76,7 @@ def main() -> None:
         progress = []
         upscale_video(clip, args.folder / f"{name}.mkv", upscaler=upscaler, overwrite=True, progress=progress.append)
         precision = str(upscaler.dtype).split(".")[-1]
-        print(f"| {name} | {upscaler.descriptor.params:,} | {precision} | {model_fps:.2f} | {progress[-1].fps:.2f} |",
+        print(f"| {name} | {upscaler.descriptor.params:,} | {precision} | {model_fps:.3g} | {progress[-1].fps:.3g} |",
               flush=True)
 
 
