@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from vidsr import color as colorops
+from vidsr import heap
 from vidsr.archs import ModelDescriptor
 from vidsr.chain import ModelSpec, load_models
 from vidsr.errors import InputError, VidsrError
@@ -151,6 +152,7 @@ class Upscaler:
     def __init__(self, model: ModelSpec | Sequence[ModelSpec] = DEFAULT_MODEL, device: str | torch.device = "auto",
                  precision: Precision = "auto", tile: int | None = None, tile_pad: int = 16,
                  max_memory: float | None = None, compile: bool = False) -> None:
+        heap.keep_large_allocations()  # per-batch activations reuse warm pages instead of faulting in anew
         self.descriptor = load_models(model)
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device, self.descriptor)

@@ -57,6 +57,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="decode on a device, e.g. cuda (NVDEC); falls back to software with a notice")
     parser.add_argument("--skip-errors", action="store_true", help="drop undecodable frames instead of stopping")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notices")
+    scale_out = parser.add_argument_group("chunks and scaling out")
+    scale_out.add_argument("--chunk-seconds", type=float, metavar="S",
+                           help="cut videos into chunks of about S seconds at keyframes, kept in .NAME.vidsr/ "
+                           "beside the output so that a rerun resumes (default: 60 for inputs over 5 minutes, "
+                           "else off; 0: off)")
+    scale_out.add_argument("--no-resume", action="store_true", help="ignore finished chunks of an earlier run")
+    scale_out.add_argument("--workers", type=int, metavar="N",
+                           help="run chunks and files on N Ray workers (default with --cluster: one per GPU); "
+                           "needs pip install 'vidsr[ray]'")
+    scale_out.add_argument("--cluster", metavar="ADDRESS",
+                           help="an existing Ray cluster: auto, or ray://HOST:10001 (see `ray start --head`)")
+    scale_out.add_argument("--gpus-per-worker", type=float, default=1.0, metavar="G",
+                           help="GPUs per worker, fractions allowed (0.5: two workers share a GPU; default: 1)")
+    scale_out.add_argument("--shared-path", action="store_true",
+                           help="workers read the input at the same path instead of receiving its packets")
+
+
+def _scale_out(args: argparse.Namespace) -> dict:
+    """Ray options, only when asked for: without them, nothing about Ray is passed (or imported)."""
+    if not (args.workers or args.cluster):
+        return {}
+    return {"workers": args.workers, "cluster": args.cluster, "gpus_per_worker": args.gpus_per_worker,
+            "shared_path": args.shared_path}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         encoder=args.encoder, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
         encoder_options=dict(args.encoder_option), audio=args.audio, overwrite=args.overwrite,
-        skip_errors=args.skip_errors, hwdec=args.hwdec, progress=not args.quiet,
+        skip_errors=args.skip_errors, hwdec=args.hwdec, progress=not args.quiet, chunk_seconds=args.chunk_seconds,
+        resume=not args.no_resume, **_scale_out(args),
     )
     if not args.quiet:
         for path in written:

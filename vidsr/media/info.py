@@ -215,9 +215,8 @@ def probe(path: str | Path) -> MediaInfo:
             StreamSummary(s.index, s.type, _stream_codec(s), s.metadata.get("language"))
             for s in container.streams if s.index != video.index
         ]
-        is_image = container.format.name in IMAGE_DEMUXERS or (video.frame_count or 0) == 1 and not others
         return MediaInfo(path=path, container=container.format.name, video=video, others=others,
-                         is_image=is_image)
+                         is_image=is_image_demuxer(container.format.name))
 
 
 def _stream_codec(stream: av.stream.Stream) -> str:
@@ -234,4 +233,7 @@ def codec_name(stream: av.stream.Stream) -> str:
     return ctx.codec.canonical_name if ctx.codec is not None else ctx.name
 
 
-IMAGE_DEMUXERS = {"image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "tiff_pipe", "webp_pipe", "image2pipe"}
+def is_image_demuxer(name: str) -> bool:
+    """FFmpeg reads pictures with image2 and the *_pipe demuxers (png_pipe, jpeg_pipe, ...); a one-frame video in
+    a video container stays a video."""
+    return name in ("image2", "image2pipe") or name.endswith("_pipe")

@@ -21,6 +21,7 @@ import av
 from vidsr.errors import EncodeError
 from vidsr.formats import UNSPECIFIED, ColorInfo
 from vidsr.media import ENCODERS
+from vidsr.media.chunks import CHUNK_FORMAT, CHUNK_OPTIONS
 from vidsr.media.frames import _is_engine_planar, working_format
 from vidsr.media.info import VideoInfo, codec_name, ffmpeg_reason
 
@@ -214,16 +215,26 @@ def _engine_can_make(pix_fmt: str) -> bool:
 
 
 class Sink:
-    """Writes the output file: one encoded video stream plus the remuxed streams of `source`."""
+    """Writes the output file: one encoded video stream plus the remuxed streams of `source`.
+
+    Two variants serve chunked jobs. A chunk (`chunk_headers` set) holds the encoded video only, in NUT, its
+    encoder writing global headers exactly when the final output's format wants them (`chunk_headers`), so
+    the chunks' packets can be copied into it. The join (`copy_video`: a chunk's video stream) copies the
+    video packets it is given instead of encoding frames, and remuxes the rest as for a single run.
+    """
 
     def __init__(self, path: Path, container_format: str | None, source: av.container.InputContainer,
-                 video: VideoInfo, width: int, height: int, settings: EncodeSettings) -> None:
+                 video: VideoInfo, width: int, height: int, settings: EncodeSettings, *,
+                 chunk_headers: bool | None = None, copy_video: av.VideoStream | None = None) -> None:
         self.settings = settings
-        if settings.encoder:
+        self.chunk_headers, self.copy_video = chunk_headers, copy_video
+        if settings.encoder and copy_video is None:
             encoder_codec(settings.encoder)  # an unknown encoder is reported before any file is created
         try:
             # image2 writes a single picture to a plain filename only with update=1
             options = {"update": "1"} if container_format == "image2" else {}
+            if chunk_headers is not None:
+                container_format, options = CHUNK_FORMAT, CHUNK_OPTIONS
             self.output = av.open(str(path), "w", format=container_format, options=options)
         except ValueError:  # FFmpeg knows no container for the suffix
             raise EncodeError(f"no output format is known for '{path.suffix}' files; use a suffix such as .mp4, "
@@ -237,17 +248,31 @@ class Sink:
             raise
 
     def _set_up(self, source: av.container.InputContainer, video: VideoInfo, width: int, height: int) -> None:
-        codec, self.stream = self._add_video_stream(video)
-        source_format = working_format(video.pix_fmt, alpha=True)
-        self.pix_fmt = choose_pix_fmt(codec, source_format, self.settings.pix_fmt)
-        if not self.settings.pix_fmt:  # a format the user chose is what they meant
-            _warn_of_losses(source_format, self.pix_fmt, codec.name)
-        self.width, self.height = _whole_chroma_size(width, height, self.pix_fmt)
+        if self.copy_video is None:
+            codec, self.stream = self._add_video_stream(video)
+            source_format = working_format(video.pix_fmt, alpha=True)
+            self.pix_fmt = choose_pix_fmt(codec, source_format, self.settings.pix_fmt)
+            if not self.settings.pix_fmt and self.chunk_headers is not True:  # said once, not once per chunk
+                _warn_of_losses(source_format, self.pix_fmt, codec.name)
+            self.width, self.height = _whole_chroma_size(width, height, self.pix_fmt)
+        else:
+            self.stream = self.output.add_stream_from_template(self.copy_video)
+            ctx = self.copy_video.codec_context
+            self.pix_fmt, self.width, self.height = ctx.pix_fmt, ctx.width, ctx.height
         self.color = _output_color(video, av.VideoFormat(self.pix_fmt).is_rgb)
-        self._configure_video(codec, video)
+        if self.copy_video is None:
+            self._configure_video(codec, video)
+        else:  # chunk files (NUT) do not carry these
+            self._tag_video(self.stream.codec_context, video)
+            self.stream.time_base = video.time_base
+        if video.rotation:
+            self.stream.set_display_rotation(video.rotation)
         _copy_identity(source.streams.video[0], self.stream, _VIDEO_TAGS)
         self._resamplers: dict[int, av.AudioResampler] = {}  # input audio stream index -> for re-encoding
         self._audio_clocks: dict[int, _AudioClock] = {}
+        if self.chunk_headers is not None:
+            self.stream_map: dict[int, av.stream.Stream] = {}
+            return
         self.stream_map = self._add_passthrough_streams(source)
         self.output.metadata.update(source.metadata)
         self._copy_chapters(source)
@@ -279,19 +304,13 @@ class Sink:
         ctx.width, ctx.height, ctx.pix_fmt = self.width, self.height, self.pix_fmt
         ctx.time_base = video.time_base
         stream.time_base = video.time_base
-        if video.sar != 1 or video.sar_tagged:
-            ctx.sample_aspect_ratio = video.sar
-        if codec.canonical_name == "hevc" and self.output.format.name in _ISO_MEDIA:
-            ctx.codec_tag = "hvc1"  # parameter sets in the sample description, as Apple's players require
-        ctx.colorspace, ctx.color_primaries = self.color.matrix, self.color.primaries
-        ctx.color_trc = self.color.transfer
-        ctx.color_range = 2 if self.color.full_range else 1
+        if self.chunk_headers is False:  # NUT asks for global headers; the output's format does not
+            ctx.flags &= ~av.codec.context.Flags.global_header
+        self._tag_video(ctx, video)
         options = encoder_options(self.settings, codec.name)
         ctx.options = options | _hdr10_options(codec.name, video, options)
         if self.settings.threads is not None and "threads" not in self.settings.options:
             ctx.thread_count = self.settings.threads
-        if video.rotation:
-            stream.set_display_rotation(video.rotation)
         try:  # now, so that bad settings fail before any decoding, and as what they are
             ctx.open()
         except av.FFmpegError as exc:
@@ -304,6 +323,16 @@ class Sink:
         if ctx.options:  # what the encoder left unused: misspelt, or not one of its options
             raise EncodeError(f"{codec.name} has no option {', '.join(sorted(ctx.options))} (its options: "
                               f"`ffmpeg -h encoder={codec.name}`)")
+
+    def _tag_video(self, ctx: av.VideoCodecContext, video: VideoInfo) -> None:
+        """Colour tags, SAR, and the codec tag MP4 / MOV players want."""
+        if video.sar != 1 or video.sar_tagged:
+            ctx.sample_aspect_ratio = video.sar
+        if ctx.codec.canonical_name == "hevc" and self.output.format.name in _ISO_MEDIA:
+            ctx.codec_tag = "hvc1"  # parameter sets in the sample description, as Apple's players require
+        ctx.colorspace, ctx.color_primaries = self.color.matrix, self.color.primaries
+        ctx.color_trc = self.color.transfer
+        ctx.color_range = 2 if self.color.full_range else 1
 
     def _add_passthrough_streams(self, source: av.container.InputContainer) -> dict[int, av.stream.Stream]:
         mapping: dict[int, av.stream.Stream] = {}
@@ -384,6 +413,11 @@ class Sink:
         frame.chroma_location = self.color.chroma_location
         self._mux(self.stream.encode(frame))
 
+    def write_video_packet(self, packet: av.Packet) -> None:
+        """A packet of the stream `copy_video` (the join of a chunked job)."""
+        packet.stream = self.stream
+        self._mux([packet])
+
     def write_packet(self, packet: av.Packet) -> None:
         out = self.stream_map[packet.stream.index]
         if packet.stream.type == "audio":
@@ -406,7 +440,8 @@ class Sink:
     def close(self) -> None:
         """Flush encoders and finish the file."""
         try:
-            self._mux(self.stream.encode(None))
+            if self.copy_video is None:
+                self._mux(self.stream.encode(None))
             for index in self._resamplers:
                 self._mux(self.stream_map[index].encode(None))
         finally:

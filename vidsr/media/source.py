@@ -8,8 +8,9 @@ for either reason or because the demuxer skipped a damaged stretch, is reported 
 
 from __future__ import annotations
 
+import io
 import logging
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -34,13 +35,41 @@ class DecodedFrame:
     frame: av.VideoFrame  # owns the buffers `planes` view
 
 
-class Source:
-    """Decodes the first video stream of `path`, demuxing the streams in `passthrough` alongside it."""
+@dataclass(frozen=True)
+class PtsRange:
+    """The frames of one chunk: pts in [start, end), None meaning open. Decoding begins at the keyframe at or
+    before `seek` (the keyframe before the chunk's own, so that an open GOP's first frames have their
+    references); None decodes from the beginning."""
 
-    def __init__(self, path: str | Path, skip_errors: bool = False, hwdec: str | None = None) -> None:
+    start: int | None
+    end: int | None
+    seek: int | None = None
+
+    def before_start(self, pts: int | None) -> bool:
+        return self.start is not None and pts is not None and pts < self.start
+
+    def past_end(self, pts: int) -> bool:
+        return self.end is not None and pts >= self.end
+
+
+class Source:
+    """Decodes the first video stream of `path`, demuxing the streams in `passthrough` alongside it.
+
+    With `pts_range` only that range's frames come out (no other streams); `data` is then the range's packets
+    in a NUT container (see `vidsr.media.chunks.chunk_packets`) instead of the file at `path`, whose time base
+    NUT may have changed: pts are given (and `pts_range` read) in `time_base`, the input's.
+    """
+
+    def __init__(self, path: str | Path, skip_errors: bool = False, hwdec: str | None = None,
+                 pts_range: PtsRange | None = None, data: bytes | None = None,
+                 time_base: Fraction | None = None) -> None:
         self.path = Path(path)
         self.skip_errors = skip_errors
-        self.container = _open_with_hwdec(self.path, hwdec) if hwdec else open_container(self.path)
+        self.pts_range = pts_range
+        if data is not None:
+            self.container = av.open(io.BytesIO(data))
+        else:
+            self.container = _open_with_hwdec(self.path, hwdec) if hwdec else open_container(self.path)
         self.video = self.container.streams.video[0]
         # Make the decoder report damage instead of silently concealing it: the job stops (or skips the
         # frame) rather than upscaling garbage.
@@ -50,6 +79,8 @@ class Source:
         # stream's frame rate, in its time base.
         rate = self.video.guessed_rate or self.video.average_rate or 25
         self._time_base = Fraction(self.video.time_base or Fraction(1, 1000))
+        self._pts_scale = self._time_base / time_base if time_base is not None else Fraction(1)
+        self._time_base = time_base or self._time_base
         self._frame_step = max(1, round(1 / (Fraction(rate) * self._time_base)))
         self._last_pts: int | None = None
 
@@ -64,33 +95,48 @@ class Source:
         index = 0
         size: tuple[int, int] | None = None
         try:
-            for packet in self.container.demux(streams):
-                if packet.stream.index != self.video.index:
-                    if packet.size:
-                        on_packet(packet)
-                    continue
-                for frame in self._decode(packet, index):
-                    pts = self._pts(frame)
-                    if pts is None:
-                        continue
-                    if size is None:
-                        size = (frame.width, frame.height)
-                    elif (frame.width, frame.height) != size:
-                        raise DecodeError(f"{self.path}: picture size changes at frame {index} "
-                                          f"({size[0]}x{size[1]} -> {frame.width}x{frame.height}); not supported")
-                    on_frame(DecodedFrame(index, pts, Fraction(frame.time_base or self._time_base),
-                                          frame_to_planes(frame, alpha), frame))
-                    index += 1
+            for frame, pts in self._frames(streams, on_packet):
+                if size is None:
+                    size = (frame.width, frame.height)
+                elif (frame.width, frame.height) != size:
+                    raise DecodeError(f"{self.path}: picture size changes at frame {index} "
+                                      f"({size[0]}x{size[1]} -> {frame.width}x{frame.height}); not supported")
+                on_frame(DecodedFrame(index, pts, self._time_base, frame_to_planes(frame, alpha), frame))
+                index += 1
         except av.FFmpegError as exc:  # demuxer-level corruption
             raise DecodeError(f"{self.path}: cannot read past frame {index} ({ffmpeg_reason(exc)})") from None
         if index == 0:
             raise DecodeError(f"{self.path}: no video frame could be decoded")
         self.lost.report(self.path.name)
 
+    def _frames(self, streams: list[av.stream.Stream],
+                on_packet: Callable[[av.Packet], None]) -> Iterator[tuple[av.VideoFrame, int]]:
+        """Decoded video frames with their pts (those in `pts_range` only), passing other packets on."""
+        span = self.pts_range
+        if span is not None and span.seek is not None:
+            self.container.seek(span.seek, stream=self.video)
+        decoded = 0
+        for packet in self.container.demux(streams):
+            if packet.stream.index != self.video.index:
+                if packet.size:
+                    on_packet(packet)
+                continue
+            # Frames before the range only give the range's frames their references: damage there is dropped.
+            tolerate = span is not None and span.before_start(self._scaled(packet.pts))
+            for frame in self._decode(packet, decoded, tolerate):
+                decoded += 1
+                pts = self._pts(frame)
+                if pts is None:
+                    continue
+                if span is not None and span.past_end(pts):
+                    return  # frames come out in presentation order: the rest are later still
+                if span is None or not span.before_start(pts):
+                    yield frame, pts
+
     def _pts(self, frame: av.VideoFrame) -> int | None:
         """The frame's pts (following the previous frame where it has none), or None to drop a frame whose
         timestamp repeats or goes back."""
-        pts = frame.pts
+        pts = self._scaled(frame.pts)
         if pts is None:
             pts = 0 if self._last_pts is None else self._last_pts + self._frame_step
         if self._last_pts is not None:
@@ -105,10 +151,14 @@ class Source:
         self._last_pts = pts
         return pts
 
+    def _scaled(self, pts: int | None) -> int | None:
+        """A pts of the stream in the time base frames are reported in."""
+        return None if pts is None else round(pts * self._pts_scale)
+
     def _seconds(self, pts: int) -> float:
         return float(pts * self._time_base)
 
-    def _decode(self, packet: av.Packet, index: int) -> list[av.VideoFrame]:
+    def _decode(self, packet: av.Packet, index: int, tolerate: bool = False) -> list[av.VideoFrame]:
         try:
             frames = packet.decode()
             reason = "corrupt picture" if any(f.is_corrupt for f in frames) else None
@@ -116,10 +166,12 @@ class Source:
             frames, reason = [], ffmpeg_reason(exc)
         if reason is None:
             return frames
+        if tolerate:
+            return [f for f in frames if not f.is_corrupt]
         if not self.skip_errors:
             raise DecodeError(f"{self.path}: decode error at frame {index} ({reason}); "
                               "use --skip-errors to drop broken frames")
-        at = packet.pts if packet.pts is not None else (self._last_pts or 0) + self._frame_step
+        at = self._scaled(packet.pts) if packet.pts is not None else (self._last_pts or 0) + self._frame_step
         self.lost.add("undecodable frame(s) skipped", self._seconds(at))
         return [f for f in frames if not f.is_corrupt]
 
