@@ -1,13 +1,12 @@
-"""Architectures: shapes, hyper-parameter inference from state dicts, third-party key layouts, cost figures."""
+"""Architectures: shapes, hyper-parameter inference from state dicts, cost figures (third-party: test_spandrel)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from vidsr.archs import ARCHS, create_model, detect_arch, model_from_state_dict
+from vidsr.archs import ARCHS, create_model, model_from_state_dict
 from vidsr.archs.base import count_conv_macs
-from vidsr.archs.rrdbnet import OLD_TOP_LEVEL
 from vidsr.errors import ModelError
 
 # Small instances of every architecture (hyper-parameters away from the defaults so that inference is tested).
@@ -36,8 +35,9 @@ def run(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 def test_state_dict_round_trip_infers_hyperparams(arch: str) -> None:
     built = create_model(arch, **TINY[arch])
     weights = random_weights(built.model)
-    # only the scale of pre-upsampling / transposed-conv networks is not in the shapes: it travels as metadata
-    loaded = model_from_state_dict(weights, {"scale": built.scale})
+    # only the scale of pre-upsampling / transposed-conv networks is not in the shapes: it travels as metadata,
+    # with the arch (vidsr's header: RRDBNet and Compact files without it are third-party, read by spandrel)
+    loaded = model_from_state_dict(weights, {"arch": arch, "scale": built.scale})
     assert loaded.arch == arch
     assert loaded.hyperparams == built.hyperparams
     built.model.load_state_dict(weights)
@@ -71,47 +71,23 @@ def test_rrdbnet_x2plus_pixel_unshuffle_detected() -> None:
     built = create_model("rrdbnet", scale=2, features=8, growth=4, blocks=1)
     weights = random_weights(built.model)
     assert weights["conv_first.weight"].shape[1] == 12
-    loaded = model_from_state_dict(weights)
+    loaded = model_from_state_dict(weights, {"arch": "rrdbnet"})
     assert (loaded.scale, loaded.in_channels, loaded.size_multiple) == (2, 3, 2)
     assert run(loaded.model, torch.rand(1, 3, 6, 8)).shape == (1, 3, 12, 16)
 
 
-def to_old_esrgan_layout(weights: dict[str, torch.Tensor], blocks: int) -> dict[str, torch.Tensor]:
-    new_to_old = {new: old for old, new in OLD_TOP_LEVEL.items()}
-    old = {}
-    for key, value in weights.items():
-        prefix, _, kind = key.rpartition(".")
-        if prefix in new_to_old:
-            old[f"{new_to_old[prefix]}.{kind}"] = value
-        elif prefix == "conv_body":
-            old[f"model.1.sub.{blocks}.{kind}"] = value
-        else:  # body.N.rdbK.convJ
-            _, block, rdb, conv_name = prefix.split(".")
-            old[f"model.1.sub.{block}.RDB{rdb[3:]}.{conv_name}.0.{kind}"] = value
-    return old
-
-
-def test_old_esrgan_layout_gives_identical_output() -> None:
-    built = create_model("rrdbnet", scale=4, features=8, growth=4, blocks=2)
-    weights = random_weights(built.model, seed=1)
-    new = model_from_state_dict(weights)
-    old = model_from_state_dict(to_old_esrgan_layout(weights, blocks=2))
-    assert old.hyperparams == new.hyperparams
-    x = torch.rand(1, 3, 5, 7)
-    assert torch.equal(run(old.model, x), run(new.model, x))
-
-
 def test_srvgg_infers_conv_count_and_scale() -> None:
     weights = random_weights(create_model("srvgg", scale=4, channels=3, features=16, convs=5).model)
-    loaded = model_from_state_dict(weights)
+    loaded = model_from_state_dict(weights, {"arch": "srvgg"})
     assert (loaded.hyperparams["convs"], loaded.scale, loaded.hyperparams["features"]) == (5, 4, 16)
 
 
-def test_unknown_layout_names_closest_arch_and_missing_keys() -> None:
+def test_unknown_layout_is_one_line_naming_tensors() -> None:
     weights = random_weights(create_model("srresnet", scale=2, features=8, blocks=1).model)
     del weights["conv_hr.weight"]
-    with pytest.raises(ModelError, match=r"closest: srresnet.*missing conv_hr\.weight"):
-        detect_arch(weights)
+    with pytest.raises(ModelError, match=r"unknown architecture: .*conv_first\.weight \(8, 3, 3, 3\)") as info:
+        model_from_state_dict(weights)
+    assert "\n" not in str(info.value)
 
 
 def test_wrong_shapes_are_a_model_error() -> None:

@@ -100,7 +100,7 @@ def test_corrupt_and_unknown_files_are_model_errors(tmp_path: Path) -> None:
         load_model(bad)
     other = tmp_path / "weights.onnx"
     other.write_bytes(b"x")
-    with pytest.raises(ModelError, match="unknown weight format"):
+    with pytest.raises(ModelError, match="not a PyTorch checkpoint"):
         load_model(other)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +31,14 @@ def folder_media(folder: Path) -> list[Path]:
     return [p for p in files if p.suffix.lower() in MEDIA_SUFFIXES]
 
 
-def upscale_path(input: str | Path, output: str | Path | None = None, *, model: str | Path = "espcn-x2",
+def upscale_path(input: str | Path, output: str | Path | None = None, *,
+                 model: str | Path | Sequence[str | Path] = "espcn-x2",
                  device: str = "auto", precision: str = "auto", tile: int | None = None, tile_pad: int = 16,
                  max_memory: float | None = None, compile: bool = False, workers: int | None = None,
                  cluster: str | None = None, gpus_per_worker: float = 1.0, shared_path: bool = False,
                  **options: Any) -> list[Path]:
-    """Upscale a file (like `upscale_video`) or a folder of files into an output folder.
+    """Upscale a file (like `upscale_video`) or a folder of files into an output folder, with one model or a
+    chain of models (a list, run in order in one pass).
 
     A folder's output defaults to `<folder>_x<scale>` beside it and is created if missing; each file keeps
     its name (GIFs become MP4). A folder run can be resumed: outputs that exist are skipped unless

@@ -1,13 +1,16 @@
 """Read and write weights. Project format: safetensors with JSON-encoded metadata (arch, hyperparams, scale,
-recipe, measured PSNR). Third-party `.pth`/`.pt` files are read with `torch.load(weights_only=True)` only, so
-loading a checkpoint never runs code from it."""
+recipe, measured PSNR). Files are told apart by their first bytes, not their names (downloads are often renamed).
+Pickled checkpoints are read with `torch.load(weights_only=True)` only, so loading a checkpoint never runs code
+from it; TorchScript archives (which are code) are refused."""
 
 from __future__ import annotations
 
 import json
 import pickle
 import re
+import struct
 import warnings
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,8 +24,8 @@ from vidsr.errors import ModelError
 
 # Wrapper keys used by training frameworks, most preferred first (EMA weights are the ones to run).
 WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model_state_dict", "net", "model", "generator")
-SAFETENSORS_SUFFIXES = {".safetensors"}
-PICKLE_SUFFIXES = {".pth", ".pt", ".ckpt", ".bin"}
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTOCOL_OPCODE = b"\x80"  # torch.save's legacy (non-zip) format starts with a pickle
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -30,11 +33,51 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
-    if path.suffix.lower() in SAFETENSORS_SUFFIXES:
+    if file_kind(path) == "safetensors":
         return _load_safetensors(path)
-    if path.suffix.lower() in PICKLE_SUFFIXES:
-        return unwrap_state_dict(_load_pickle(path)), {}
-    raise ModelError(f"{path.name}: unknown weight format (expected .safetensors, .pth or .pt)")
+    return unwrap_state_dict(_load_pickle(path)), {}
+
+
+def file_kind(path: Path) -> str:
+    """"safetensors" or "pickle" (torch.save, zip or legacy), from the first bytes; anything else is an error."""
+    with path.open("rb") as handle:
+        head = handle.read(64)
+    if not head:
+        raise ModelError(f"{path.name}: empty or truncated, not a complete PyTorch checkpoint")
+    if head.startswith(_ZIP_MAGIC):
+        _refuse_torchscript(path)
+        return "pickle"
+    if head.startswith(_PICKLE_PROTOCOL_OPCODE):
+        return "pickle"
+    if len(head) > 8 and head[8:9] == b"{":
+        header_length = struct.unpack("<Q", head[:8])[0]
+        if 8 + header_length > path.stat().st_size:
+            raise ModelError(f"{path.name}: truncated safetensors file ({path.stat().st_size} bytes, its header "
+                             f"alone needs {8 + header_length})")
+        return "safetensors"
+    raise ModelError(f"{path.name}: not a PyTorch checkpoint or safetensors file ({_looks_like(head)})")
+
+
+def _looks_like(head: bytes) -> str:
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html")):
+        return "an HTML page: the download link gave a web page instead of the file"
+    if text.startswith(b"version https://git-lfs"):
+        return "a Git LFS pointer: fetch the real file with git lfs pull"
+    if head[:1] == b"\x08" and b"pytorch" in head.lower():
+        return "an ONNX graph: vidsr runs PyTorch weights (.pth / .safetensors)"
+    return f"starts with {head[:8].hex(' ')}; expected safetensors or a torch.save checkpoint"
+
+
+def _refuse_torchscript(path: Path) -> None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except zipfile.BadZipFile:
+        raise ModelError(f"{path.name}: damaged or truncated PyTorch checkpoint (its archive cannot be read)") from None
+    if any(name.endswith("/constants.pkl") or "/code/" in name for name in names):
+        raise ModelError(f"{path.name}: a TorchScript archive (a program, not weights); vidsr loads weights only: "
+                         "use the model's .pth or .safetensors file")
 
 
 def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -43,7 +86,7 @@ def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
             raw_metadata = handle.metadata() or {}
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as exc:
-        raise ModelError(f"{path.name}: not a readable safetensors file ({exc})") from None
+        raise ModelError(f"{path.name}: damaged safetensors file ({_one_line(exc)})") from None
     return unwrap_state_dict(tensors), {key: _decode(value) for key, value in raw_metadata.items()}
 
 
@@ -52,25 +95,17 @@ def _load_pickle(path: Path) -> Any:
         with warnings.catch_warnings():  # torch warns about pickle protocols on stderr
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
-        raise ModelError(f"{path.name}: {_pickle_problem(path, exc)}") from None
-
-
-def _pickle_problem(path: Path, exc: Exception) -> str:
-    """What a .pth file that does not load is, in a line (torch's own messages run to paragraphs, and suggest
-    an unsafe load)."""
-    with path.open("rb") as handle:
-        head = handle.read(2)
-    if not head or isinstance(exc, EOFError):
-        return "empty or truncated, not a complete PyTorch checkpoint"
-    is_zip, is_pickle = head == b"PK", head[0] == 0x80 and 2 <= head[1] <= 5
-    if not (is_zip or is_pickle):
-        return "not a PyTorch checkpoint (neither a zip archive nor a pickle)"
-    if isinstance(exc, pickle.UnpicklingError):
+    except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        return ("refused: it holds Python code or objects besides tensors" + (f" ({found[1]})" if found else "")
-                + "; vidsr loads plain tensor checkpoints only")
-    return "damaged or truncated PyTorch checkpoint (its archive cannot be read)"
+        raise ModelError(f"{path.name}: refused: it holds Python code or objects besides tensors"
+                         + (f" (the pickle would call {found[1]})" if found else "")
+                         + "; vidsr loads plain tensor checkpoints only") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise ModelError(f"{path.name}: damaged or truncated PyTorch checkpoint ({_one_line(exc)})") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200]
 
 
 def unwrap_state_dict(obj: Any) -> dict[str, torch.Tensor]:

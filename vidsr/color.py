@@ -15,8 +15,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from vidsr.media.frames import PlaneLayout
-from vidsr.media.info import ColorInfo
+from vidsr.formats import ColorInfo, PlaneLayout
 
 # (Kr, Kb) per H.273 matrix code.
 _LUMA_COEFFS = {1: (0.2126, 0.0722), 4: (0.30, 0.11), 5: (0.299, 0.114), 6: (0.299, 0.114), 7: (0.212, 0.087),

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from vidsr.archs import ModelDescriptor
+from vidsr.color import luma_from_model, luma_to_model
 from vidsr.errors import InputError
 from vidsr.metrics import psnr, rgb_to_y, ssim
 from vidsr.resize import imresize_np
@@ -86,7 +87,13 @@ def model_predictor(descriptor: ModelDescriptor, device: str | torch.device = "c
     @torch.no_grad()
     def predict(lr: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(to_model_space(lr, descriptor.in_channels)).float().div(255)[None].to(device)
-        out = model(x)[0].clamp(0, 1).mul(255).add(0.5).floor().byte().cpu().numpy()
+        full_range_grey = descriptor.color == "y" and descriptor.luma_range == "full"
+        if full_range_grey:  # the protocol's Y is studio range; a third-party grey model expects full-range grey
+            x = luma_from_model(x)
+        out = descriptor.run(x, model)
+        if full_range_grey:
+            out = luma_to_model(out)
+        out = out[0].clamp(0, 1).mul(255).add(0.5).floor().byte().cpu().numpy()
         if descriptor.color == "y":
             return out[0].astype(np.float64)
         return out.mean(axis=0) if lr.ndim == 2 else rgb_to_y(out.transpose(1, 2, 0))

@@ -18,8 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vidsr.media.frames import PlaneLayout
-from vidsr.media.info import ColorInfo
+from vidsr.formats import ColorInfo, PlaneLayout
 from vidsr.upscaler import Upscaler
 
 SLOTS = 2

@@ -4,15 +4,20 @@ Each tile is run with `pad` pixels of context on every side that has a neighbour
 overlap by 2 * pad (scaled) and are cross-faded with complementary ramps. The pad/2 pixels next to a cut
 edge (the ones that saw padding instead of image) get no weight, so a model whose receptive radius is at
 most pad/2 gives exactly the untiled result, and a larger one is still blended without a visible seam.
+
+Tiles are also chosen before the first frame when its activations would not fit in memory (estimated per pixel
+on a small probe): transformers' activations grow far beyond their weights on large frames.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
+MEMORY_SHARE = 0.5  # of the free memory that one frame's activations may take
 
 
 def _spans(length: int, tile: int, pad: int) -> list[tuple[int, int, int, int]]:
@@ -65,3 +70,50 @@ def tiled_forward(forward: Forward, x: torch.Tensor, scale: int, tile: int, pad:
 
 def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def activation_bytes_per_pixel(forward: Callable[[torch.Tensor], torch.Tensor], channels: int,
+                               device: torch.device, side: int) -> float:
+    """Estimated peak activation memory per input pixel: on CUDA measured on a side x side probe; on the CPU
+    (no allocator statistics) four times the largest tensor a layer returns, which covers a block's input,
+    output, residual and attention scores."""
+    probe = torch.rand(1, channels, side, side, device=device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        forward(probe)
+        return (torch.cuda.max_memory_allocated(device) - before) / side**2
+    largest = 0
+
+    def hook(module: torch.nn.Module, inputs: object, output: object) -> None:
+        nonlocal largest
+        if isinstance(output, torch.Tensor):
+            largest = max(largest, output.numel() * output.element_size())
+
+    handles = torch.nn.modules.module.register_module_forward_hook(hook)
+    try:
+        forward(probe)
+    finally:
+        handles.remove()
+    return 4 * largest / side**2
+
+
+def memory_budget(device: torch.device) -> int:
+    """Bytes one frame's activations may take: half of what is free on the GPU, or of the available RAM."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0] * MEMORY_SHARE)
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+        available_kib = int(next(line.split()[1] for line in meminfo.splitlines() if line.startswith("MemAvailable")))
+    except (OSError, StopIteration, ValueError):
+        return 2**62  # unknown: never tile for memory
+    return int(available_kib * 1024 * MEMORY_SHARE)
+
+
+def tile_for_budget(bytes_per_pixel: float, budget: int, height: int, width: int,
+                    min_tile: int = 32) -> int | None:
+    """The square tile side whose activations fit in `budget`, or None when the whole frame fits."""
+    if bytes_per_pixel * height * width <= budget:
+        return None
+    return max(min_tile, int((budget / bytes_per_pixel) ** 0.5))

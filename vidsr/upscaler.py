@@ -6,24 +6,26 @@ padding to the model's size multiple, tiling and out-of-memory recovery live her
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from vidsr import color as colorops
 from vidsr import heap
 from vidsr.archs import ModelDescriptor
+from vidsr.chain import ModelSpec, load_models
 from vidsr.errors import InputError, VidsrError
-from vidsr.media.frames import PlaneLayout
-from vidsr.media.info import ColorInfo
-from vidsr.tiling import is_out_of_memory, tiled_forward
-from vidsr.zoo import DEFAULT_MODEL, load_model
+from vidsr.formats import ColorInfo, PlaneLayout
+from vidsr.tiling import activation_bytes_per_pixel, is_out_of_memory, memory_budget, tile_for_budget, tiled_forward
+from vidsr.zoo import DEFAULT_MODEL
+
+log = logging.getLogger("vidsr")
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -104,12 +106,15 @@ def compiled(model: torch.nn.Module, device: torch.device) -> Callable[[torch.Te
 
 
 def resolve_precision(precision: Precision, device: torch.device, descriptor: ModelDescriptor) -> torch.dtype:
-    """'auto' is fp16 on CUDA, bf16 on CPUs with native bf16, fp32 otherwise (where the model supports it)."""
+    """'auto' is fp16 on CUDA, bf16 on CPUs with native bf16, fp32 otherwise, or where the model does not
+    support the half precision the device would use (said in a notice)."""
     if precision == "auto":
-        if device.type == "cuda" and descriptor.supports_fp16:
-            return torch.float16
-        if device.type == "cpu" and descriptor.supports_bf16 and cpu_has_native_bf16():
-            return torch.bfloat16
+        half = "fp16" if device.type == "cuda" else "bf16" if cpu_has_native_bf16() else None
+        if half is None:
+            return torch.float32
+        if half in descriptor.precisions:
+            return _DTYPES[half]
+        log.warning("%s does not support %s: running in fp32", descriptor.arch, half)
         return torch.float32
     if precision not in _DTYPES:
         raise VidsrError(f"unknown precision {precision!r} (use auto, fp32, fp16 or bf16)")
@@ -131,7 +136,8 @@ class Upscaler:
     """Runs a super-resolution model; thread-safe (one forward pass at a time per instance).
 
     Args:
-        model: bundled model name, weight file path, or a loaded ModelDescriptor.
+        model: bundled model name, weight file path, or a loaded ModelDescriptor; or a list of them (or
+            "A,B"), run as a chain (vidsr.chain).
         device: "auto", "cpu" or "cuda:N".
         precision: "auto" (fp16 on CUDA, bf16 on CPUs with native bf16, where the model supports it), "fp32",
             "fp16" or "bf16".
@@ -143,18 +149,18 @@ class Upscaler:
             makes later runs start quicker). Pays off for long videos. On the CPU it needs a C++ compiler.
     """
 
-    def __init__(self, model: str | Path | ModelDescriptor = DEFAULT_MODEL, device: str | torch.device = "auto",
+    def __init__(self, model: ModelSpec | Sequence[ModelSpec] = DEFAULT_MODEL, device: str | torch.device = "auto",
                  precision: Precision = "auto", tile: int | None = None, tile_pad: int = 16,
                  max_memory: float | None = None, compile: bool = False) -> None:
         heap.keep_large_allocations()  # per-batch activations reuse warm pages instead of faulting in anew
-        self.descriptor = model if isinstance(model, ModelDescriptor) else load_model(model)
+        self.descriptor = load_models(model)
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device, self.descriptor)
         if tile is not None and tile < MIN_TILE:
             raise VidsrError(f"tile must be at least {MIN_TILE} pixels (got {tile})")
         if tile_pad < 0:
             raise VidsrError(f"tile_pad must be at least 0 (got {tile_pad}); tiles without overlap show seams")
-        self.tile = tile
+        self.tile = None if tile is None else self._fit_tile(tile)
         self.tile_pad = tile_pad
         if self.device.type == "cuda" and CUDNN_AUTOTUNE:
             torch.backends.cudnn.benchmark = True
@@ -163,6 +169,7 @@ class Upscaler:
         self.model = compiled(model, self.device) if compile else model
         self.static_shapes = compile  # a compiled model re-compiles for every new input shape
         self._lock = threading.RLock()
+        self._activation_bytes_per_pixel: float | None = None
         self.memory_cap: int | None = None  # bytes, on CUDA with max_memory
         if max_memory is not None:
             self._cap_memory(max_memory)
@@ -203,17 +210,17 @@ class Upscaler:
     def scale(self) -> int:
         return self.descriptor.scale
 
+    def _fit_tile(self, tile: int) -> int:
+        """A tile side the model takes as it is: at least its minimum, a multiple of its size multiple."""
+        multiple = self.descriptor.size_multiple
+        return -(-max(tile, self.descriptor.size_min) // multiple) * multiple
+
     # --- the model call ----------------------------------------------------------------------------------
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Model on (N,C,H,W) float, padded to the size multiple; returns float32 at the model's scale."""
-        multiple = self.descriptor.size_multiple
-        height, width = x.shape[-2:]
-        pad_h, pad_w = -height % multiple, -width % multiple
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        y = self.model(x.to(self.dtype).contiguous(memory_format=torch.channels_last)).float()
-        return y[..., : height * self.scale, : width * self.scale]
+        """Model on (N,C,H,W) float, meeting its size requirements (whole frames and tiles alike); returns
+        float32 at the model's scale."""
+        return self.descriptor.run(x.to(self.dtype).contiguous(memory_format=torch.channels_last), self.model).float()
 
     @torch.inference_mode()
     def run_model(self, x: torch.Tensor) -> torch.Tensor:
@@ -224,6 +231,9 @@ class Upscaler:
         slower tiles instead of failing.
         """
         with self._lock:
+            # third-party models only: transformers' activations outgrow memory; vidsr's CNNs are measured
+            if self.tile is None and self.descriptor.tiling != "internal" and self.descriptor.source == "spandrel":
+                self._tile_if_too_large(x)
             while True:
                 try:
                     if self.tile is None or self.tile >= max(x.shape[-2:]):
@@ -240,9 +250,24 @@ class Upscaler:
     def _shrink_tile(self, frame_side: int) -> None:
         torch.cuda.empty_cache()
         current = self.tile if self.tile is not None else frame_side
-        if current // 2 < MIN_TILE:
+        smaller = self._fit_tile(current // 2)
+        if current // 2 < MIN_TILE or smaller >= current:
             raise VidsrError(f"out of GPU memory even with {current}px tiles; use a smaller batch or model")
-        self.tile = current // 2
+        self.tile = smaller
+
+    def _tile_if_too_large(self, x: torch.Tensor) -> None:
+        """Choose tiles before the first frame when its activations would not fit in memory (transformers on
+        large frames): the cost per pixel is measured on a small probe, the budget is half the free memory."""
+        if self._activation_bytes_per_pixel is None:
+            self._activation_bytes_per_pixel = activation_bytes_per_pixel(self._forward, x.shape[1], x.device,
+                                                                          self._fit_tile(MIN_TILE))
+        tile = tile_for_budget(self._activation_bytes_per_pixel * x.shape[0], memory_budget(self.device),
+                               *x.shape[-2:], MIN_TILE)
+        if tile is not None:
+            self.tile = self._fit_tile(tile)
+            advice = " (its authors advise against tiles: seams are possible)" * (self.descriptor.tiling != "supported")
+            log.warning("%s: a %dx%d frame would need more memory than is free: running it in %dpx tiles%s",
+                        self.descriptor.arch, x.shape[-1], x.shape[-2], self.tile, advice)
 
     # --- RGB ---------------------------------------------------------------------------------------------
 
@@ -259,7 +284,10 @@ class Upscaler:
         return colorops.ycc_to_rgb(y_up, cb, cr, colorops.BT601).clamp_(0, 1)
 
     def _upscale_luma(self, y: torch.Tensor) -> torch.Tensor:
-        """(N,H,W) normalised luma -> upscaled normalised luma, through a Y-channel model."""
+        """(N,H,W) normalised luma -> upscaled normalised luma, through a Y-channel model (at the levels the
+        model was trained on)."""
+        if self.descriptor.luma_range == "full":
+            return self.run_model(y.unsqueeze(1)).squeeze(1)
         out = self.run_model(colorops.luma_to_model(y).unsqueeze(1))
         return colorops.luma_from_model(out.squeeze(1))
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # torch is loaded only to run a model: `vidsr models` reads t
     from vidsr.archs import ModelDescriptor
 
 DEFAULT_MODEL = "espcn-x2"
+WEIGHT_SUFFIXES = {".safetensors", ".pth", ".pt", ".ckpt", ".bin"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,15 @@ def bundled_weights() -> dict[str, Path]:
     root = importlib.resources.files("vidsr.weights")
     files = sorted(Path(str(entry)) for entry in root.iterdir() if entry.name.endswith(".safetensors"))
     return {path.stem.replace("_", "-"): path for path in files}
+
+
+def model_files(folder: str | Path) -> dict[str, Path]:
+    """Weight files directly inside `folder` (told by suffix here; loading checks their content), by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelError(f"models folder not found: {folder}")
+    return {path.stem: path for path in sorted(folder.iterdir())
+            if path.is_file() and path.suffix.lower() in WEIGHT_SUFFIXES and not path.name.startswith(".")}
 
 
 def load_model(name_or_path: str | Path = DEFAULT_MODEL) -> ModelDescriptor:
@@ -148,3 +158,39 @@ def model_card(name_or_path: str | Path) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def inspect_model(name_or_path: str | Path) -> list[tuple[str, str]]:
+    """What `vidsr models --inspect` prints: (label, value) rows about any loadable model (vidsr pads and crops
+    frames and tiles to the size requirements, so they constrain nothing for users)."""
+    descriptor = load_model(name_or_path)
+    multiple, minimum = descriptor.size_multiple, descriptor.size_min
+    requirements = [f"multiple of {multiple}"] * (multiple > 1) + [f"at least {minimum} px"] * (minimum > 0)
+    requirements += ["square"] * descriptor.size_square
+    return [
+        ("architecture", f"{descriptor.arch} (built by {descriptor.source})"),
+        ("purpose", {"SR": "super-resolution", "Restoration": "restoration (1x)"}.get(descriptor.purpose,
+                                                                                      descriptor.purpose)),
+        ("scale", f"x{descriptor.scale}"),
+        ("channels", f"{descriptor.in_channels} -> {descriptor.out_channels} "
+                     f"({'luma' if descriptor.color == 'y' else 'RGB'})"),
+        ("parameters", f"{descriptor.params:,}"),
+        ("GMACs per 1080p output frame", f"{descriptor.gmacs():.1f} (convolutions and linear layers)"),
+        ("precisions", ", ".join(descriptor.precisions)),
+        ("size requirements", ", ".join(requirements) or "none"),
+        ("tiling", descriptor.tiling),
+        ("licence", descriptor.licence or "not recorded: see where the weights came from"),
+    ]
+
+
+def architectures() -> list[tuple[str, str, str]]:
+    """(architecture, loaded by, licence note) for every architecture vidsr loads."""
+    from vidsr.archs import ARCHS
+    from vidsr.archs.external import EXTRA_LICENCE
+    from vidsr.archs.external import architectures as spandrel_architectures
+
+    own = [(spec.name, "vidsr (checkpoints it wrote)", "MIT (this project)") for spec in ARCHS.values()]
+    # spandrel records no licence for its main architectures: the weights' own terms are what matter there
+    third_party = [(name, "spandrel", EXTRA_LICENCE if extra else "see the weights' source")
+                   for name, extra in spandrel_architectures()]
+    return own + third_party

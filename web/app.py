@@ -17,7 +17,7 @@ import gradio as gr
 import vidsr
 from vidsr.errors import Cancelled, VidsrError
 from vidsr.media import sink
-from vidsr.zoo import DEFAULT_MODEL
+from vidsr.zoo import DEFAULT_MODEL, model_files
 from web import handlers
 from web.handlers import JobOptions
 from web.limits import Limits
@@ -36,6 +36,7 @@ class WebSettings:
     concurrency: int = 1
     queue_size: int = 20
     idle_timeout_s: float = 6 * 3600
+    models_dir: Path | None = None  # the operator's weight files, offered beside the bundled models
     upload_ttl_s: float = UPLOAD_TTL_S
 
 
@@ -64,6 +65,9 @@ def build_app(settings: WebSettings, store: SessionStore) -> gr.Blocks:
     models = vidsr.list_models()
     names = [info.name for info in models] or [DEFAULT_MODEL]
     model_choices = [(handlers.model_label(info), info.name) for info in models] or names
+    if settings.models_dir is not None:  # by path; no model upload: visitors cannot make the server load files
+        model_choices += [(f"{name} (models folder)", str(path))
+                          for name, path in model_files(settings.models_dir).items()]
     default_model = DEFAULT_MODEL if DEFAULT_MODEL in names else names[0]
 
     def workspace_of(request: gr.Request) -> Workspace:

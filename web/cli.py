@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import sys
+from pathlib import Path
 
 from vidsr.errors import VidsrError
 from web.limits import Limits, parse_resolution
@@ -37,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     server.add_argument("--device", default="auto", help="torch device for the models (default: %(default)s)")
     server.add_argument("--concurrency", type=int, default=1,
                         help="model runs at once; more requests wait in the queue (default: %(default)s)")
+    server.add_argument("--models-dir", type=Path, metavar="DIR",
+                        help="also offer the weight files in DIR (community ones too: `vidsr models --architectures`)")
     server.add_argument("--queue-size", type=int, default=20, help="most requests waiting (default: %(default)s)")
     limits = parser.add_argument_group("limits (0 = none)")
     limits.add_argument("--max-upload-mb", type=float, default=defaults.max_upload_mb,
@@ -56,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     settings = WebSettings(
         limits=Limits(max_upload_mb=args.max_upload_mb or None, max_duration_s=args.max_duration or None,
                       max_resolution=args.max_resolution),
-        device=args.device, concurrency=args.concurrency, queue_size=args.queue_size)
+        device=args.device, concurrency=args.concurrency, queue_size=args.queue_size, models_dir=args.models_dir)
     if (args.share or not _is_loopback(args.host)) and args.auth is None:
         print("vidsr web: warning: reachable from other machines without --auth", file=sys.stderr)
     try:

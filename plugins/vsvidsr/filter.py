@@ -15,11 +15,11 @@ import numpy as np
 import torch
 import vapoursynth as vs
 
+from vidsr.chain import load_models
 from vidsr.errors import VidsrError
-from vidsr.media.frames import PlaneLayout
-from vidsr.media.info import UNSPECIFIED, ColorInfo
+from vidsr.formats import UNSPECIFIED, ColorInfo, PlaneLayout
 from vidsr.upscaler import Upscaler, resolve_device
-from vidsr.zoo import DEFAULT_MODEL, load_model
+from vidsr.zoo import DEFAULT_MODEL
 from vsvidsr.batching import BatchScheduler, EngineCall, Worker, batch_members
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
@@ -44,7 +44,8 @@ def upscale(
             float samples. YUV colour is interpreted with the frames' `_Matrix`, `_Range` (or legacy
             `_ColorRange`), `_Primaries` and `_Transfer` props; an unspecified matrix means BT.709 from
             720 lines up and BT.601 below.
-        model: bundled model name (see `vidsr models`) or a weight file (.safetensors / .pth).
+        model: bundled model name (see `vidsr models`) or a weight file (.safetensors / .pth, vidsr's or a
+            community one: `vidsr models --architectures`); "A,B" chains models in one pass.
         device_index: CUDA GPU to run on when `device` is "auto" (with a GPU present) or "cuda".
         num_streams: frames processed at the same time: CUDA streams with pinned host buffers on a GPU,
             worker threads on the CPU. VapourSynth must request that many frames in parallel
@@ -64,7 +65,7 @@ def upscale(
     _check_clip(clip)
     _check_arguments(model, device_index, num_streams, batch_size, tile, tile_pad, precision, device)
     try:
-        descriptor = load_model(model)
+        descriptor = load_models(model)
         target = resolve_device(_device_name(device, device_index))
         upscalers = [Upscaler(descriptor, target, precision, tile, tile_pad) for _ in range(num_streams)]
     except VidsrError as exc:

@@ -1,7 +1,9 @@
-"""Super-resolution architectures, one module each (spandrel style).
+"""Super-resolution architectures, one module each (spandrel style), and the one place that decides who builds a
+checkpoint's network.
 
-`model_from_state_dict` finds the architecture of a state dict (from the checkpoint's `arch` metadata when
-present, else by its keys), reads the hyper-parameters from tensor shapes and returns a loaded ModelDescriptor."""
+`model_from_state_dict`: a checkpoint written by vidsr (its header names the `arch`), or one whose keys match an
+architecture only vidsr has, is built by vidsr's own modules, hyper-parameters read from tensor shapes; any other
+(third-party) checkpoint goes to spandrel (`vidsr/archs/external.py`)."""
 
 from __future__ import annotations
 
@@ -30,19 +32,10 @@ def get_arch(name: str) -> ArchSpec:
         raise ModelError(f"unknown architecture {name!r}; known: {', '.join(sorted(ARCHS))}") from None
 
 
-def detect_arch(state_dict: Mapping[str, torch.Tensor]) -> ArchSpec:
-    """The architecture whose key layout the state dict has; the error names the closest one otherwise."""
+def own_arch(state_dict: Mapping[str, torch.Tensor]) -> ArchSpec | None:
+    """vidsr's architecture whose key layout the state dict has, if any (community layouts are spandrel's)."""
     keys = set(state_dict)
-    for spec in ARCHS.values():
-        if spec.matches(keys):
-            return spec
-    closest = max(ARCHS.values(), key=lambda spec: spec.closeness(keys)[0])
-    score, missing = closest.closeness(keys)
-    shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-    raise ModelError(
-        f"state dict matches no known architecture (closest: {closest.name}, {score:.0%} of its keys, "
-        f"missing {shown})"
-    )
+    return next((spec for spec in ARCHS.values() if spec.matches(keys)), None)
 
 
 def model_from_state_dict(
@@ -50,7 +43,13 @@ def model_from_state_dict(
 ) -> ModelDescriptor:
     """Build the model a state dict belongs to and load the weights into it (strictly)."""
     metadata = dict(metadata or {})
-    spec = get_arch(metadata["arch"]) if "arch" in metadata else detect_arch(state_dict)
+    spec = get_arch(metadata["arch"]) if "arch" in metadata else own_arch(state_dict)
+    if spec is None:
+        from vidsr.archs.external import load_external  # spandrel is imported only for third-party files
+
+        descriptor = load_external(state_dict)
+        descriptor.metadata = metadata
+        return descriptor
     try:
         inferred, converted = spec.infer(state_dict)
     except (KeyError, ValueError, IndexError) as exc:
@@ -70,5 +69,5 @@ def model_from_state_dict(
     return descriptor
 
 
-__all__ = ["ARCHS", "ArchSpec", "ModelDescriptor", "create_model", "detect_arch", "get_arch",
-           "model_from_state_dict"]
+__all__ = ["ARCHS", "ArchSpec", "ModelDescriptor", "create_model", "get_arch",
+           "model_from_state_dict", "own_arch"]

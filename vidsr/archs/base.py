@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 StateDict = dict[str, torch.Tensor]
@@ -28,20 +29,62 @@ class ModelDescriptor:
     color: Literal["y", "rgb"]
     supports_fp16: bool = True
     supports_bf16: bool = True
-    size_multiple: int = 1
+    size_multiple: int = 1  # input height and width must be multiples of this (padded and cropped around it)
+    size_min: int = 0  # ... and at least this
+    size_square: bool = False  # ... and equal
     hyperparams: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    purpose: Literal["SR", "Restoration"] = "SR"
+    tiling: Literal["supported", "discouraged", "internal"] = "supported"  # whether tiles change the result
+    source: Literal["vidsr", "spandrel"] = "vidsr"  # which code built the network
+    # Y models trained here see studio-range luma (16-235, the MATLAB protocol); third-party grey models were
+    # trained on plain grey images, so they see full-range luma.
+    luma_range: Literal["limited", "full"] = "limited"
+    licence: str | None = None  # a hint where the architecture's licence restricts use
 
     @property
     def params(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        return ("fp32",) + ("fp16",) * self.supports_fp16 + ("bf16",) * self.supports_bf16
+
+    def padding(self, width: int, height: int) -> tuple[int, int]:
+        """(right, bottom) padding that makes a width x height input meet the size requirements."""
+        padded_w, padded_h = (-(-max(side, self.size_min) // self.size_multiple) * self.size_multiple
+                              for side in (width, height))
+        if self.size_square:
+            padded_w = padded_h = max(padded_w, padded_h)
+        return padded_w - width, padded_h - height
+
+    def run(self, x: torch.Tensor, network: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """The network (`self.model`, or a compiled form of it) on (N,C,H,W): padded to the size requirements
+        and cropped back, RGBA models given opaque alpha and their alpha output dropped."""
+        height, width = x.shape[-2:]
+        x = pad_to(x, *self.padding(width, height))
+        if self.in_channels == 4:  # the colour is run opaque; a picture's alpha is resampled apart
+            x = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
+        y = (network or self.model)(x)
+        return y[:, :3 if self.out_channels == 4 else None, : height * self.scale, : width * self.scale]
+
     def gmacs(self, width: int = 1920, height: int = 1080) -> float:
-        """GMACs (multiply-accumulates / 1e9) to produce one output frame of width x height pixels."""
-        side = _PROBE_SIZE * self.size_multiple
+        """GMACs (multiply-accumulates / 1e9, convolutions and linear layers) for one output frame of
+        width x height pixels."""
+        side = _PROBE_SIZE + self.padding(_PROBE_SIZE, _PROBE_SIZE)[0]
         macs = count_conv_macs(self.model, torch.zeros(1, self.in_channels, side, side))
         output_pixels = (side * self.scale) ** 2
         return macs * (width * height) / output_pixels / 1e9
+
+
+def pad_to(x: torch.Tensor, right: int, bottom: int) -> torch.Tensor:
+    """Pad (N,C,H,W) on the right and bottom: mirrored where the picture is large enough (as spandrel pads, so
+    outputs match its own), the rest by repeating the edge."""
+    if not (right or bottom):
+        return x
+    reflect_right, reflect_bottom = min(right, x.shape[-1] - 1), min(bottom, x.shape[-2] - 1)
+    x = F.pad(x, (0, reflect_right, 0, reflect_bottom), mode="reflect")
+    return F.pad(x, (0, right - reflect_right, 0, bottom - reflect_bottom), mode="replicate")
 
 
 def count_conv_macs(model: nn.Module, x: torch.Tensor) -> int:
@@ -75,7 +118,8 @@ def count_conv_macs(model: nn.Module, x: torch.Tensor) -> int:
 class ArchSpec:
     """One architecture: how to build it and how to recognise and read its checkpoints.
 
-    - `signatures`: key sets, one per known checkpoint layout; a state dict matches when it has every key of one.
+    - `signatures`: key sets, one per checkpoint layout only vidsr writes; a state dict matches when it has every
+      key of one. Community layouts (ESRGAN, Compact) have none here: spandrel reads those.
     - `infer(state_dict)` returns (hyper-parameters read from tensor shapes, state dict in this module's layout).
     - `build(hyperparams)` returns a descriptor with a freshly initialised model.
     """
@@ -88,14 +132,6 @@ class ArchSpec:
 
     def matches(self, keys: set[str]) -> bool:
         return any(all(k in keys for k in signature) for signature in self.signatures)
-
-    def closeness(self, keys: set[str]) -> tuple[float, list[str]]:
-        """Best fraction of one signature's keys present, and the keys of that signature that are missing."""
-        results = []
-        for signature in self.signatures:
-            missing = [k for k in signature if k not in keys]
-            results.append((1 - len(missing) / len(signature), missing))
-        return max(results, key=lambda result: result[0])
 
 
 def conv(in_ch: int, out_ch: int, kernel: int, bias: bool = True) -> nn.Conv2d:

@@ -1,11 +1,10 @@
 """RRDBNet (ESRGAN, Wang et al. 2018): residual-in-residual dense blocks (nf 64, gc 32, 23 blocks, residual scaling
 0.2), two nearest-neighbour x2 upsamplings. Real-ESRGAN's x2plus / x1 variants pixel-unshuffle the input first
-(detected from conv_first's input channels). Reads the new BasicSR key layout and the original ESRGAN one
-(`model.0`, `model.1.sub.N.RDBk.convj.0`, `model.3/6/8/10`)."""
+(detected from conv_first's input channels). Builds vidsr's own checkpoints (BasicSR key layout, `arch` in the
+header); third-party ESRGAN files, in either key layout, load through spandrel."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -79,32 +78,7 @@ def build(scale: int = 4, in_channels: int = 3, out_channels: int = 3, features:
     return describe(model, "rrdbnet", hyperparams, in_channels, out_channels, size_multiple=model.unshuffle)
 
 
-OLD_TOP_LEVEL = {"model.0": "conv_first", "model.3": "conv_up1", "model.6": "conv_up2", "model.8": "conv_hr",
-                 "model.10": "conv_last"}
-OLD_BLOCK = re.compile(r"model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0\.(weight|bias)")
-OLD_TRUNK = re.compile(r"model\.1\.sub\.(\d+)\.(weight|bias)")
-
-
-def convert_old_layout(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
-    """Original ESRGAN (`model.N...`) keys -> BasicSR keys; the trunk conv is the last `model.1.sub.N`."""
-    converted: StateDict = {}
-    for key, value in state_dict.items():
-        prefix, _, kind = key.rpartition(".")
-        if prefix in OLD_TOP_LEVEL:
-            converted[f"{OLD_TOP_LEVEL[prefix]}.{kind}"] = value
-        elif match := OLD_BLOCK.fullmatch(key):
-            block, rdb, conv_index, kind = match.groups()
-            converted[f"body.{block}.rdb{rdb}.conv{conv_index}.{kind}"] = value
-        elif match := OLD_TRUNK.fullmatch(key):
-            converted[f"conv_body.{match.group(2)}"] = value
-        else:
-            raise ValueError(f"unexpected key {key} (only the x4 original ESRGAN layout is known)")
-    return converted
-
-
 def infer(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, Any], StateDict]:
-    if "model.0.weight" in state_dict:
-        state_dict = convert_old_layout(state_dict)
     first, last = state_dict["conv_first.weight"], state_dict["conv_last.weight"]
     out_channels = last.shape[0]
     unshuffle_squared = first.shape[1] // out_channels
@@ -119,12 +93,7 @@ def infer(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, Any], State
 
 SPEC = ArchSpec(
     name="rrdbnet",
-    signatures=(
-        ("conv_first.weight", "body.0.rdb1.conv1.weight", "conv_body.weight", "conv_up1.weight",
-         "conv_up2.weight", "conv_hr.weight", "conv_last.weight"),
-        ("model.0.weight", "model.1.sub.0.RDB1.conv1.0.weight", "model.3.weight", "model.6.weight",
-         "model.8.weight", "model.10.weight"),
-    ),
+    signatures=(),  # third-party ESRGAN files (old and new key layouts) are spandrel's
     infer=infer,
     build=build,
     description="ESRGAN RRDBNet (x4; x2/x1 via pixel unshuffle as in Real-ESRGAN)",

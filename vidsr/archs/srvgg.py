@@ -49,7 +49,7 @@ def infer(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, Any], State
 
 SPEC = ArchSpec(
     name="srvgg",
-    signatures=(("body.0.weight", "body.0.bias", "body.1.weight", "body.2.weight"),),
+    signatures=(),  # third-party Compact files are spandrel's
     infer=infer,
     build=build,
     description="Real-ESRGAN SRVGGNetCompact (PReLU convs + pixel shuffle + upscaled-input residual)",

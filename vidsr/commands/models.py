@@ -13,13 +13,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          "list the bundled models (training pairs, params, GMACs per 1080p, Set5/Set14 PSNR)", run)
     parser.add_argument("--card", metavar="MODEL", help="print the markdown model card of a model instead")
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown (for docs)")
+    parser.add_argument("--inspect", metavar="FILE", help="describe any model file (third-party ones too): "
+                        "architecture, scale, channels, cost, precisions, size requirements")
+    parser.add_argument("--architectures", action="store_true",
+                        help="list the architectures vidsr loads (its own, and spandrel's)")
 
 
 def _db(value: float | None) -> str:
     return f"{value:.2f}" if value is not None else "-"
 
 
+def _print_rows(header: tuple[str, ...], rows: list[tuple[str, ...]], markdown: bool) -> None:
+    if markdown:
+        for row in (header, ("---",) * len(header), *rows):
+            print("| " + " | ".join(row) + " |")
+        return
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    for row in (header, *rows):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.inspect:
+        from vidsr.zoo import inspect_model
+
+        for label, value in inspect_model(args.inspect):
+            print(f"{label + ':':<30} {value}")
+        return 0
+    if args.architectures:
+        from vidsr.zoo import architectures
+
+        _print_rows(("architecture", "loaded by", "licence"), architectures(), args.markdown)
+        return 0
     if args.card:
         print(model_card(args.card), end="")
         return 0

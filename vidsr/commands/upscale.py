@@ -23,8 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("input", type=Path, help="video or image file, or a folder of them")
     parser.add_argument("-o", "--output", type=Path,
                         help="output file (or folder for a folder input); default: INPUT_x<scale> beside the input")
-    parser.add_argument("-m", "--model", default=DEFAULT_MODEL,
-                        help=f"bundled model name (see `vidsr models`) or a weight file (default: {DEFAULT_MODEL})")
+    parser.add_argument("-m", "--model", action="append",
+                        help="bundled model name (see `vidsr models`) or a weight file, vidsr's or a community one "
+                        f"(ESRGAN, SPAN, SwinIR, ...: `vidsr models --architectures`); repeat to chain models in "
+                        f"one pass, e.g. -m dejpeg_1x.pth -m 2x.pth (default: {DEFAULT_MODEL})")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda:N (default: auto)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                         help="compute precision (default: fp16 on CUDA where the model supports it, else fp32)")
@@ -85,8 +87,9 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING, format="vidsr: %(message)s")
     written = upscale_path(
-        args.input, args.output, model=args.model, device=args.device, precision=args.precision, tile=args.tile,
-        tile_pad=args.tile_pad, max_memory=args.max_memory, compile=args.compile, batch_size=args.batch_size,
+        args.input, args.output, model=args.model or DEFAULT_MODEL, device=args.device, precision=args.precision,
+        tile=args.tile, tile_pad=args.tile_pad, max_memory=args.max_memory, compile=args.compile,
+        batch_size=args.batch_size,
         encoder=args.encoder, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
         encoder_options=dict(args.encoder_option), audio=args.audio, overwrite=args.overwrite,
         skip_errors=args.skip_errors, hwdec=args.hwdec, progress=not args.quiet, chunk_seconds=args.chunk_seconds,

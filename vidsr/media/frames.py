@@ -6,12 +6,11 @@ conversion runs as tensor ops on the device instead of through swscale's rgb24.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-
 import av
 import numpy as np
 
 from vidsr.errors import InputError
+from vidsr.formats import PlaneLayout
 
 # Packed or semi-planar formats mapped to the planar layout with the same sampling and depth.
 _PLANAR_EQUIVALENT = {
@@ -24,35 +23,6 @@ _PLANAR_EQUIVALENT = {
 # The same with the alpha kept, where a planar format can hold it (FFmpeg has no planar grey + alpha).
 _PLANAR_WITH_ALPHA = {"rgba": "gbrap", "bgra": "gbrap", "argb": "gbrap", "abgr": "gbrap", "pal8": "gbrap",
                       "rgba64le": "gbrap16le"}
-
-
-@dataclass(frozen=True)
-class PlaneLayout:
-    """How a planar pix_fmt stores a picture: plane count, chroma subsampling and sample depth."""
-
-    pix_fmt: str
-    bit_depth: int
-    log2_chroma_w: int
-    log2_chroma_h: int
-    is_rgb: bool
-    planes: int
-
-    @property
-    def dtype(self) -> np.dtype:
-        return np.dtype(np.uint8 if self.bit_depth <= 8 else np.uint16)
-
-    @property
-    def is_gray(self) -> bool:
-        return self.planes == 1
-
-    @property
-    def has_alpha(self) -> bool:
-        """The last plane is alpha, at full resolution."""
-        return self.planes == 4
-
-    def without_alpha(self) -> PlaneLayout:
-        """The colour planes' layout (what colour conversion works on)."""
-        return replace(self, planes=3) if self.has_alpha else self
 
 
 def _is_engine_planar(fmt: av.VideoFormat) -> bool:

@@ -16,7 +16,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -258,7 +258,7 @@ def upscale_video(
     input: str | Path,
     output: str | Path | None = None,
     *,
-    model: str | Path = "espcn-x2",
+    model: str | Path | Sequence[str | Path] = "espcn-x2",
     device: str = "auto",
     precision: str = "auto",
     batch_size: int | Literal["auto"] = 4,

@@ -19,10 +19,11 @@ from pathlib import Path
 import av
 
 from vidsr.errors import EncodeError
+from vidsr.formats import UNSPECIFIED, ColorInfo
 from vidsr.media import ENCODERS
 from vidsr.media.chunks import CHUNK_FORMAT, CHUNK_OPTIONS
 from vidsr.media.frames import _is_engine_planar, working_format
-from vidsr.media.info import UNSPECIFIED, ColorInfo, VideoInfo, codec_name, ffmpeg_reason
+from vidsr.media.info import VideoInfo, codec_name, ffmpeg_reason
 
 log = logging.getLogger("vidsr")
 
