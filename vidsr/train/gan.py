@@ -28,7 +28,7 @@ from vidsr.train.data import PatchSampler
 from vidsr.train.degradations import DegradationConfig, DegradedPair, make_pair
 from vidsr.train.discriminators import create_discriminator
 from vidsr.train.losses import ADVERSARIAL_KINDS, ContentLoss, discriminator_loss, generator_adversarial_loss
-from vidsr.train.trainer import Trainer, lr_factor, resolve_device
+from vidsr.train.trainer import Trainer, adam, lr_factor, resolve_device
 
 GAN_LOG_FIELDS = [
     "iteration",
@@ -146,13 +146,12 @@ class GANTrainer(Trainer):
         device = resolve_device(config.device)
         torch.manual_seed(config.seed + 1)  # the discriminator's initialisation (spectral norm vectors too)
         self.discriminator = self._build_discriminator(config, stage_one.in_channels).to(device).train()
-        self.d_optimizer = torch.optim.Adam(
-            self.discriminator.parameters(), lr=gan.d_lr or config.lr, betas=(0.9, 0.99)
-        )
+        self.d_optimizer = adam(self.discriminator.parameters(), gan.d_lr or config.lr, device, betas=(0.9, 0.99))
         self.d_scheduler = torch.optim.lr_scheduler.LambdaLR(self.d_optimizer, lambda it: lr_factor(config, it))
         self.gan_log_path = Path(config.out_dir) / "gan_log.csv"
         self._pending: list[dict[str, float]] = []
         super().__init__(config)  # generator, data, EMA; resumes from state.pt when there is one
+        self.numerics.layout(self.discriminator)
         self.content_loss = ContentLoss(
             self.loss_fn,
             gan.pixel_weight,
@@ -195,10 +194,8 @@ class GANTrainer(Trainer):
 
     def step(self) -> float:
         lr, target, real = self._batch()
-        use_amp = self.config.amp and self.device.type == "cuda"
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
-            output = self.model(lr)
-        output = output.float()
+        with self.numerics.autocast():
+            output = self.model(self.numerics.layout(lr)).float()
         terms = self._generator_step(output, target, real)
         row = {name: value.item() for name, value in terms.items()}
         if self.adversarial:
@@ -216,18 +213,24 @@ class GANTrainer(Trainer):
     ) -> dict[str, torch.Tensor]:
         terms = self.content_loss(output, target)
         if self.adversarial:
-            kind, discriminator = self.gan.adversarial, self.discriminator.requires_grad_(False)
-            real_logits = discriminator(real).detach() if kind == "relativistic" else None
-            adversarial = generator_adversarial_loss(real_logits, discriminator(output), kind)
+            kind = self.gan.adversarial
+            self.discriminator.requires_grad_(False)
+            real_logits = self._judge(real).detach() if kind == "relativistic" else None
+            adversarial = generator_adversarial_loss(real_logits, self._judge(output), kind)
             terms["adversarial"] = self.gan.adversarial_weight * adversarial
         self.optimizer.zero_grad(set_to_none=True)
         sum(terms.values()).backward()
         self.optimizer.step()
         return terms
 
+    def _judge(self, images: torch.Tensor) -> torch.Tensor:
+        """The discriminator's fp32 logits, computed with the trainer's numerics."""
+        with self.numerics.autocast():
+            return self.discriminator(self.numerics.layout(images)).float()
+
     def _discriminator_step(self, fake: torch.Tensor, real: torch.Tensor) -> dict[str, float]:
-        discriminator = self.discriminator.requires_grad_(True)
-        real_logits, fake_logits = discriminator(real), discriminator(fake)
+        self.discriminator.requires_grad_(True)
+        real_logits, fake_logits = self._judge(real), self._judge(fake)
         d_loss = discriminator_loss(real_logits, fake_logits, self.gan.adversarial)
         self.d_optimizer.zero_grad(set_to_none=True)
         d_loss.backward()
