@@ -11,8 +11,6 @@ Everything else (data cache, patches, EMA, schedule, validation, exact resume, e
 from __future__ import annotations
 
 import csv
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from vidsr.train.data import PatchSampler
 from vidsr.train.degradations import DegradationConfig, DegradedPair, make_pair
 from vidsr.train.discriminators import create_discriminator
 from vidsr.train.losses import ADVERSARIAL_KINDS, ContentLoss, discriminator_loss, generator_adversarial_loss
+from vidsr.train.pool import PairPool, PoolSampler, worker_pool
 from vidsr.train.trainer import Trainer, adam, lr_factor, resolve_device
 
 GAN_LOG_FIELDS = [
@@ -62,7 +61,10 @@ class GANSettings:
     vgg_weights: str | None = None  # torchvision vgg19 state dict; required when perceptual_weight > 0
     vgg_layers: dict[str, float] = field(default_factory=lambda: {"conv5_4": 1.0})
     degradation: str | dict[str, Any] | None = None  # None: bicubic pairs; "realesrgan", "video" or a table
-    degradation_workers: int = 0  # processes degrading patches (0: in the training process)
+    degradation_workers: int = 0  # processes degrading patches or making pool shards (0: in the training process)
+    pool_size: int = 0  # > 0: train from a window of this many degraded pairs made once and cached (vidsr.train.pool)
+    pool_crop: int = 0  # HR side of a pool pair (0: twice the HR patch side, so patches are random crops of pairs)
+    pool_refresh: float = 1.0  # pairs the window slides per iteration (new pairs made in the background)
 
 
 def degradation_config(spec: str | dict[str, Any]) -> DegradationConfig:
@@ -110,10 +112,7 @@ class DegradedSampler:
         self.base = base
         self.rng = base.rng
         self.config = config
-        # Workers compute with the trainer's thread count: torch's results can differ in the last bit between
-        # thread counts, and a flipped rounding would make the batches depend on `workers`.
-        self.pool = ProcessPoolExecutor(workers, mp_context=_process_context(), initializer=torch.set_num_threads,
-                                        initargs=(torch.get_num_threads(),)) if workers > 0 else None
+        self.pool = worker_pool(workers)
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(LR input, loss target, discriminator's real image): the target is unsharp-masked when configured."""
@@ -126,15 +125,6 @@ class DegradedSampler:
     def close(self) -> None:
         if self.pool:
             self.pool.shutdown()
-
-
-def _process_context() -> multiprocessing.context.BaseContext:
-    """forkserver with this module preloaded: workers start fast, without forking a multi-threaded trainer."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["vidsr.train.gan"])
-    return context
 
 
 class GANTrainer(Trainer):
@@ -163,7 +153,17 @@ class GANTrainer(Trainer):
             gan.vgg_layers,
         ).to(self.device)
         if gan.degradation is not None:
-            self.sampler = DegradedSampler(self.sampler, degradation_config(gan.degradation), gan.degradation_workers)
+            self.sampler = self._degraded_sampler(config, degradation_config(gan.degradation))
+
+    def _degraded_sampler(self, config: TrainConfig, degradation: DegradationConfig) -> DegradedSampler | PoolSampler:
+        """Patches degraded on the fly, or drawn from the pair pool; the pool's window follows the iteration."""
+        gan, base = self.gan, self.sampler
+        if not gan.pool_size:
+            return DegradedSampler(base, degradation, gan.degradation_workers)
+        crop = gan.pool_crop or 2 * config.patch_size * config.scale
+        pool = PairPool(base.cache, degradation, gan.pool_size, crop, config.seed,
+                        config.cache_dir or self.out_dir / "cache", gan.degradation_workers)
+        return PoolSampler(pool, config.patch_size, config.batch_size, gan.pool_refresh, base.rng, self.iteration)
 
     def _build_discriminator(self, config: TrainConfig, channels: int) -> torch.nn.Module:
         kwargs: dict[str, Any] = {"in_channels": channels, "num_features": self.gan.d_features}
@@ -178,7 +178,7 @@ class GANTrainer(Trainer):
         try:
             return super().run(progress, until)
         finally:
-            if isinstance(self.sampler, DegradedSampler):
+            if isinstance(self.sampler, DegradedSampler | PoolSampler):
                 self.sampler.close()
 
     # ----- one iteration ----------------------------------------------------------------------------------------
