@@ -26,7 +26,8 @@ def folder_media(folder: Path) -> list[Path]:
 
 def upscale_path(input: str | Path, output: str | Path | None = None, *, model: str | Path = "espcn-x2",
                  device: str = "auto", precision: str = "auto", tile: int | None = None, tile_pad: int = 16,
-                 max_memory: float | None = None, compile: bool = False, **options: Any) -> list[Path]:
+                 max_memory: float | None = None, compile: bool = False, strength: float | None = None,
+                 **options: Any) -> list[Path]:
     """Upscale a file (like `upscale_video`) or a folder of files into an output folder.
 
     A folder's output defaults to `<folder>_x<scale>` beside it and is created if missing; each file keeps
@@ -43,7 +44,7 @@ def upscale_path(input: str | Path, output: str | Path | None = None, *, model: 
     if not input_path.is_dir():
         probe(input_path)  # a bad input is reported before minutes are spent loading a model
     upscaler = Upscaler(model, device=device, precision=precision, tile=tile, tile_pad=tile_pad,
-                        max_memory=max_memory, compile=compile)
+                        max_memory=max_memory, compile=compile, strength=strength)
     if not input_path.is_dir():
         return [upscale_video(input_path, output, upscaler=upscaler, **options)]
     out_dir = Path(output) if output is not None else input_path.with_name(f"{input_path.name}_x{upscaler.scale}")

@@ -133,8 +133,8 @@ class Upscaler:
 
     def __init__(self, model: str | Path | ModelDescriptor = DEFAULT_MODEL, device: str | torch.device = "auto",
                  precision: Precision = "auto", tile: int | None = None, tile_pad: int = 16,
-                 max_memory: float | None = None, compile: bool = False) -> None:
-        self.descriptor = model if isinstance(model, ModelDescriptor) else load_model(model)
+                 max_memory: float | None = None, compile: bool = False, strength: float | None = None) -> None:
+        self.descriptor = model if isinstance(model, ModelDescriptor) else load_model(model, strength)
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device, self.descriptor)
         if tile is not None and tile < MIN_TILE:

@@ -238,6 +238,7 @@ def upscale_video(
     progress: ProgressCallback | bool | None = None,
     cancel: threading.Event | None = None,
     upscaler: Upscaler | None = None,
+    strength: float | None = None,
 ) -> Path:
     """Upscale one video (or image) file; returns the output path.
 
@@ -245,6 +246,7 @@ def upscale_video(
     docs); `progress=True` shows a tqdm bar on stderr, a callable receives `Progress` updates; setting
     `cancel` stops the job with `Cancelled`. Nothing is left at `output` unless the job succeeds.
     `hwdec` decodes on a device (e.g. "cuda" for NVDEC), falling back to software when it cannot.
+    `strength` interpolates a GAN model with its PSNR model (see `load_model`).
     """
     input_path = Path(input)
     info = probe(input_path)
@@ -252,7 +254,7 @@ def upscale_video(
         log.warning("%s: interlaced; the engine upscales whole frames, which magnifies combing: deinterlace "
                     "first (FFmpeg's bwdif filter, or QTGMC in a VapourSynth script)", input_path.name)
     upscaler = upscaler or Upscaler(model, device=device, precision=precision, tile=tile, tile_pad=tile_pad,
-                                    max_memory=max_memory, compile=compile)
+                                    max_memory=max_memory, compile=compile, strength=strength)
     output_path = Path(output) if output is not None else default_output(input_path, upscaler.scale)
     if output_path.is_dir():  # like cp: into the folder, under the input's name
         output_path /= output_name(input_path)
