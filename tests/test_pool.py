@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from vidsr.archs import create_model
 from vidsr.checkpoint import save_checkpoint
@@ -26,15 +25,8 @@ HYPERPARAMS = {"channels": 3, "features": 8, "mid_features": 8}
 
 
 @pytest.fixture(scope="module")
-def hr_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("hr")
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:64, 0:64] / 64
-    for index in range(2):
-        base = np.stack([np.sin(2 * np.pi * (xx * (c + 2 + index) + yy)) for c in range(3)], axis=-1)
-        img = 127 + 100 * base + rng.normal(0, 10, base.shape)
-        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"{index}.png")
-    return folder
+def hr_dir(textured_dir) -> Path:
+    return textured_dir(2, 64)
 
 
 @pytest.fixture(scope="module")

@@ -27,16 +27,9 @@ RANKED = ("baboon", "barbara", "comic", "face", "pepper")  # five Set14 images (
 
 
 @pytest.fixture(scope="module")
-def hr_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def hr_dir(textured_dir) -> Path:
     """Two 192x192 textured images: 2x2 NIQE patches each at x2."""
-    folder = tmp_path_factory.mktemp("hr")
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:192, 0:192] / 192
-    for index in range(2):
-        base = np.stack([np.sin(2 * np.pi * (xx * (c + 3 + index) + 2 * yy)) for c in range(3)], axis=-1)
-        img = 127 + 80 * base + rng.normal(0, 12, base.shape)
-        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"{index}.png")
-    return folder
+    return textured_dir(2, 192)
 
 
 def _blurred(img: np.ndarray) -> np.ndarray:
