@@ -29,15 +29,21 @@ def srvgg_x2() -> tuple[torch.nn.Module, tuple[int, ...], Callable]:
     return model, (8, 3, 48, 48), lambda out: F.l1_loss(out, torch.zeros_like(out))
 
 
+def srvgg_x2_video() -> tuple[torch.nn.Module, tuple[int, ...], Callable]:
+    """The x2 video model's size (32 features x 8 convs, bilinear), 8 LR patches of 48 px, L1."""
+    model = create_model("srvgg", scale=2, features=32, convs=8, upsample="bilinear").model
+    return model, (8, 3, 48, 48), lambda out: F.l1_loss(out, torch.zeros_like(out))
+
+
 def rrdbnet_6b_x4() -> tuple[torch.nn.Module, tuple[int, ...], Callable]:
     """ESRGAN-style x4 with 6 RRDB blocks (anime_6B's size), 4 LR patches of 32 px, L1."""
     model = create_model("rrdbnet", scale=4, blocks=6).model
     return model, (4, 3, 32, 32), lambda out: F.l1_loss(out, torch.zeros_like(out))
 
 
-def unet_discriminator() -> tuple[torch.nn.Module, tuple[int, ...], Callable]:
+def unet_discriminator(features: int = 64) -> tuple[torch.nn.Module, tuple[int, ...], Callable]:
     """Real-ESRGAN's U-Net discriminator (spectral norm) on 8 HR patches of 96 px, standard GAN loss."""
-    model = create_discriminator("unet", in_channels=3, num_features=64)
+    model = create_discriminator("unet", in_channels=3, num_features=features)
     return model, (8, 3, 96, 96), lambda logits: F.softplus(-logits).mean()
 
 
@@ -48,7 +54,8 @@ def content_losses() -> tuple[torch.nn.Module, tuple[int, ...], Callable]:
             lambda out: fft_amplitude_loss(out, target) + ms_ssim_loss(out.clamp(0, 1), target))
 
 
-CONFIGS = {"SRVGG x2 64x16": srvgg_x2, "RRDBNet 6B x4": rrdbnet_6b_x4, "U-Net discriminator": unet_discriminator,
+CONFIGS = {"SRVGG x2 64x16": srvgg_x2, "SRVGG x2 32x8 (x2 video)": srvgg_x2_video, "RRDBNet 6B x4": rrdbnet_6b_x4,
+           "U-Net discriminator": unet_discriminator, "U-Net discriminator 32f": lambda: unet_discriminator(32),
            "amplitude + MS-SSIM losses": content_losses}
 
 

@@ -10,7 +10,6 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from vidsr.evaluate import evaluate_dataset, model_predictor
 from vidsr.train.config import TrainConfig
 from vidsr.train.data import PairCache, PatchSampler
 from vidsr.train.ema import EMA
+from vidsr.upscaler import cpu_has_native_bf16
 
 LOG_FIELDS = ["iteration", "loss", "lr", "val_psnr", "val_ssim", "elapsed_s"]
 # A time budget is turned into an iteration count from the speed over these iterations, after a short warm-up
@@ -63,31 +63,23 @@ def init_from(model: torch.nn.Module, path: str | Path) -> list[str]:
     return copied
 
 
-@lru_cache(maxsize=1)
-def cpu_has_amx_bf16() -> bool:
-    """AMX tiles: where bf16 training pays on a CPU (the issue's 2.8x). AVX512-BF16 alone does not: on this
-    project's Zen 4 EPYC a 64-feature conv fwd+bwd took as long in bf16 channels-last as in fp32 (PERCEPTUAL.md)."""
-    try:
-        return "amx_bf16" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-
-
 @dataclass(frozen=True)
 class Numerics:
-    """How a training step computes: bf16 autocast and channels-last tensors where bf16 runs fast, else fp32 in
-    the default layout (channels-last alone slowed fp32 down on the CPU). Master weights, optimizer state and
-    losses stay fp32 either way, so checkpoints and exact resume do not depend on it."""
+    """How a training step computes: bf16 autocast and channels-last tensors where bf16 is native, else fp32 in
+    the default layout (emulated bf16 was 30x slower than fp32, and channels-last alone slowed fp32 down, on an
+    AVX2 CPU). Master weights, optimizer state and losses stay fp32 either way, so checkpoints and exact resume
+    do not depend on it."""
 
     device_type: str
     bf16: bool
 
     @classmethod
     def choose(cls, mode: str, device: torch.device) -> Numerics:
-        """`mode` auto: bf16 on CUDA GPUs that support it and CPUs with AMX; fp32 | bf16 force one."""
+        """`mode` auto: bf16 on CUDA GPUs that support it and CPUs with AVX512-BF16 or AMX (1.2 to 2x faster
+        training steps on a Zen 4 EPYC, docs/PERCEPTUAL.md); fp32 | bf16 force one."""
         if mode not in ("auto", "fp32", "bf16"):
             raise InputError(f"unknown numerics {mode!r}; choose auto, fp32 or bf16")
-        fast_bf16 = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_amx_bf16()
+        fast_bf16 = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_native_bf16()
         return cls(device.type, mode == "bf16" or (mode == "auto" and fast_bf16))
 
     def autocast(self) -> torch.autocast:
