@@ -2,7 +2,8 @@
 
 Stage 1 is `vidsr train` (PSNR-oriented, L1). Stage 2 (`init_from` = stage 1's weights) adds a
 discriminator, a perceptual loss and an adversarial loss. Training pairs are the PSNR trainer's bicubic pairs
-(ESRGAN) or, with a `degradation` setting, its HR patches degraded by the Real-ESRGAN chain (real-world models).
+(ESRGAN) or, with a `degradation` setting, its HR patches degraded by the Real-ESRGAN chain (real-world models),
+on the fly or from a pool of degraded pairs made once (`pool_size`, `vidsr.train.pool`).
 Everything else (data cache, patches, EMA, schedule, validation, exact resume, export) is the Trainer's.
 
     vidsr train --config configs/rrdbnet_x4_esrgan.toml --vgg-weights vgg19-dcbb9e9d.pth
