@@ -86,7 +86,7 @@ def test_gan_trains_from_the_pool_and_resumes_exactly(hr_dir: Path, tmp_path: Pa
     config = TrainConfig(arch="espcn", scale=2, hyperparams=HYPERPARAMS, train_dirs=[str(hr_dir)],
                          cache_dir=str(tmp_path / "cache"), patch_size=8, batch_size=2, iterations=4, lr=1e-3,
                          ema_decay=0, device="cpu", threads=1, log_every=2, checkpoint_minutes=1e9,
-                         init_from=str(pretrained))
+                         init_from=str(pretrained), numerics="bf16")  # the bf16 path on every CPU
     gan = GANSettings(discriminator="unet", d_features=8, adversarial="standard", perceptual_weight=0.0,
                       degradation=CHEAP, pool_size=4, pool_crop=CROP, pool_refresh=0.5)
 
