@@ -4,6 +4,10 @@ PYTHON ?= $(shell for p in python3.12 $(HOME)/.pyenv/versions/3.12*/bin/python3.
 	  $$p -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null && { echo $$p; break; }; done)
 VENV := .venv
 BIN := $(VENV)/bin
+# An index to take torch and torchvision from before the rest, e.g. PyTorch's CPU-only wheels:
+#   make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# Empty (the default): PyPI's build, which on Linux is the CUDA one with ~4 GB of NVIDIA libraries.
+TORCH_INDEX ?=
 
 .PHONY: demo test lint env
 
@@ -11,6 +15,7 @@ $(BIN)/vidsr: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: Python 3.12+ not found" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(if $(TORCH_INDEX),$(BIN)/pip install -q torch torchvision --index-url $(TORCH_INDEX))
 	$(BIN)/pip install -q -e '.[dev]'
 	$(BIN)/vapoursynth config >/dev/null  # lets the wheel's vspipe find this Python
 	touch $@

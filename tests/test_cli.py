@@ -159,3 +159,31 @@ def test_quiet_means_quiet_for_every_encoder(capfd, make_clip, random_espcn, tmp
     src = make_clip("in.mp4", width=64, height=48, frames=3)
     assert main(["upscale", str(src), "--model", str(random_espcn), "-c", encoder, "--quiet"]) == 0
     assert capfd.readouterr().err == "" and (tmp_path / "in_x2.mp4").exists()
+
+
+def _torch_save(path, obj=None) -> None:
+    """torch.save of `obj`, or of a plain state dict."""
+    import torch
+
+    torch.save({"w": torch.zeros(3)} if obj is None else obj, path)
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("true",))
+
+
+@pytest.mark.parametrize(("write", "fragment"), [
+    (lambda p: p.write_bytes(np.random.default_rng(0).bytes(4096)), "not a PyTorch checkpoint"),
+    (lambda p: p.write_bytes(b""), "empty or truncated"),
+    (lambda p: (_torch_save(p), p.write_bytes(p.read_bytes()[:200])), "damaged or truncated"),
+    (lambda p: _torch_save(p, {"w": _RunsCode()}), "refused: it holds Python code or objects besides tensors"),
+], ids=["random-bytes", "empty", "truncated", "pickle-with-code"])
+def test_bad_checkpoints_are_one_line_that_says_what_the_file_is(capsys, make_clip, tmp_path, write, fragment):
+    src = make_clip("in.mkv", width=64, height=48, frames=2, codec="ffv1", options=())
+    model = tmp_path / "x.pth"
+    write(model)
+    code, _, err = run_cli(capsys, "upscale", src, "-m", model, "-o", tmp_path / "out.mkv")
+    assert code == 1
+    assert_one_line_error(err, f"x.pth: {fragment}")
+    assert "weights_only" not in err

@@ -330,7 +330,8 @@ def test_partial_files_of_killed_runs_are_removed(make_clip, random_espcn, tmp_p
     running = tmp_path / f".out.partial-{os.getppid()}.mp4"  # a live process may still be writing it
     for partial in (stale, running):
         partial.write_bytes(b"half")
-    vidsr.upscale_video(src, tmp_path / "out.mp4", model=random_espcn)
+    # a live writer's target is refused without overwrite (tests/test_robustness.py)
+    vidsr.upscale_video(src, tmp_path / "out.mp4", model=random_espcn, overwrite=True)
     assert not stale.exists() and running.exists()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from vidsr.archs import create_model
 from vidsr.checkpoint import save_checkpoint
 from vidsr.media.frames import frame_to_planes, planes_to_frame
 from vidsr.metrics import psnr
-from vidsr.upscaler import Upscaler
+from vidsr.upscaler import Upscaler, cpu_has_native_fp16
 from vsvidsr.batching import Worker
 
 WIDTH, HEIGHT = 64, 48
@@ -324,3 +325,31 @@ def test_streams_run_batches_at_the_same_time(models, monkeypatch):
     clip = vs.core.std.BlankClip(width=WIDTH, height=HEIGHT, format=vs.YUV420P8, length=4)
     out = sr.upscale(clip, model=models["y"], num_streams=2, device="cpu")
     assert len(list(out.frames(prefetch=2))) == 4
+
+
+@pytest.mark.parametrize(("clip_format", "arguments", "fragment"), [
+    (vs.YUV420P8, {"model": None}, "model must be a model name or a file path, not NoneType"),
+    (vs.YUV420P8, {"num_streams": "2"}, "num_streams must be a whole number, not '2'"),
+    (vs.YUV420P8, {"batch_size": 2.5}, "batch_size must be a whole number, not 2.5"),
+    (vs.YUV420P8, {"tile_pad": -1}, "tile_pad must be at least 0"),
+    (vs.GRAY32, {}, "Gray32 has 32-bit integer samples"),
+    (vs.YUV420P8, {"model": "weights/x.safetensors"}, "relative paths are read from the script's folder"),
+])
+def test_wrong_arguments_and_formats_are_vs_errors(models, clip_format, arguments, fragment):
+    clip = vs.core.std.BlankClip(width=WIDTH, height=HEIGHT, format=clip_format, length=2)
+    with pytest.raises(vs.Error, match=re.escape(fragment)):
+        sr.upscale(clip, **{"model": models["y"], "device": "cpu", **arguments})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_a_gpu_index_without_a_gpu_is_refused(models):
+    clip = vs.core.std.BlankClip(width=WIDTH, height=HEIGHT, format=vs.YUV420P8, length=2)
+    with pytest.raises(vs.Error, match="device_index=5 but there is no CUDA GPU"):
+        sr.upscale(clip, model=models["y"], device_index=5)
+
+
+@pytest.mark.skipif(cpu_has_native_fp16(), reason="this CPU computes fp16 natively")
+def test_fp16_on_a_cpu_without_fp16_is_refused(models):
+    clip = vs.core.std.BlankClip(width=WIDTH, height=HEIGHT, format=vs.YUV420P8, length=2)
+    with pytest.raises(vs.Error, match="this CPU has no native fp16 arithmetic"):
+        sr.upscale(clip, model=models["y"], device="cpu", precision="fp16")

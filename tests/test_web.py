@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 import time
 from fractions import Fraction
@@ -202,17 +203,57 @@ def test_no_new_upload_while_a_job_works_on_the_current_one(store, clip, tmp_pat
         handlers.process(workspace, JobOptions())
 
 
-def test_errors_shown_in_the_page_hide_server_folders(store, tmp_path) -> None:
-    import gradio as gr
-
-    from web.app import user_errors
+def test_errors_shown_in_the_page_are_one_line_without_server_folders(store, tmp_path) -> None:
+    from web.app import status_line
 
     workspace = store.get("s")
-    garbage = tmp_path / "broken.mkv"
+    garbage = tmp_path / "my_broken.mkv"
     garbage.write_bytes(b"\x1a\x45\xdf\xa3 truncated")
-    with pytest.raises(gr.Error) as raised, user_errors(workspace):
+    with pytest.raises(VidsrError) as raised:
         handlers.accept_upload(workspace, garbage, Limits())
-    assert raised.value.message.startswith("broken.mkv: ") and str(store.root) not in raised.value.message
+    line = status_line(workspace, raised.value)
+    # Markdown would turn my_broken_x into italics: the name is escaped and shown as it is
+    assert line.startswith("⚠ my\\_broken.mkv: ") and "\n" not in line and str(store.root) not in line
+
+
+@pytest.mark.parametrize("name", [".hidden.mp4", "..\\..\\x.mp4", "...mp4"])
+def test_dotfiles_and_windows_paths_upload_under_a_plain_name(store, clip, tmp_path, name) -> None:
+    workspace = store.get("s")
+    upload = handlers.accept_upload(workspace, upload_copy(clip, tmp_path, name), Limits())
+    assert upload.path.parent == workspace.directory / "input" and not upload.path.name.startswith(".")
+    assert upload.path.suffix == ".mp4" and "\\" not in upload.path.name and upload.info.video.width == CLIP_W
+
+
+def test_unused_uploads_are_swept_and_session_folders_kept(tmp_path) -> None:
+    from web.sessions import sweep_unused_uploads
+
+    uploads = tmp_path / "gradio"
+    store = SessionStore(uploads)
+    try:
+        session_file = store.get("s").directory / "input.mp4"
+        old, fresh = uploads / "a1b2" / "big.mp4", uploads / "c3d4" / "new.mp4"
+        for path in (session_file, old, fresh):
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(b"x")
+        long_ago = time.time() - 3600
+        for path in (session_file, old, old.parent):
+            os.utime(path, (long_ago, long_ago))
+        assert sweep_unused_uploads(uploads, keep=store.root, max_age_s=600) == [old]
+        assert session_file.exists() and fresh.exists() and not old.exists()
+        os.utime(old.parent, (long_ago, long_ago))
+        sweep_unused_uploads(uploads, keep=store.root, max_age_s=600)
+        assert not old.parent.exists() and store.root.is_dir()  # the emptied upload folder goes next
+    finally:
+        store.close()
+
+
+def test_private_temp_folder_is_gradios_temp_folder(tmp_path, monkeypatch) -> None:
+    from web.sessions import private_temp_folder
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "shared"))
+    folder = private_temp_folder()
+    assert folder.parent == tmp_path / "shared" and folder.name.startswith("vidsr-web-") and folder.is_dir()
+    assert os.environ["GRADIO_TEMP_DIR"] == str(folder)
 
 
 # --- preview, job, cancel --------------------------------------------------------------------------------------
@@ -272,11 +313,14 @@ def test_cancel_stops_the_job_and_leaves_no_output(store, tmp_path) -> None:
 
 @pytest.mark.parametrize("name", ["photo.png", "photo.jpg"])
 def test_image_upload_gives_a_colour_png(store, tmp_path, name) -> None:
+    from web.app import seek_slider
+
     workspace = store.get("s")
     picture = tmp_path / name
     Image.fromarray((pattern_frame(40, 30, 0) * 255).astype(np.uint8)).save(picture)
     upload = handlers.accept_upload(workspace, picture, Limits())
     assert upload.is_image and upload.summary() == f"**{name}** · image · 40x30"
+    assert seek_slider(upload).visible is False  # a 0..0 slider raised in Gradio and broke the page
     preview = handlers.make_preview(upload, 0, JobOptions())
     assert preview.upscaled.shape == (60, 80, 3)
     output = handlers.process(workspace, JobOptions())
@@ -284,6 +328,34 @@ def test_image_upload_gives_a_colour_png(store, tmp_path, name) -> None:
     assert output.suffix == ".png" and result.size == (80, 60) and result.mode == "RGB"
     # the same picture as the preview's model run, colour included (a grey PNG used to come out)
     assert np.abs(np.asarray(result).astype(int) - preview.upscaled.astype(int)).mean() < 8
+
+
+def test_one_frame_mp4_is_a_video_and_gives_an_mp4(store, tmp_path) -> None:
+    from web.app import seek_slider
+
+    workspace = store.get("s")
+    upload = handlers.accept_upload(workspace, make_clip(tmp_path / "still.mp4", frames=1, audio=False), Limits())
+    assert not upload.is_image and upload.summary().startswith("**still.mp4** · video · 64x48")
+    assert seek_slider(upload).visible is False  # one frame: nothing to choose
+    output = handlers.process(workspace, JobOptions())
+    assert output.suffix == ".mp4" and decoded_frames(output) == 1 and vidsr.probe(output).video.codec == "h264"
+
+
+def test_mkv_result_is_shown_through_an_mp4_remux(store, tmp_path) -> None:
+    workspace = store.get("s")
+    clip = write_clip(tmp_path / "clip.mkv", ClipSpec(width=CLIP_W, height=CLIP_H, frames=CLIP_FRAMES,
+                                                       audio=True, subtitles=True))
+    handlers.accept_upload(workspace, clip, Limits())
+    output = handlers.process(workspace, JobOptions(crf=30))
+    shown = handlers.browser_copy(workspace, output)
+    assert output.suffix == ".mkv" and stream_kinds(output) == ["video", "audio", "subtitle"]  # the download
+    assert shown.suffix == ".mp4" and stream_kinds(shown) == ["video", "audio"]
+    with av.open(str(output)) as original, av.open(str(shown)) as copy:  # the same packets, not re-encoded
+        assert [bytes(p) for p in original.demux(video=0) if p.size] == [bytes(p) for p in copy.demux(video=0)
+                                                                          if p.size]
+    assert decoded_frames(shown) == CLIP_FRAMES and vidsr.probe(shown).video.width == 2 * CLIP_W
+    handlers.forget_upload(workspace)
+    assert not shown.exists()
 
 
 def test_progress_is_relayed_from_the_calling_thread() -> None:

@@ -3,7 +3,9 @@
 Public API: `upscale_video`, `upscale_path`, `probe`, `load_model`, `list_models`, `Upscaler`, `Progress`.
 """
 
+import importlib
 import os
+from typing import Any
 
 # After each parallel region torch's OpenMP threads spin, waiting for more work. On a machine with few cores that
 # spinning takes the CPU from the decoder and encoder threads (a conv-then-sleep loop on 2 cores burns 2.2 s of
@@ -13,13 +15,17 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # SVT-AV1 prints its banner and settings to stderr at every encoder start unless told otherwise (1: errors only).
 os.environ.setdefault("SVT_LOG", "1")
 
-from vidsr.batch import upscale_path  # noqa: E402
-from vidsr.errors import VidsrError  # noqa: E402
-from vidsr.media.info import MediaInfo, probe  # noqa: E402
-from vidsr.media.pipeline import Progress, upscale_video  # noqa: E402
-from vidsr.upscaler import Upscaler  # noqa: E402
-from vidsr.zoo import ModelInfo, list_models, load_model  # noqa: E402
+# The public names and their modules. They are imported on first use, so that `import vidsr` (and with it
+# `vidsr --help`, `vidsr models`) does not load torch and PyAV, which take seconds of CPU.
+_API = {"upscale_path": "vidsr.batch", "VidsrError": "vidsr.errors", "MediaInfo": "vidsr.media.info",
+        "probe": "vidsr.media.info", "Progress": "vidsr.media.pipeline", "upscale_video": "vidsr.media.pipeline",
+        "Upscaler": "vidsr.upscaler", "ModelInfo": "vidsr.zoo", "list_models": "vidsr.zoo", "load_model": "vidsr.zoo"}
 
-__all__ = ["MediaInfo", "ModelInfo", "Progress", "Upscaler", "VidsrError", "list_models", "load_model", "probe",
-           "upscale_path", "upscale_video"]
+__all__ = sorted(_API)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _API:
+        raise AttributeError(f"module 'vidsr' has no attribute {name!r}")
+    return getattr(importlib.import_module(_API[name]), name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -19,14 +20,21 @@ MEDIA_SUFFIXES = VIDEO_SUFFIXES | set(IMAGE_ENCODERS) | {".gif"}
 
 
 def folder_media(folder: Path) -> list[Path]:
-    """Video and image files directly inside `folder`, sorted by name (hidden and partial files skipped)."""
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES and not p.name.startswith("."))
+    """Video and image files directly inside `folder`, sorted by name; the other files are named in a notice
+    (hidden and partial files are skipped silently)."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    skipped = [p.name for p in files if p.suffix.lower() not in MEDIA_SUFFIXES]
+    if skipped:
+        log.warning("%s: skipped %d file(s) that are not video or images by their suffix: %s", folder, len(skipped),
+                    ", ".join(skipped[:10]) + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""))
+    return [p for p in files if p.suffix.lower() in MEDIA_SUFFIXES]
 
 
 def upscale_path(input: str | Path, output: str | Path | None = None, *, model: str | Path = "espcn-x2",
                  device: str = "auto", precision: str = "auto", tile: int | None = None, tile_pad: int = 16,
                  max_memory: float | None = None, compile: bool = False, strength: float | None = None,
+                 workers: int | None = None, cluster: str | None = None, gpus_per_worker: float = 1.0,
+                 shared_path: bool = False,
                  **options: Any) -> list[Path]:
     """Upscale a file (like `upscale_video`) or a folder of files into an output folder.
 
@@ -34,6 +42,8 @@ def upscale_path(input: str | Path, output: str | Path | None = None, *, model: 
     its name (GIFs become MP4). A folder run can be resumed: outputs that exist are skipped unless
     `overwrite`, and a file that fails is reported and the others still run (the run then raises a
     VidsrError naming the failures). `options` are passed to `upscale_video`. Returns the paths written.
+    With `workers` or `cluster` the videos run on Ray (`vidsr.distributed.upscale_files`), every file's
+    chunks spread over the workers at once.
     """
     input_path = Path(input)
     if not input_path.exists():
@@ -43,20 +53,39 @@ def upscale_path(input: str | Path, output: str | Path | None = None, *, model: 
         raise InputError(f"{input_path}: folder holds no video or image files")
     if not input_path.is_dir():
         probe(input_path)  # a bad input is reported before minutes are spent loading a model
+    on_ray = None
+    if workers or cluster:
+        from vidsr import distributed
+
+        distributed.connect(cluster)  # a wrong address is reported before the model loads, too
+        model_options = dict(precision=precision, tile=tile, tile_pad=tile_pad, max_memory=max_memory,
+                             compile=compile)
+        on_ray = functools.partial(distributed.upscale_files, workers=workers, cluster=cluster,
+                                   gpus_per_worker=gpus_per_worker, shared_path=shared_path,
+                                   upscaler_options=model_options, **options)
     upscaler = Upscaler(model, device=device, precision=precision, tile=tile, tile_pad=tile_pad,
                         max_memory=max_memory, compile=compile, strength=strength)
     if not input_path.is_dir():
+        if on_ray:
+            return on_ray([(input_path, Path(output) if output is not None else None)], upscaler)
         return [upscale_video(input_path, output, upscaler=upscaler, **options)]
     out_dir = Path(output) if output is not None else input_path.with_name(f"{input_path.name}_x{upscaler.scale}")
     if out_dir.resolve() == input_path.resolve():
         raise OutputError(f"{out_dir}: output folder must differ from the input folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     written, failed = [], []
+    todo = []
     for file in files:
         target = out_dir / output_name(file)
         if target.exists() and not options.get("overwrite"):
             log.warning("%s: exists, skipped (--overwrite redoes it)", target)
             continue
+        todo.append((file, target))
+    if on_ray:
+        videos = [(file, target) for file, target in todo if file.suffix.lower() in VIDEO_SUFFIXES]
+        written.extend(on_ray(videos, upscaler))
+        todo = [pair for pair in todo if pair not in videos]  # pictures: here
+    for file, target in todo:
         try:
             written.append(upscale_video(file, target, upscaler=upscaler, **options))
         except Cancelled:

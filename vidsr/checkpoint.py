@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -47,12 +49,28 @@ def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
 
 def _load_pickle(path: Path) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else "not a plain tensor checkpoint"
-        raise ModelError(f"{path.name}: refused to load, it holds more than tensors ({reason})") from None
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise ModelError(f"{path.name}: not a readable PyTorch checkpoint ({exc})") from None
+        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+        raise ModelError(f"{path.name}: {_pickle_problem(path, exc)}") from None
+
+
+def _pickle_problem(path: Path, exc: Exception) -> str:
+    """What a .pth file that does not load is, in a line (torch's own messages run to paragraphs, and suggest
+    an unsafe load)."""
+    with path.open("rb") as handle:
+        head = handle.read(2)
+    if not head or isinstance(exc, EOFError):
+        return "empty or truncated, not a complete PyTorch checkpoint"
+    is_zip, is_pickle = head == b"PK", head[0] == 0x80 and 2 <= head[1] <= 5
+    if not (is_zip or is_pickle):
+        return "not a PyTorch checkpoint (neither a zip archive nor a pickle)"
+    if isinstance(exc, pickle.UnpicklingError):
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        return ("refused: it holds Python code or objects besides tensors" + (f" ({found[1]})" if found else "")
+                + "; vidsr loads plain tensor checkpoints only")
+    return "damaged or truncated PyTorch checkpoint (its archive cannot be read)"
 
 
 def unwrap_state_dict(obj: Any) -> dict[str, torch.Tensor]:
@@ -83,8 +101,9 @@ def save_checkpoint(path: str | Path, descriptor: ModelDescriptor, **metadata: A
     """Write the model's weights as safetensors; arch, scale, hyperparams and `metadata` go in the header."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = {"arch": descriptor.arch, "scale": descriptor.scale, "color": descriptor.color,
-              "hyperparams": descriptor.hyperparams, **metadata}
+    # The cost goes in the header too, so that `vidsr models` lists models without loading torch.
+    header = {**metadata, "arch": descriptor.arch, "scale": descriptor.scale, "color": descriptor.color,
+              "hyperparams": descriptor.hyperparams, "params": descriptor.params, "gmacs_1080p": descriptor.gmacs()}
     tensors = {key: value.detach().cpu().contiguous() for key, value in descriptor.model.state_dict().items()}
     save_file(tensors, str(path), metadata={key: json.dumps(value) for key, value in header.items()})
     return path

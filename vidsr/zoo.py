@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import struct
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from vidsr.archs import ModelDescriptor, model_from_state_dict
-from vidsr.checkpoint import load_checkpoint
 from vidsr.errors import ModelError
+
+if TYPE_CHECKING:  # torch is loaded only to run a model: `vidsr models` reads the weight files' headers
+    from vidsr.archs import ModelDescriptor
 
 DEFAULT_MODEL = "espcn-x2"
 
@@ -52,6 +55,9 @@ def load_model(name_or_path: str | Path = DEFAULT_MODEL, strength: float | None 
         if not path.is_file():
             names = ", ".join(bundled) or "none bundled"
             raise ModelError(f"no model named or found at {str(name_or_path)!r} (bundled models: {names})")
+    from vidsr.archs import model_from_state_dict
+    from vidsr.checkpoint import load_checkpoint
+
     tensors, metadata = load_checkpoint(path)
     metadata.setdefault("name", path.stem.replace("_", "-"))
     descriptor = model_from_state_dict(tensors, metadata)
@@ -81,14 +87,26 @@ def list_models() -> list[ModelInfo]:
 
 @lru_cache(maxsize=64)
 def _model_info(name: str, path: Path, mtime_ns: int) -> ModelInfo:
-    descriptor = load_model(path)
-    psnr = descriptor.metadata.get("psnr", {})
+    meta = safetensors_metadata(path)
+    if "params" not in meta:  # written before weight files recorded their cost: measure the model
+        descriptor = load_model(path)
+        meta = {**descriptor.metadata, "arch": descriptor.arch, "scale": descriptor.scale, "color": descriptor.color,
+                "params": descriptor.params, "gmacs_1080p": descriptor.gmacs()}
+    psnr = meta.get("psnr", {})
     return ModelInfo(
-        name=name, arch=descriptor.arch, scale=descriptor.scale, color=descriptor.color,
-        params=descriptor.params, gmacs_1080p=descriptor.gmacs(), set5_psnr=psnr.get("Set5"),
-        set14_psnr=psnr.get("Set14"), path=path,
-        pairs="degraded" if descriptor.metadata.get("recipe", {}).get("gan", {}).get("degradation") else "bicubic",
+        name=name, arch=meta["arch"], scale=meta["scale"], color=meta["color"], params=meta["params"],
+        gmacs_1080p=meta["gmacs_1080p"], set5_psnr=psnr.get("Set5"), set14_psnr=psnr.get("Set14"), path=path,
+        pairs="degraded" if meta.get("recipe", {}).get("gan", {}).get("degradation") else "bicubic",
     )
+
+
+def safetensors_metadata(path: Path) -> dict[str, Any]:
+    """The JSON-decoded metadata of a project safetensors file, read from its header alone (no torch): an
+    8-byte little-endian header length, then the header's JSON, whose `__metadata__` maps names to JSON text."""
+    with path.open("rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+    return {key: json.loads(value) for key, value in header.get("__metadata__", {}).items()}
 
 
 def _recipe_line(recipe: dict) -> str:

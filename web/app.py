@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import signal
 import sys
+import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,11 +21,12 @@ from vidsr.zoo import DEFAULT_MODEL
 from web import handlers
 from web.handlers import JobOptions
 from web.limits import Limits
-from web.sessions import SessionStore, Workspace
+from web.sessions import UPLOAD_TTL_S, SessionStore, Workspace, sweep_unused_uploads
 
 CANCEL_WAIT_S = 10.0  # a job stops between batches, well within this
 GPU_QUEUE = "gpu"  # preview and full jobs share it: one model run per GPU at a time
 CSS = "#status:empty, #preview-info:empty {display: none}"
+SWEEP_INTERVAL_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -34,20 +36,28 @@ class WebSettings:
     concurrency: int = 1
     queue_size: int = 20
     idle_timeout_s: float = 6 * 3600
+    upload_ttl_s: float = UPLOAD_TTL_S
 
 
 def crf_for(encoder: str) -> int:
     return sink.DEFAULT_CRF.get(encoder, 23)
 
 
-@contextmanager
-def user_errors(workspace: Workspace) -> Iterator[None]:
-    """Show vidsr's one-line errors in the page, without the server's folder names."""
-    try:
-        yield
-    except VidsrError as exc:
-        message = re.sub(re.escape(f"{workspace.directory}/") + r"(?:[^/\s]+/)*", "", str(exc))  # keep the name
-        raise gr.Error(message, print_exception=False) from None
+def status_line(workspace: Workspace, error: VidsrError) -> str:
+    """vidsr's one-line error as the page's status line (Markdown), without the server's folder names.
+
+    Shown in place of Gradio's error state, which marks every output panel with a bare "Error" badge."""
+    message = re.sub(re.escape(f"{workspace.directory}/") + r"(?:[^/\s]+/)*", "", str(error))  # keep the name
+    return "⚠ " + re.sub(r"([\\`*_{}\[\]<>()#+!|~])", r"\\\1", message)
+
+
+def seek_slider(upload: handlers.Upload) -> gr.Slider:
+    """The preview-time slider, for videos longer than one frame (a range of 0 is not a slider)."""
+    video = upload.info.video
+    step = round(1 / float(video.frame_rate), 4) if video.frame_rate else 0.04
+    if upload.is_image or (video.duration or 0) < 2 * step:
+        return gr.Slider(value=0, visible=False)
+    return gr.Slider(minimum=0, maximum=round(video.duration, 2), value=0, step=step, visible=True)
 
 
 def build_app(settings: WebSettings, store: SessionStore) -> gr.Blocks:
@@ -63,32 +73,45 @@ def build_app(settings: WebSettings, store: SessionStore) -> gr.Blocks:
         return JobOptions(model=model, precision=precision, encoder=encoder,
                           crf=None if crf is None else int(crf), device=settings.device)
 
-    def on_upload(path: str | None, request: gr.Request):
+    def cleared(status: str = "", is_image: bool = False) -> tuple:
+        """The page with no upload: empty upload box, info, preview and results, then `status`."""
+        return (None, "", gr.Slider(visible=False), None, gr.Video(value=None, visible=not is_image),
+                gr.Image(value=None, visible=is_image), None, status)
+
+    def on_upload(path: str, request: gr.Request):
         workspace = workspace_of(request)
-        with workspace.in_use(), user_errors(workspace):
-            if path is None:
-                handlers.forget_upload(workspace)
-                return "", gr.Slider(visible=False), None, None, None, ""
-            upload = handlers.accept_upload(workspace, Path(path), settings.limits)
-        video = upload.info.video
-        seek = gr.Slider(minimum=0, maximum=round(video.duration or 0, 2), value=0, visible=not upload.is_image,
-                         step=round(1 / float(video.frame_rate), 4) if video.frame_rate else 0.04)
-        return upload.summary(), seek, None, None, None, ""
+        with workspace.in_use():
+            try:
+                upload = handlers.accept_upload(workspace, Path(path), settings.limits)
+            except VidsrError as exc:  # the refused file leaves the box, the reason stays in the status line
+                return cleared(status_line(workspace, exc))
+        # the box keeps the file; preview and results start empty, in the panel that suits the upload
+        return (gr.skip(), upload.summary(), seek_slider(upload), *cleared(is_image=upload.is_image)[3:])
+
+    def on_clear(request: gr.Request):
+        workspace = workspace_of(request)
+        with workspace.in_use():
+            handlers.forget_upload(workspace)
+        return cleared()
 
     def on_preview(model: str, precision: str, at_seconds: float, request: gr.Request):
         workspace = workspace_of(request)
-        with workspace.in_use(), user_errors(workspace):
-            preview = handlers.make_preview(handlers.current_upload(workspace), at_seconds, options(model, precision))
+        with workspace.in_use():
+            try:
+                preview = handlers.make_preview(handlers.current_upload(workspace), at_seconds,
+                                                options(model, precision))
+            except VidsrError as exc:
+                return None, "", status_line(workspace, exc)
             bicubic, upscaled = handlers.save_preview(workspace, preview)
         height, width = preview.original.shape[:2]
         info = (f"Frame at {preview.at_seconds:.2f} s: {width}x{height} → "
                 f"{preview.upscaled.shape[1]}x{preview.upscaled.shape[0]} · left bicubic, right {model} "
                 f"({preview.model_seconds:.2f} s)")
-        return (str(bicubic), str(upscaled)), info
+        return (str(bicubic), str(upscaled)), info, ""
 
     def on_request_job(request: gr.Request) -> str:
         workspace_of(request).arm()
-        return ""  # the result video shows the queue position, then the progress
+        return ""  # the result panel shows the queue position, then the progress
 
     def on_process(model: str, precision: str, encoder: str, crf: float, request: gr.Request,
                    progress: gr.Progress = gr.Progress()):  # noqa: B008 - Gradio injects it by this default
@@ -99,13 +122,17 @@ def build_app(settings: WebSettings, store: SessionStore) -> gr.Blocks:
                      unit="frames")
 
         started = time.perf_counter()
-        with workspace.in_use(), user_errors(workspace):
+        with workspace.in_use():
             try:
                 output = handlers.process(workspace, options(model, precision, encoder, crf), report)
+                shown = str(output) if workspace.upload.is_image else str(handlers.browser_copy(workspace, output))
             except Cancelled:
-                return None, None, "Cancelled."
+                return None, None, None, "Cancelled."
+            except VidsrError as exc:
+                return None, None, None, status_line(workspace, exc)
         status = f"Done in {time.perf_counter() - started:.1f} s: **{output.name}**"
-        return (None if workspace.upload.is_image else str(output)), str(output), status
+        is_image = workspace.upload.is_image
+        return (None if is_image else shown), (shown if is_image else None), str(output), status
 
     def on_cancel(request: gr.Request) -> str:
         workspace = workspace_of(request)
@@ -144,16 +171,20 @@ def build_app(settings: WebSettings, store: SessionStore) -> gr.Blocks:
                 preview_info = gr.Markdown(elem_id="preview-info")
                 status = gr.Markdown(elem_id="status")
                 result_video = gr.Video(label="Result", interactive=False, elem_id="result-video")
+                result_image = gr.Image(label="Result", type="filepath", interactive=False, visible=False,
+                                        elem_id="result-image")
                 result_file = gr.File(label="Download", interactive=False, elem_id="result-file")
 
         private = dict(api_visibility="private")
-        upload.change(on_upload, [upload], [media_info, at_seconds, comparison, result_video, result_file,
-                                             status], concurrency_limit=None, **private)
-        preview_button.click(on_preview, [model, precision, at_seconds], [comparison, preview_info],
+        page = [upload, media_info, at_seconds, comparison, result_video, result_image, result_file, status]
+        # upload and clear, not change: the box emptied by a refusal must not fire an event that wipes the reason
+        upload.upload(on_upload, [upload], page, concurrency_limit=None, **private)
+        upload.clear(on_clear, None, page, queue=False, **private)
+        preview_button.click(on_preview, [model, precision, at_seconds], [comparison, preview_info, status],
                              concurrency_id=GPU_QUEUE, **private)
         process_button.click(on_request_job, None, [status], queue=False, **private).then(
-            on_process, [model, precision, encoder, crf], [result_video, result_file, status],
-            show_progress_on=[result_video], concurrency_id=GPU_QUEUE, **private)
+            on_process, [model, precision, encoder, crf], [result_video, result_image, result_file, status],
+            show_progress_on=[result_video, result_image], concurrency_id=GPU_QUEUE, **private)
         encoder.change(lambda name: gr.Slider(value=crf_for(name)), [encoder], [crf], queue=False, **private)
         cancel_button.click(on_cancel, None, [status], queue=False, **private)
         demo.unload(on_unload)
@@ -161,15 +192,40 @@ def build_app(settings: WebSettings, store: SessionStore) -> gr.Blocks:
     return demo
 
 
-def launch(settings: WebSettings, *, host: str = "127.0.0.1", port: int | None = None,
+def launch(settings: WebSettings, temp: Path, *, host: str = "127.0.0.1", port: int | None = None,
            auth: tuple[str, str] | None = None, share: bool = False) -> None:
-    """Serve the page until interrupted; every session folder is removed on the way out."""
-    store = SessionStore(Path(gr.utils.get_upload_folder()), idle_timeout_s=settings.idle_timeout_s)
-    # SIGTERM unwinds like Ctrl-C, so the folders go with the server
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    """Serve the page until SIGTERM or Ctrl-C; `temp` (web.sessions.private_temp_folder) goes with the server."""
+    store = SessionStore(temp, idle_timeout_s=settings.idle_timeout_s)
+    # Gradio refuses uploaded dotfiles that lie inside the working folder, so a server started in / or in the
+    # temp folder could not take ".clip.mp4": it works in the session root, where no upload lands.
+    os.chdir(store.root)
+
+    def stop(*_: object) -> None:
+        """Exit at once: jobs are cancelled by the exit itself, and Gradio's own shutdown takes 20-35 s."""
+        store.close()
+        shutil.rmtree(temp, ignore_errors=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    sweeper = threading.Thread(target=sweep_forever, args=(store, settings.upload_ttl_s), daemon=True,
+                               name="vidsr-web-sweep")
+    sweeper.start()
     try:
         build_app(settings, store).launch(
             server_name=host, server_port=port, auth=auth, share=share, ssr_mode=False, css=CSS,
             max_file_size=settings.limits.max_upload_bytes, footer_links=["gradio", "settings"])
     finally:
         store.close()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def sweep_forever(store: SessionStore, upload_ttl_s: float) -> None:
+    """Release idle sessions and delete uploads no page took, also while nobody uses the page."""
+    uploads = store.root.parent
+    while True:
+        time.sleep(SWEEP_INTERVAL_S)
+        store.sweep()
+        sweep_unused_uploads(uploads, keep=store.root, max_age_s=upload_ttl_s)

@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from web.sessions import private_temp_folder
+
+    temp = private_temp_folder()  # before gradio is imported: it reads GRADIO_TEMP_DIR then
     from web.app import WebSettings, launch  # gradio is slow to import: only when serving
 
     settings = WebSettings(
@@ -57,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if (args.share or not _is_loopback(args.host)) and args.auth is None:
         print("vidsr web: warning: reachable from other machines without --auth", file=sys.stderr)
     try:
-        launch(settings, host=args.host, port=args.port, auth=args.auth, share=args.share)
+        launch(settings, temp, host=args.host, port=args.port, auth=args.auth, share=args.share)
     except OSError as exc:  # Gradio's message talks about launch() arguments; say it in CLI terms
         raise VidsrError(f"cannot listen on {args.host}:{args.port} ({exc.strerror or 'in use or not allowed'}); "
                          "choose another --port or --host") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import lru_cache
@@ -30,6 +30,9 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 WEB_ENCODERS = ("libx264", "libx265", "libsvtav1", "h264_nvenc", "hevc_nvenc")
 # Containers that keep the input's streams as they are; anything else is written as Matroska.
 MP4_FAMILY = ("mov", "mp4")
+# What a browser plays from an MP4 (Gradio re-encodes anything else, which takes longer than the job itself).
+BROWSER_VIDEO_CODECS = ("h264", "av1")
+BROWSER_AUDIO_CODECS = ("aac", "mp3", "opus")
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,7 @@ def accept_upload(workspace: Workspace, uploaded: Path, limits: Limits) -> Uploa
 
 def forget_upload(workspace: Workspace) -> None:
     """Remove the session's upload, preview and result files."""
-    for child in ("input", "preview", "output"):
+    for child in ("input", "preview", "output", "browser"):
         shutil.rmtree(workspace.directory / child, ignore_errors=True)
     workspace.upload = workspace.result = None
 
@@ -192,6 +195,40 @@ def process(workspace: Workspace, options: JobOptions,
         run_reporting(job, report or (lambda _: None), report_interval_s)
         workspace.result = output
     return output
+
+
+def browser_copy(workspace: Workspace, result: Path) -> Path:
+    """The result as the page's player can show it: an MKV's video (and browser-playable audio) remuxed into MP4
+    without re-encoding; the download stays the MKV with every stream. Other results are shown as they are."""
+    if result.suffix == ".mp4":
+        return result
+    folder = workspace.directory / "browser"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    copy = folder / f"{result.stem}.mp4"
+    try:
+        with av.open(str(result)) as source:
+            video = first_stream(source.streams.video, BROWSER_VIDEO_CODECS)
+            if video is None:
+                return result  # Gradio converts it
+            audio = first_stream(source.streams.audio, BROWSER_AUDIO_CODECS)
+            remux(source, [s for s in (video, audio) if s is not None], copy)
+    except av.FFmpegError:
+        return result  # the download is whole; only the player falls back to Gradio's conversion
+    return copy
+
+
+def remux(source: av.container.InputContainer, streams: list[av.stream.Stream], target_path: Path) -> None:
+    with av.open(str(target_path), "w", format="mp4", options={"movflags": "+faststart"}) as target:
+        outputs = {s.index: target.add_stream_from_template(s) for s in streams}
+        for packet in source.demux(streams):
+            if packet.size:  # not the demuxer's end-of-stream marker
+                packet.stream = outputs[packet.stream.index]
+                target.mux(packet)
+
+
+def first_stream(streams: Iterable[av.stream.Stream], codecs: tuple[str, ...]) -> av.stream.Stream | None:
+    return next((s for s in streams if s.codec_context.name in codecs), None)
 
 
 def run_reporting[T](job: Callable[[Callable[[vidsr.Progress], None]], T],

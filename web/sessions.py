@@ -5,6 +5,8 @@ A folder is never removed under a running job: release() cancels the job and the
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import tempfile
 import threading
@@ -17,6 +19,39 @@ from typing import Any
 from vidsr.errors import InputError
 
 JOB_RUNNING = "a job of this page is still running: wait for it or cancel it first"
+UPLOAD_TTL_S = 600.0  # an upload no page has taken within this is deleted (Gradio's own sweep is hourly)
+
+
+def private_temp_folder() -> Path:
+    """A folder of this server's own for Gradio's uploads and caches, inside GRADIO_TEMP_DIR (or the system's
+    temp folder), which is pointed at it; call before importing gradio, which reads the variable at import."""
+    parent = os.environ.get("GRADIO_TEMP_DIR")
+    if parent:
+        Path(parent).mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="vidsr-web-", dir=parent))
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)
+    return folder
+
+
+def sweep_unused_uploads(folder: Path, keep: Path, max_age_s: float = UPLOAD_TTL_S) -> list[Path]:
+    """Delete the files under `folder` (Gradio's uploads) older than `max_age_s`, except those under `keep` (the
+    session folders), and the folders they leave empty; returns the deleted files."""
+    cutoff = time.time() - max_age_s
+    removed = []
+    for parent, _, files in os.walk(folder, topdown=False):
+        here = Path(parent)
+        if here == keep or keep in here.parents:
+            continue
+        for name in files:
+            path = here / name
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed.append(path)
+        with contextlib.suppress(OSError):  # not empty, or gone meanwhile
+            if here != folder and here.stat().st_mtime < cutoff:
+                here.rmdir()
+    return removed
 
 
 class Workspace:

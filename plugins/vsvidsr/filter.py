@@ -65,14 +65,15 @@ def upscale(
         props (durations, colour, SAR; a uniform scale leaves the sample aspect ratio unchanged).
     """
     _check_clip(clip)
-    if num_streams < 1 or batch_size < 1:
-        raise vs.Error("vsvidsr.upscale: num_streams and batch_size must be at least 1")
+    _check_arguments(model, device_index, num_streams, batch_size, tile, tile_pad, precision, device)
     try:
         descriptor = load_model(model, strength)
         target = resolve_device(_device_name(device, device_index))
         upscalers = [Upscaler(descriptor, target, precision, tile, tile_pad) for _ in range(num_streams)]
     except VidsrError as exc:
-        raise vs.Error(f"vsvidsr.upscale: {exc}") from None
+        hint = ("; relative paths are read from the script's folder under vspipe: pass an absolute path"
+                if "no model named or found" in str(exc) and not os.path.isabs(model) else "")
+        raise vs.Error(f"vsvidsr.upscale: {exc}{hint}") from None
     work = working_clip(clip)
     scheduler = BatchScheduler([Worker(engine_call(u, work.format), target) for u in upscalers], batch_size)
     template = vs.core.std.BlankClip(work, width=work.width * descriptor.scale,
@@ -95,6 +96,23 @@ def upscale(
     return vs.core.std.CopyFrameProps(restore_format(upscaled, clip.format), clip)
 
 
+def _check_arguments(model: object, device_index: object, num_streams: object, batch_size: object, tile: object,
+                     tile_pad: object, precision: object, device: object) -> None:
+    """Wrong types and values as vs.Error, as VapourSynth users expect (not TypeError from deep inside)."""
+    if not isinstance(model, (str, os.PathLike)):
+        raise vs.Error(f"vsvidsr.upscale: model must be a model name or a file path, not {type(model).__name__}")
+    whole = {"device_index": device_index, "num_streams": num_streams, "batch_size": batch_size, "tile_pad": tile_pad,
+             **({} if tile is None else {"tile": tile})}  # their ranges are checked by the engine
+    for name, value in whole.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise vs.Error(f"vsvidsr.upscale: {name} must be a whole number, not {value!r}")
+    if num_streams < 1 or batch_size < 1:
+        raise vs.Error("vsvidsr.upscale: num_streams and batch_size must be at least 1")
+    for name, value in (("precision", precision), ("device", device)):
+        if not isinstance(value, str):
+            raise vs.Error(f"vsvidsr.upscale: {name} must be a string, not {value!r}")
+
+
 def _check_clip(clip: vs.VideoNode) -> None:
     if not isinstance(clip, vs.VideoNode):
         raise vs.Error("vsvidsr.upscale: clip must be a video clip")
@@ -103,11 +121,19 @@ def _check_clip(clip: vs.VideoNode) -> None:
                        "convert to one format and size first (e.g. core.resize.Bicubic)")
     if clip.format.color_family not in (vs.RGB, vs.YUV, vs.GRAY):
         raise vs.Error(f"vsvidsr.upscale: unsupported format {clip.format.name}")
+    if clip.format.sample_type == vs.INTEGER and clip.format.bits_per_sample > 16:
+        raise vs.Error(f"vsvidsr.upscale: {clip.format.name} has {clip.format.bits_per_sample}-bit integer samples; "
+                       "the engine takes 8 to 16 bit (convert with core.resize, e.g. to GRAY16 or GRAYS)")
 
 
 def _device_name(device: Device, device_index: int) -> str:
     if device == "auto":
-        return f"cuda:{device_index}" if torch.cuda.is_available() else "cpu"
+        if torch.cuda.is_available():
+            return f"cuda:{device_index}"
+        if device_index:
+            raise vs.Error(f"vsvidsr.upscale: device_index={device_index} but there is no CUDA GPU; leave it out "
+                           "(or use device='cpu')")
+        return "cpu"
     if device == "cuda":
         return f"cuda:{device_index}"
     if device == "cpu":

@@ -6,7 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-from vidsr.bench import run_bench
 from vidsr.commands import add_command, batch_size_arg
 from vidsr.zoo import DEFAULT_MODEL
 
@@ -31,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vidsr.bench import run_bench
+
     width, height = (int(v) for v in args.size.lower().split("x"))
     result = run_bench(args.model, width, height, args.frames, args.batch_size, args.precision, args.device,
                        args.encoder, args.input, args.compile, args.tile, args.max_memory, args.hwdec,

@@ -7,17 +7,13 @@ import json
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from vidsr.checkpoint import update_metadata
 from vidsr.commands import add_command
 from vidsr.errors import InputError
-from vidsr.evaluate import EvalResult, LumaPredictor, bicubic_predictor, evaluate_dataset, model_predictor
-from vidsr.realworld import evaluate_flicker, evaluate_realworld
-from vidsr.train.trainer import resolve_device
-from vidsr.zoo import bundled_weights, load_model
+
+if TYPE_CHECKING:
+    from vidsr.evaluate import EvalResult, LumaPredictor
 
 DATA_ENV = "VIDSR_EVAL_DATA"  # folder holding Set5/, Set14/ ...
 
@@ -56,6 +52,13 @@ def dataset_dirs(args: argparse.Namespace) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from vidsr.checkpoint import update_metadata
+    from vidsr.evaluate import bicubic_predictor, evaluate_dataset, model_predictor
+    from vidsr.train.trainer import resolve_device
+    from vidsr.zoo import bundled_weights, load_model
+
     datasets = dataset_dirs(args)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -88,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
 def _extra_rows(args: argparse.Namespace, model: str, predict: LumaPredictor, datasets: list[Path], scale: int,
                 extra: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, dict[str, float]]]:
     """The --realworld / --flicker rows of one model, appended to `extra`; returns them by dataset to record."""
+    from vidsr.realworld import evaluate_flicker, evaluate_realworld
+
     measures = {"realworld": evaluate_realworld, "flicker": evaluate_flicker}
     recorded = {}
     for kind, evaluate in measures.items():

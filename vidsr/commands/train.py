@@ -9,8 +9,6 @@ import argparse
 import json
 
 from vidsr.commands import add_command
-from vidsr.train.gan import GANTrainer, load_gan_config
-from vidsr.train.trainer import Trainer
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,6 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vidsr.train.gan import GANTrainer, load_gan_config
+    from vidsr.train.trainer import Trainer
+
     skip = {"config", "func", "debug", "command", "no_progress"}
     overrides = {key: value for key, value in vars(args).items() if key not in skip}
     config, gan = load_gan_config(args.config, **overrides)

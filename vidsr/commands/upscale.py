@@ -6,9 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from vidsr.batch import upscale_path
 from vidsr.commands import add_command, batch_size_arg
-from vidsr.media.sink import ENCODERS
+from vidsr.media import ENCODERS
 from vidsr.zoo import DEFAULT_MODEL
 
 
@@ -50,21 +49,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--pix-fmt", help="output pixel format (default: the input's, so 10-bit stays 10-bit)")
     parser.add_argument("--encoder-option", type=_encoder_option, action="append", default=[], metavar="KEY=VALUE",
                         help="extra encoder option, repeatable (e.g. x264-params=aq-mode=3)")
+    parser.add_argument("--audio", choices=["copy", "reencode", "drop"], default="copy",
+                        help="audio streams: copy (default; re-encoded where the container cannot hold them), "
+                        "reencode to the container's default codec, or drop")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--hwdec", metavar="DEVICE",
                         help="decode on a device, e.g. cuda (NVDEC); falls back to software with a notice")
     parser.add_argument("--skip-errors", action="store_true", help="drop undecodable frames instead of stopping")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notices")
+    scale_out = parser.add_argument_group("chunks and scaling out")
+    scale_out.add_argument("--chunk-seconds", type=float, metavar="S",
+                           help="cut videos into chunks of about S seconds at keyframes, kept in .NAME.vidsr/ "
+                           "beside the output so that a rerun resumes (default: 60 for inputs over 5 minutes, "
+                           "else off; 0: off)")
+    scale_out.add_argument("--no-resume", action="store_true", help="ignore finished chunks of an earlier run")
+    scale_out.add_argument("--workers", type=int, metavar="N",
+                           help="run chunks and files on N Ray workers (default with --cluster: one per GPU); "
+                           "needs pip install 'vidsr[ray]'")
+    scale_out.add_argument("--cluster", metavar="ADDRESS",
+                           help="an existing Ray cluster: auto, or ray://HOST:10001 (see `ray start --head`)")
+    scale_out.add_argument("--gpus-per-worker", type=float, default=1.0, metavar="G",
+                           help="GPUs per worker, fractions allowed (0.5: two workers share a GPU; default: 1)")
+    scale_out.add_argument("--shared-path", action="store_true",
+                           help="workers read the input at the same path instead of receiving its packets")
+
+
+def _scale_out(args: argparse.Namespace) -> dict:
+    """Ray options, only when asked for: without them, nothing about Ray is passed (or imported)."""
+    if not (args.workers or args.cluster):
+        return {}
+    return {"workers": args.workers, "cluster": args.cluster, "gpus_per_worker": args.gpus_per_worker,
+            "shared_path": args.shared_path}
 
 
 def run(args: argparse.Namespace) -> int:
+    from vidsr.batch import upscale_path  # torch and PyAV: loaded only when the command runs
+
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING, format="vidsr: %(message)s")
     written = upscale_path(
         args.input, args.output, model=args.model, device=args.device, precision=args.precision, tile=args.tile,
         tile_pad=args.tile_pad, max_memory=args.max_memory, compile=args.compile, batch_size=args.batch_size,
         strength=args.strength, encoder=args.encoder, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
-        encoder_options=dict(args.encoder_option), overwrite=args.overwrite, skip_errors=args.skip_errors,
-        hwdec=args.hwdec, progress=not args.quiet,
+        encoder_options=dict(args.encoder_option), audio=args.audio, overwrite=args.overwrite,
+        skip_errors=args.skip_errors, hwdec=args.hwdec, progress=not args.quiet, chunk_seconds=args.chunk_seconds,
+        resume=not args.no_resume, **_scale_out(args),
     )
     if not args.quiet:
         for path in written:

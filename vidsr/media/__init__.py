@@ -1,1 +1,4 @@
 """Media stages: probing, decoding, batching, encoding and the streaming pipeline."""
+
+# Video encoders vidsr offers by name (`vidsr upscale -c`), here so that the CLI's help needs no PyAV.
+ENCODERS = ("libx264", "libx265", "libsvtav1", "libvpx-vp9", "ffv1", "prores_ks", "h264_nvenc", "hevc_nvenc")

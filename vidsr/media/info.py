@@ -6,10 +6,12 @@ import struct
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
-
-import av
+from typing import TYPE_CHECKING
 
 from vidsr.errors import InputError
+
+if TYPE_CHECKING:  # PyAV is imported where it is used: the web demo's option parser imports this module
+    import av
 
 # ITU-T H.273 code points (the numbering FFmpeg, PyAV and VapourSynth props share).
 MATRIX_NAMES = {0: "rgb", 1: "bt709", 2: "unspecified", 5: "bt470bg", 6: "smpte170m", 9: "bt2020nc", 10: "bt2020c"}
@@ -94,6 +96,7 @@ class VideoInfo:
     mastering_display: MasteringDisplay | None = None
     content_light: ContentLight | None = None
     interlaced: bool = False  # the first frame is coded as two fields
+    sar_tagged: bool = False  # the file states its SAR (an explicit 1:1 is kept as such)
 
     @property
     def estimated_frames(self) -> int | None:
@@ -134,6 +137,8 @@ def open_container(path: str | Path) -> av.container.InputContainer:
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not a media file")
+    import av
+
     try:
         return av.open(str(path))
     except av.FFmpegError as exc:
@@ -145,6 +150,8 @@ def ffmpeg_reason(exc: av.FFmpegError) -> str:
 
 
 def bit_depth_of(pix_fmt: str) -> int:
+    import av
+
     fmt = av.VideoFormat(pix_fmt)
     return max(c.bits for c in fmt.components)
 
@@ -155,11 +162,12 @@ def video_info(container: av.container.InputContainer, path: Path) -> VideoInfo:
     stream = container.streams.video[0]
     ctx = stream.codec_context
     if ctx.pix_fmt is None or ctx.width == 0:
-        raise InputError(f"{path}: video stream has no decodable picture format")
+        raise InputError(f"{path}: damaged file: its video stream's parameters (picture size and format) cannot "
+                         "be read")
     first = _first_frame(container, stream)
     return VideoInfo(
         index=stream.index,
-        codec=ctx.name,
+        codec=codec_name(stream),
         width=ctx.width,
         height=ctx.height,
         pix_fmt=ctx.pix_fmt,
@@ -180,10 +188,13 @@ def video_info(container: av.container.InputContainer, path: Path) -> VideoInfo:
         mastering_display=_mastering_display(first),
         content_light=_content_light(first),
         interlaced=bool(first.interlaced_frame),
+        sar_tagged=bool(stream.sample_aspect_ratio or ctx.sample_aspect_ratio),
     )
 
 
 def _side_data(frame: av.VideoFrame, kind: str) -> bytes | None:
+    import av
+
     data = frame.side_data.get(getattr(av.sidedata.sidedata.Type, kind))
     return bytes(data) if data is not None else None
 
@@ -213,12 +224,14 @@ def _duration_seconds(container: av.container.InputContainer, stream: av.video.s
     if stream.duration and stream.time_base:
         return float(stream.duration * stream.time_base)
     if container.duration:
-        return container.duration / av.time_base
+        return container.duration / 1_000_000  # AV_TIME_BASE
     return None
 
 
 def _first_frame(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> av.VideoFrame:
     """PyAV exposes rotation and chroma location only on decoded frames, so decode the first one."""
+    import av
+
     try:
         frame = next(container.decode(stream), None)
     except av.FFmpegError as exc:
@@ -237,15 +250,25 @@ def probe(path: str | Path) -> MediaInfo:
             StreamSummary(s.index, s.type, _stream_codec(s), s.metadata.get("language"))
             for s in container.streams if s.index != video.index
         ]
-        is_image = container.format.name in IMAGE_DEMUXERS or (video.frame_count or 0) == 1 and not others
         return MediaInfo(path=path, container=container.format.name, video=video, others=others,
-                         is_image=is_image)
+                         is_image=is_image_demuxer(container.format.name))
 
 
 def _stream_codec(stream: av.stream.Stream) -> str:
     if stream.type == "attachment":
         return f"{stream.name} ({stream.mimetype})"
-    return stream.codec_context.name if stream.codec_context else "unknown"
+    return codec_name(stream)
 
 
-IMAGE_DEMUXERS = {"image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "tiff_pipe", "webp_pipe", "image2pipe"}
+def codec_name(stream: av.stream.Stream) -> str:
+    """The codec's name (mp3, av1), not the decoder FFmpeg picked for it (mp3float, libdav1d)."""
+    ctx = stream.codec_context
+    if ctx is None:
+        return "unknown"
+    return ctx.codec.canonical_name if ctx.codec is not None else ctx.name
+
+
+def is_image_demuxer(name: str) -> bool:
+    """FFmpeg reads pictures with image2 and the *_pipe demuxers (png_pipe, jpeg_pipe, ...); a one-frame video in
+    a video container stays a video."""
+    return name in ("image2", "image2pipe") or name.endswith("_pipe")

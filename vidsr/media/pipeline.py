@@ -9,26 +9,32 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
+import heapq
 import logging
 import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import av
+import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from vidsr.errors import Cancelled, InputError, OutputError
+from vidsr.media.chunks import Chunk, keyframe_times, plan_chunks, resolve_chunk_seconds, wants_global_header
 from vidsr.media.frames import crop_planes, plane_layout, planes_to_frame, working_format
-from vidsr.media.info import MediaInfo, probe
-from vidsr.media.sink import EncodeSettings, Sink
+from vidsr.media.info import MediaInfo, open_container, probe
+from vidsr.media.sink import AUDIO_MODES, EncodeSettings, Sink
 from vidsr.media.source import DecodedFrame, Source
 from vidsr.runner import Batch, BatchRunner
 from vidsr.upscaler import Upscaler
+from vidsr.workfolder import WorkFolder, input_fingerprint
 
 log = logging.getLogger("vidsr")
 
@@ -135,18 +141,44 @@ def check_output(input_path: Path, output: Path, overwrite: bool) -> None:
 
 
 @contextlib.contextmanager
-def temporary_output(output: Path) -> Iterator[Path]:
+def temporary_output(output: Path, overwrite: bool = False) -> Iterator[Path]:
     """A temporary path beside `output`, renamed onto it only when the block succeeds, removed otherwise.
 
     Partial files that a killed run (SIGKILL, out of memory, power loss) could not remove are removed here.
+    Without `overwrite` a target that another run is writing is refused, and one that appears while this run
+    works is not replaced: the rename refuses an existing target atomically.
     """
-    _remove_stale_partials(output)
+    writers = _remove_stale_partials(output)
+    if writers and not overwrite:
+        raise OutputError(f"{output}: another vidsr run (process {writers[0]}) is writing it; wait for it to finish "
+                          "or use --overwrite")
     tmp = output.with_name(f"{_partial_prefix(output)}{os.getpid()}{output.suffix}")
     try:
         yield tmp
-        os.replace(tmp, output)
+        _publish(tmp, output, overwrite)
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError as exc:  # a read-only filesystem: the error that got us here is the one to report
+            if tmp.exists():  # (it refuses even to remove a file that is not there)
+                log.warning("%s: could not remove the partial file (%s)", tmp, exc.strerror or exc)
+
+
+def _publish(tmp: Path, output: Path, overwrite: bool) -> None:
+    if overwrite:
+        os.replace(tmp, output)
+        return
+    try:
+        os.link(tmp, output)  # unlike a rename, fails if `output` exists
+        return
+    except FileExistsError:
+        pass
+    except OSError:  # no hard links here (FAT, some network shares): check, then rename
+        if not output.exists():
+            os.replace(tmp, output)
+            return
+    raise OutputError(f"{output}: appeared while this run worked (another run?); kept, and this run's result "
+                      "discarded (use --overwrite to replace it)")
 
 
 def _partial_prefix(output: Path) -> str:
@@ -154,12 +186,19 @@ def _partial_prefix(output: Path) -> str:
     return f".{output.stem}.partial-"
 
 
-def _remove_stale_partials(output: Path) -> None:
-    prefix = _partial_prefix(output)
+def _remove_stale_partials(output: Path) -> list[int]:
+    """Remove the partial files of `output` whose process has gone; returns the processes still writing it."""
+    prefix, writers = _partial_prefix(output), []
     for partial in output.parent.glob(f"{glob.escape(prefix)}*{glob.escape(output.suffix)}"):
         pid = partial.name[len(prefix):len(partial.name) - len(output.suffix)]
-        if pid.isdigit() and not _process_exists(int(pid)):
-            partial.unlink(missing_ok=True)
+        if not pid.isdigit():
+            continue
+        if _process_exists(int(pid)):
+            writers.append(int(pid))
+        else:
+            with contextlib.suppress(OSError):  # a leftover that cannot go (read-only now) must not stop the run
+                partial.unlink(missing_ok=True)
+    return writers
 
 
 def _process_exists(pid: int) -> bool:
@@ -187,7 +226,7 @@ def _progress_reporter(progress: ProgressCallback | bool | None, info: MediaInfo
     """A callback for the chosen kind of progress report, and a function that closes it."""
     if callable(progress):
         return progress, lambda: None
-    if not progress:
+    if not progress or info.is_image:  # a single picture: no frames to count
         return lambda p: None, lambda: None
     bar = tqdm(total=info.video.estimated_frames, unit="frame", desc=info.path.name, dynamic_ncols=True,
                leave=True)
@@ -232,6 +271,7 @@ def upscale_video(
     preset: str | None = None,
     pix_fmt: str | None = None,
     encoder_options: dict[str, str] | None = None,
+    audio: Literal["copy", "reencode", "drop"] = "copy",
     overwrite: bool = False,
     skip_errors: bool = False,
     hwdec: str | None = None,
@@ -239,6 +279,8 @@ def upscale_video(
     cancel: threading.Event | None = None,
     upscaler: Upscaler | None = None,
     strength: float | None = None,
+    chunk_seconds: float | None = None,
+    resume: bool = True,
 ) -> Path:
     """Upscale one video (or image) file; returns the output path.
 
@@ -247,33 +289,63 @@ def upscale_video(
     `cancel` stops the job with `Cancelled`. Nothing is left at `output` unless the job succeeds.
     `hwdec` decodes on a device (e.g. "cuda" for NVDEC), falling back to software when it cannot.
     `strength` interpolates a GAN model with its PSNR model (see `load_model`).
+    `audio` copies audio streams ("copy", re-encoding what the container cannot hold), re-encodes them
+    all to the container's default codec ("reencode") or leaves them out ("drop").
+    `chunk_seconds` cuts the video into chunks of about that length at keyframes, kept in a work folder
+    beside the output so that a rerun resumes (`resume=False` starts afresh); None: 60 s for inputs longer
+    than 5 minutes, else off; 0: off. See `ChunkedJob`.
     """
-    input_path = Path(input)
-    info = probe(input_path)
-    if info.video.interlaced:
-        log.warning("%s: interlaced; the engine upscales whole frames, which magnifies combing: deinterlace "
-                    "first (FFmpeg's bwdif filter, or QTGMC in a VapourSynth script)", input_path.name)
+    info = probe_input(Path(input))
     upscaler = upscaler or Upscaler(model, device=device, precision=precision, tile=tile, tile_pad=tile_pad,
                                     max_memory=max_memory, compile=compile, strength=strength)
-    output_path = Path(output) if output is not None else default_output(input_path, upscaler.scale)
-    if output_path.is_dir():  # like cp: into the folder, under the input's name
-        output_path /= output_name(input_path)
-    check_output(input_path, output_path, overwrite)
+    output_path, settings, image_encoder = plan_output(info, output, upscaler, encoder=encoder, crf=crf,
+                                                       preset=preset, pix_fmt=pix_fmt, audio=audio,
+                                                       encoder_options=encoder_options, overwrite=overwrite)
     if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
         raise InputError(f"batch size must be a whole number of at least 1 or 'auto' (got {batch_size!r})")
-    image_encoder = IMAGE_ENCODERS.get(output_path.suffix.lower())
-    threads = cpu_encoder_threads(os.cpu_count() or 1) if upscaler.device.type == "cpu" else None
-    settings = EncodeSettings(encoder or image_encoder, crf, preset, pix_fmt, dict(encoder_options or {}),
-                              threads)
-    with temporary_output(output_path) as tmp:
+    seconds = 0.0 if image_encoder or info.is_image else resolve_chunk_seconds(chunk_seconds, info.video.duration)
+    job = seconds and ChunkedJob.plan(info, output_path, upscaler, settings, seconds, resume, skip_errors, hwdec,
+                                      overwrite)
+    if job:
+        job.run_here(upscaler, batch_size, progress, cancel)
+        return output_path
+    with temporary_output(output_path, overwrite) as tmp:
         source = Source(info.path, skip_errors=skip_errors, hwdec=hwdec)
         _run(info, source, tmp, "image2" if image_encoder else None, upscaler, settings, batch_size, progress, cancel)
     return output_path
 
 
+def probe_input(path: Path) -> MediaInfo:
+    info = probe(path)
+    if info.video.interlaced:
+        log.warning("%s: interlaced; the engine upscales whole frames, which magnifies combing: deinterlace "
+                    "first (FFmpeg's bwdif filter, or QTGMC in a VapourSynth script)", path.name)
+    return info
+
+
+def plan_output(info: MediaInfo, output: str | Path | None, upscaler: Upscaler, *, encoder: str | None = None,
+                crf: int | None = None, preset: str | None = None, pix_fmt: str | None = None,
+                encoder_options: dict[str, str] | None = None, audio: str = "copy",
+                overwrite: bool = False) -> tuple[Path, EncodeSettings, str | None]:
+    """The checked output path, the encoder settings, and the image encoder when the output is a picture."""
+    output_path = Path(output) if output is not None else default_output(info.path, upscaler.scale)
+    if output_path.is_dir():  # like cp: into the folder, under the input's name
+        output_path /= output_name(info.path)
+    check_output(info.path, output_path, overwrite)
+    image_encoder = IMAGE_ENCODERS.get(output_path.suffix.lower())
+    threads = cpu_encoder_threads(os.cpu_count() or 1) if upscaler.device.type == "cpu" else None
+    if audio not in AUDIO_MODES:
+        raise InputError(f"audio must be one of {', '.join(AUDIO_MODES)} (got {audio!r})")
+    settings = EncodeSettings(encoder or image_encoder, crf, preset, pix_fmt, dict(encoder_options or {}),
+                              threads, audio)
+    return output_path, settings, image_encoder
+
+
 def _run(info: MediaInfo, source: Source, tmp: Path, container_format: str | None, upscaler: Upscaler,
          settings: EncodeSettings, batch_size: int | Literal["auto"], progress: ProgressCallback | bool | None,
-         cancel: threading.Event | None) -> None:
+         cancel: threading.Event | None, chunk_headers: bool | None = None) -> int:
+    """Upscale `source` into `tmp`; returns the frame count. With `chunk_headers` set, `tmp` is one chunk of
+    a chunked job (see `Sink`)."""
     video, scale = info.video, upscaler.scale
     failed = threading.Event()
 
@@ -286,7 +358,7 @@ def _run(info: MediaInfo, source: Source, tmp: Path, container_format: str | Non
     finished = False
     try:
         sink = Sink(tmp, container_format, source.container, video, video.width * scale, video.height * scale,
-                    settings)
+                    settings, chunk_headers=chunk_headers)
         out_layout = plane_layout(working_format(sink.pix_fmt, alpha=True))
         layout = plane_layout(working_format(video.pix_fmt, alpha=out_layout.has_alpha))  # alpha only if kept
         if batch_size == "auto":
@@ -309,7 +381,8 @@ def _run(info: MediaInfo, source: Source, tmp: Path, container_format: str | Non
                 first_time = float(items[0].pts * items[0].time_base)
             last_time = float(items[-1].pts * items[-1].time_base)
             report(Progress(done, video.estimated_frames, time.monotonic() - start))
-        _warn_if_short(info, last_time - (first_time or 0.0))
+        if chunk_headers is None:
+            _warn_if_short(info, last_time - (first_time or 0.0))
         encoded.put(_END)
         stages[1].join()
         finished = stages[1].error is None
@@ -329,6 +402,7 @@ def _run(info: MediaInfo, source: Source, tmp: Path, container_format: str | Non
         raise errors[0]
     if not finished:
         raise Cancelled("cancelled; no output written")
+    return done
 
 
 def _warn_if_short(info: MediaInfo, span: float) -> None:
@@ -364,3 +438,168 @@ def _start_stages(source: Source, sink: Sink, frames: _Channel, encoded: _Channe
     for stage in stages:
         stage.start()
     return stages
+
+
+def upscale_chunk(info: MediaInfo, chunk: Chunk, target: Path, upscaler: Upscaler, settings: EncodeSettings,
+                  batch_size: int | Literal["auto"], chunk_headers: bool, *, data: bytes | None = None,
+                  skip_errors: bool = False, hwdec: str | None = None, progress: ProgressCallback | None = None,
+                  cancel: threading.Event | None = None) -> int:
+    """One chunk, one engine run: its frames from the input file (or from its packets, `data`) into `target`.
+    Returns the frame count."""
+    source = Source(info.path, skip_errors=skip_errors, hwdec=hwdec, pts_range=chunk.pts_range(seek=data is None),
+                    data=data, time_base=info.video.time_base)
+    return _run(info, source, target, None, upscaler, settings, batch_size, progress, cancel, chunk_headers)
+
+
+def model_identity(upscaler: Upscaler) -> dict[str, Any]:
+    """What makes the model's output what it is: architecture, scale, weights, precision, tiling."""
+    digest = hashlib.sha256()
+    for name, tensor in upscaler.descriptor.model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return {"arch": upscaler.descriptor.arch, "scale": upscaler.scale, "weights_sha256": digest.hexdigest(),
+            "dtype": str(upscaler.dtype), "tile": upscaler.tile, "tile_pad": upscaler.tile_pad}
+
+
+class ChunkedJob:
+    """One output made of chunks cut at the input's keyframes: each chunk is one engine run (here, or on a
+    Ray worker: `vidsr.distributed`), kept in a `WorkFolder` so a rerun resumes, and the chunks are joined
+    by stream copy with the input's other streams muxed in once, by the same `Sink` as a single run."""
+
+    def __init__(self, info: MediaInfo, output: Path, chunks: list[Chunk], settings: EncodeSettings,
+                 work: WorkFolder, skip_errors: bool = False, hwdec: str | None = None,
+                 overwrite: bool = False) -> None:
+        self.info, self.output, self.chunks, self.settings, self.work = info, output, chunks, settings, work
+        self.skip_errors, self.hwdec, self.overwrite = skip_errors, hwdec, overwrite
+        self.chunk_headers = wants_global_header(work.path, output.suffix)
+
+    @classmethod
+    def plan(cls, info: MediaInfo, output: Path, upscaler: Upscaler, settings: EncodeSettings, seconds: float,
+             resume: bool = True, skip_errors: bool = False, hwdec: str | None = None,
+             overwrite: bool = False) -> ChunkedJob | None:
+        """Chunks of about `seconds` (0: the whole video as one chunk); None, with a notice, when the video has
+        no timestamps to cut by. `skip_errors`, `hwdec` and `overwrite` as for `upscale_video`."""
+        keyframes = keyframe_times(info.path)
+        if keyframes is None:
+            log.warning("%s: no timestamps (an elementary stream); upscaled in one piece, without resuming",
+                        info.path.name)
+            return None
+        chunks = plan_chunks(keyframes, info.video.time_base, seconds)
+        identity = {"input": input_fingerprint(info.path), "output": output.suffix.lower(),
+                    # the audio is muxed at the join: it does not change the chunks
+                    "settings": {**asdict(settings), "threads": None, "audio": None, "skip_errors": skip_errors},
+                    "model": model_identity(upscaler)}
+        work = WorkFolder(output, identity, chunks, resume)
+        return cls(info, output, chunks, settings, work, skip_errors, hwdec, overwrite)
+
+    @property
+    def total_frames(self) -> int | None:
+        return self.info.video.estimated_frames
+
+    def pending(self) -> list[Chunk]:
+        return [self.chunks[i] for i in self.work.pending()]
+
+    def store(self, chunk: Chunk, data: bytes, frames: int) -> None:
+        """A chunk computed elsewhere (its file's bytes)."""
+        partial = self.work.partial_path(chunk.index)
+        partial.write_bytes(data)
+        self.work.finish(chunk.index, partial, frames)
+
+    def run_here(self, upscaler: Upscaler, batch_size: int | Literal["auto"], progress: ProgressCallback | bool | None,
+                 cancel: threading.Event | None) -> None:
+        """Every pending chunk in this process, one after another, then the join."""
+        self.run_chunks(upscaler, batch_size, progress, cancel)
+        self.join()
+
+    def run_chunks(self, upscaler: Upscaler, batch_size: int | Literal["auto"],
+                   progress: ProgressCallback | bool | None, cancel: threading.Event | None) -> None:
+        """Every pending chunk in this process; the work folder stays open (locked) when they succeed."""
+        report, close_report = _progress_reporter(progress, self.info)
+        start, base = time.monotonic(), self.work.frames()
+        try:
+            for chunk in self.pending():
+                def chunk_report(p: Progress, base: int = base) -> None:
+                    report(Progress(base + p.frames, self.total_frames, time.monotonic() - start))
+
+                partial = self.work.partial_path(chunk.index)
+                frames = upscale_chunk(self.info, chunk, partial, upscaler, self.settings, batch_size,
+                                       self.chunk_headers, skip_errors=self.skip_errors, hwdec=self.hwdec,
+                                       progress=chunk_report, cancel=cancel)
+                self.work.finish(chunk.index, partial, frames)
+                base += frames
+        except BaseException:
+            self.work.close()  # the finished chunks stay for the next run
+            raise
+        finally:
+            close_report()
+
+    def join(self) -> None:
+        """Join the finished chunks into the output, then remove the work folder. The output was checked
+        against --overwrite when the job began; it is replaced only once complete."""
+        try:
+            with temporary_output(self.output, self.overwrite) as tmp:
+                self._join_into(tmp)
+        finally:
+            self.work.close()
+        self.work.remove()
+
+    def _join_into(self, tmp: Path) -> None:
+        files = [self.work.chunk_path(c.index) for c in self.chunks]
+        with open_container(self.info.path) as source, open_container(files[0]) as first:
+            sink = Sink(tmp, None, source, self.info.video, 0, 0, self.settings, copy_video=first.streams.video[0])
+            try:
+                streams = [s for s in source.streams if s.index in sink.passthrough_indices]
+                others = ((p, False) for p in source.demux(streams) if p.size) if streams else iter(())
+                video = ((p, True) for p in _video_packets(files))
+                times: list[float] = []
+                for packet, is_chunk in heapq.merge(others, video, key=lambda item: _packet_seconds(item[0])):
+                    if is_chunk:
+                        times.append(float(packet.pts * packet.time_base))
+                        sink.write_video_packet(packet)
+                    else:
+                        sink.write_packet(packet)
+                sink.close()
+                _warn_if_short(self.info, max(times) - min(times))
+            except BaseException:
+                sink.abort()
+                raise
+
+
+def _video_packets(files: list[Path]) -> Iterator[av.Packet]:
+    """The chunks' packets in decode order, with dts that increase across chunks as muxers need."""
+    last_dts: int | None = None
+    for path in files:
+        with open_container(path) as chunk:
+            for packet in _with_dts(p for p in chunk.demux(chunk.streams.video[0]) if p.size):
+                if packet.dts is None:
+                    packet.dts = packet.pts
+                if last_dts is not None and packet.dts <= last_dts:
+                    packet.dts = last_dts + 1
+                last_dts = packet.dts
+                yield packet
+
+
+_REORDER_WINDOW = 32  # packets: far more than any encoder's reordering depth
+
+
+def _with_dts(packets: Iterator[av.Packet]) -> Iterator[av.Packet]:
+    """NUT keeps no negative dts (a B-frame encoder's first packets at pts 0): they come back unset and are
+    rebuilt as an encoder makes them, the display-order pts shifted back by the reordering delay."""
+    head: list[av.Packet] = []
+    for packet in packets:
+        head.append(packet)
+        if len(head) == _REORDER_WINDOW:
+            break
+    known = next((i for i, p in enumerate(head) if p.dts is not None), None)
+    if known is not None and known > 0:
+        shown = sorted(p.pts for p in head)
+        delay = shown[known] - head[known].dts
+        for i in range(known):
+            head[i].dts = shown[i] - delay
+    yield from head
+    yield from packets
+
+
+def _packet_seconds(packet: av.Packet) -> float:
+    stamp = packet.dts if packet.dts is not None else packet.pts
+    return float(stamp * packet.time_base) if stamp is not None and packet.time_base else 0.0

@@ -9,6 +9,7 @@ re-encoding, and Matroska attachments (subtitle fonts) too; audio the container 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,22 +19,43 @@ from pathlib import Path
 import av
 
 from vidsr.errors import EncodeError
+from vidsr.media import ENCODERS
+from vidsr.media.chunks import CHUNK_FORMAT, CHUNK_OPTIONS
 from vidsr.media.frames import _is_engine_planar, working_format
-from vidsr.media.info import UNSPECIFIED, ColorInfo, VideoInfo, ffmpeg_reason
+from vidsr.media.info import UNSPECIFIED, ColorInfo, VideoInfo, codec_name, ffmpeg_reason
 
 log = logging.getLogger("vidsr")
 
-ENCODERS = ("libx264", "libx265", "libsvtav1", "libvpx-vp9", "ffv1", "prores_ks", "h264_nvenc", "hevc_nvenc")
 # Each encoder's name for the quality knob that `--crf` sets.
-_QUALITY_OPTION = {"libx264": "crf", "libx265": "crf", "libsvtav1": "crf", "libvpx-vp9": "crf",
+_QUALITY_OPTION = {"libx264": "crf", "libx265": "crf", "libsvtav1": "crf", "libvpx-vp9": "crf", "libvpx": "crf",
                    "h264_nvenc": "cq", "hevc_nvenc": "cq", "av1_nvenc": "cq"}
-DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libsvtav1": 28, "libvpx-vp9": 24}
+# The quality knob's range per encoder (FFmpeg clamps or ignores values outside it without saying so).
+_CRF_RANGE = {"libx264": (0, 51), "libx265": (0, 51), "libsvtav1": (1, 63), "libvpx-vp9": (0, 63), "libvpx": (4, 63),
+              "h264_nvenc": (0, 51), "hevc_nvenc": (0, 51), "av1_nvenc": (0, 63)}
+DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libsvtav1": 28, "libvpx-vp9": 24, "libvpx": 10}
 # Options that make the quality knob mean constant quality (libvpx otherwise caps the bitrate at 256 kb/s).
-_CONSTANT_QUALITY = {"libvpx-vp9": {"b": "0", "row-mt": "1"}}
+# VP8's CRF is constrained quality: it needs a bitrate cap, set high enough that the CRF decides.
+_CONSTANT_QUALITY = {"libvpx-vp9": {"b": "0", "row-mt": "1"}, "libvpx": {"b": "100M"}}
 # x265 prints its banner and settings to stderr unless told otherwise.
 _QUIET_PARAMS = {"libx265": ("x265-params", "log-level", "error")}
 # Primaries / transfer that go with a matrix when the input leaves them unspecified.
 _IMPLIED = {1: (1, 1), 5: (5, 6), 6: (6, 6), 9: (9, 14), 10: (9, 14)}
+
+# ISO media containers, where HEVC is tagged hvc1 rather than FFmpeg's default hev1.
+_ISO_MEDIA = {"mp4", "mov", "ipod", "3gp", "3g2"}
+# What some muxers refuse only when the header is written (the stream is accepted when added), so that a
+# default command would fail at the end with "invalid argument". Ogg holds Theora / VP8 video, not H.264, and
+# y4m raw pictures.
+_NO_H264 = {"ogg", "ogv", "yuv4mpegpipe"}
+# Audio codecs a container holds, and the encoder to re-encode others with (MPEG-PS: MPEG audio, AC-3, DTS,
+# LPCM; Ogg: Vorbis, Opus, FLAC, Speex; FLAC because FFmpeg's own Vorbis encoder is experimental).
+_MPEG_PS_AUDIO = ({"mp1", "mp2", "mp3", "ac3", "dts", "pcm_dvd"}, "mp2")
+_OGG_AUDIO = ({"vorbis", "opus", "flac", "speex"}, "flac")
+_CONTAINER_AUDIO = {"mpeg": _MPEG_PS_AUDIO, "vob": _MPEG_PS_AUDIO, "dvd": _MPEG_PS_AUDIO, "svcd": _MPEG_PS_AUDIO,
+                    "vcd": _MPEG_PS_AUDIO, "ogg": _OGG_AUDIO, "ogv": _OGG_AUDIO}
+# MPEG-TS and PS carry bitmap subtitles (DVB, DVD) but not text ones; FFmpeg's Ogg muxer no subtitles at all.
+_NO_TEXT_SUBTITLES = {"mpegts", "mpeg", "vob", "dvd", "svcd", "vcd"}
+_NO_SUBTITLES = {"ogg", "ogv"}
 
 
 @dataclass(frozen=True)
@@ -44,6 +66,10 @@ class EncodeSettings:
     pix_fmt: str | None = None
     options: dict[str, str] = field(default_factory=dict)
     threads: int | None = None  # encoder threads; None lets FFmpeg choose
+    audio: str = "copy"  # "copy" where the container holds it (else re-encode), "reencode" or "drop"
+
+
+AUDIO_MODES = ("copy", "reencode", "drop")
 
 
 def encoder_options(settings: EncodeSettings, encoder: str) -> dict[str, str]:
@@ -53,6 +79,9 @@ def encoder_options(settings: EncodeSettings, encoder: str) -> dict[str, str]:
     if crf is not None:
         if encoder not in _QUALITY_OPTION:
             raise EncodeError(f"encoder {encoder} has no CRF/CQ quality setting; leave out --crf")
+        low, high = _CRF_RANGE[encoder]
+        if not low <= crf <= high:
+            raise EncodeError(f"--crf {crf} is outside {encoder}'s range ({low}-{high}; lower is better quality)")
         options[_QUALITY_OPTION[encoder]] = str(crf)
         options.update(_CONSTANT_QUALITY.get(encoder, {}))
     if settings.preset:
@@ -119,6 +148,52 @@ def choose_pix_fmt(codec: av.Codec, source_format: str, requested: str | None) -
     return best
 
 
+# Hardware encoders and the driver library each one loads at start (FFmpeg then reports only a generic error).
+_HARDWARE_DRIVERS = {
+    "_nvenc": ("the NVIDIA driver's encoder", ("libnvidia-encode.so.1", "nvEncodeAPI64.dll")),
+    "_qsv": ("the Intel oneVPL / Media SDK runtime", ("libvpl.so.2", "libmfx.so.1", "libmfx-gen.so.1.2")),
+    "_vaapi": ("the VA-API driver", ("libva.so.2",)),
+    "_amf": ("the AMD AMF runtime", ("libamfrt64.so.1", "amfrt64.dll")),
+    "_videotoolbox": ("macOS VideoToolbox", ("/System/Library/Frameworks/VideoToolbox.framework/VideoToolbox",)),
+}
+
+
+def _missing_driver(encoder: str) -> str | None:
+    """The driver a hardware encoder needs, when none of its libraries loads; None when it is there."""
+    for suffix, (driver, libraries) in _HARDWARE_DRIVERS.items():
+        if encoder.endswith(suffix):
+            return None if any(_loads(name) for name in libraries) else driver
+    return None
+
+
+def _loads(library: str) -> bool:
+    try:
+        ctypes.CDLL(library)
+    except OSError:
+        return False
+    return True
+
+
+def _warn_of_losses(source_format: str, chosen: str, encoder: str) -> None:
+    """Say what the encoder's pixel format loses of the source's: bit depth, alpha, chroma resolution."""
+    source, fmt = av.VideoFormat(source_format), av.VideoFormat(chosen)
+    losses = []
+    if fmt.components[0].bits < source.components[0].bits:
+        losses.append(f"{source.components[0].bits}-bit samples become {fmt.components[0].bits}-bit")
+    if _has_alpha(source) and not _has_alpha(fmt):
+        losses.append("the alpha channel is dropped")
+    if fmt.chroma_width(64) * fmt.chroma_height(64) < source.chroma_width(64) * source.chroma_height(64):
+        losses.append(f"chroma is subsampled ({_sampling(source)} -> {_sampling(fmt)})")
+    if losses:
+        log.warning("%s takes no %s: %s (-c ffv1 into .mkv keeps everything; --pix-fmt to choose)",
+                    encoder, source_format, "; ".join(losses))
+
+
+def _sampling(fmt: av.VideoFormat) -> str:
+    return {(64, 64): "4:4:4", (32, 64): "4:2:2", (32, 32): "4:2:0"}.get(
+        (fmt.chroma_width(64), fmt.chroma_height(64)), f"{fmt.chroma_width(64)}x{fmt.chroma_height(64)}/64")
+
+
 def _colour_components(fmt: av.VideoFormat) -> int:
     return sum(not c.is_alpha for c in fmt.components)
 
@@ -139,16 +214,26 @@ def _engine_can_make(pix_fmt: str) -> bool:
 
 
 class Sink:
-    """Writes the output file: one encoded video stream plus the remuxed streams of `source`."""
+    """Writes the output file: one encoded video stream plus the remuxed streams of `source`.
+
+    Two variants serve chunked jobs. A chunk (`chunk_headers` set) holds the encoded video only, in NUT, its
+    encoder writing global headers exactly when the final output's format wants them (`chunk_headers`), so
+    the chunks' packets can be copied into it. The join (`copy_video`: a chunk's video stream) copies the
+    video packets it is given instead of encoding frames, and remuxes the rest as for a single run.
+    """
 
     def __init__(self, path: Path, container_format: str | None, source: av.container.InputContainer,
-                 video: VideoInfo, width: int, height: int, settings: EncodeSettings) -> None:
+                 video: VideoInfo, width: int, height: int, settings: EncodeSettings, *,
+                 chunk_headers: bool | None = None, copy_video: av.VideoStream | None = None) -> None:
         self.settings = settings
-        if settings.encoder:
+        self.chunk_headers, self.copy_video = chunk_headers, copy_video
+        if settings.encoder and copy_video is None:
             encoder_codec(settings.encoder)  # an unknown encoder is reported before any file is created
         try:
             # image2 writes a single picture to a plain filename only with update=1
             options = {"update": "1"} if container_format == "image2" else {}
+            if chunk_headers is not None:
+                container_format, options = CHUNK_FORMAT, CHUNK_OPTIONS
             self.output = av.open(str(path), "w", format=container_format, options=options)
         except ValueError:  # FFmpeg knows no container for the suffix
             raise EncodeError(f"no output format is known for '{path.suffix}' files; use a suffix such as .mp4, "
@@ -162,13 +247,31 @@ class Sink:
             raise
 
     def _set_up(self, source: av.container.InputContainer, video: VideoInfo, width: int, height: int) -> None:
-        codec, self.stream = self._add_video_stream(video)
-        self.pix_fmt = choose_pix_fmt(codec, working_format(video.pix_fmt, alpha=True), self.settings.pix_fmt)
-        self.width, self.height = _whole_chroma_size(width, height, self.pix_fmt)
+        if self.copy_video is None:
+            codec, self.stream = self._add_video_stream(video)
+            source_format = working_format(video.pix_fmt, alpha=True)
+            self.pix_fmt = choose_pix_fmt(codec, source_format, self.settings.pix_fmt)
+            if not self.settings.pix_fmt and self.chunk_headers is not True:  # said once, not once per chunk
+                _warn_of_losses(source_format, self.pix_fmt, codec.name)
+            self.width, self.height = _whole_chroma_size(width, height, self.pix_fmt)
+        else:
+            self.stream = self.output.add_stream_from_template(self.copy_video)
+            ctx = self.copy_video.codec_context
+            self.pix_fmt, self.width, self.height = ctx.pix_fmt, ctx.width, ctx.height
         self.color = _output_color(video, av.VideoFormat(self.pix_fmt).is_rgb)
-        self._configure_video(codec, video)
+        if self.copy_video is None:
+            self._configure_video(codec, video)
+        else:  # chunk files (NUT) do not carry these
+            self._tag_video(self.stream.codec_context, video)
+            self.stream.time_base = video.time_base
+        if video.rotation:
+            self.stream.set_display_rotation(video.rotation)
         _copy_identity(source.streams.video[0], self.stream, _VIDEO_TAGS)
         self._resamplers: dict[int, av.AudioResampler] = {}  # input audio stream index -> for re-encoding
+        self._audio_clocks: dict[int, _AudioClock] = {}
+        if self.chunk_headers is not None:
+            self.stream_map: dict[int, av.stream.Stream] = {}
+            return
         self.stream_map = self._add_passthrough_streams(source)
         self.output.metadata.update(source.metadata)
         self._copy_chapters(source)
@@ -182,7 +285,9 @@ class Sink:
     def _add_video_stream(self, video: VideoInfo) -> tuple[av.Codec, av.VideoStream]:
         """The chosen encoder's stream; without a choice libx264, or the container's own codec where it
         cannot hold H.264 (WebM: VP9)."""
-        names = [self.settings.encoder] if self.settings.encoder else ["libx264", self.output.default_video_codec]
+        default = self.output.default_video_codec
+        names = ([self.settings.encoder] if self.settings.encoder
+                 else [default] if self.output.format.name in _NO_H264 else ["libx264", default])
         for name in names:
             codec = encoder_codec(name)
             try:  # FFmpeg knows which codecs a container refuses (its list of accepted ones is incomplete)
@@ -198,22 +303,35 @@ class Sink:
         ctx.width, ctx.height, ctx.pix_fmt = self.width, self.height, self.pix_fmt
         ctx.time_base = video.time_base
         stream.time_base = video.time_base
-        if video.sar != 1:
-            ctx.sample_aspect_ratio = video.sar
-        ctx.colorspace, ctx.color_primaries = self.color.matrix, self.color.primaries
-        ctx.color_trc = self.color.transfer
-        ctx.color_range = 2 if self.color.full_range else 1
+        if self.chunk_headers is False:  # NUT asks for global headers; the output's format does not
+            ctx.flags &= ~av.codec.context.Flags.global_header
+        self._tag_video(ctx, video)
         options = encoder_options(self.settings, codec.name)
         ctx.options = options | _hdr10_options(codec.name, video, options)
         if self.settings.threads is not None and "threads" not in self.settings.options:
             ctx.thread_count = self.settings.threads
-        if video.rotation:
-            stream.set_display_rotation(video.rotation)
         try:  # now, so that bad settings fail before any decoding, and as what they are
             ctx.open()
         except av.FFmpegError as exc:
+            missing = _missing_driver(codec.name)
+            if missing:
+                raise EncodeError(f"{codec.name} cannot start: {missing} is missing (or finds no device for it); "
+                                  "use a software encoder such as -c libx264") from None
             raise EncodeError(f"{codec.name} does not start with these settings ({ffmpeg_reason(exc)}); check "
                               "--preset, --crf, --pix-fmt and --encoder-option") from None
+        if ctx.options:  # what the encoder left unused: misspelt, or not one of its options
+            raise EncodeError(f"{codec.name} has no option {', '.join(sorted(ctx.options))} (its options: "
+                              f"`ffmpeg -h encoder={codec.name}`)")
+
+    def _tag_video(self, ctx: av.VideoCodecContext, video: VideoInfo) -> None:
+        """Colour tags, SAR, and the codec tag MP4 / MOV players want."""
+        if video.sar != 1 or video.sar_tagged:
+            ctx.sample_aspect_ratio = video.sar
+        if ctx.codec.canonical_name == "hevc" and self.output.format.name in _ISO_MEDIA:
+            ctx.codec_tag = "hvc1"  # parameter sets in the sample description, as Apple's players require
+        ctx.colorspace, ctx.color_primaries = self.color.matrix, self.color.primaries
+        ctx.color_trc = self.color.transfer
+        ctx.color_range = 2 if self.color.full_range else 1
 
     def _add_passthrough_streams(self, source: av.container.InputContainer) -> dict[int, av.stream.Stream]:
         mapping: dict[int, av.stream.Stream] = {}
@@ -223,17 +341,37 @@ class Sink:
                 continue
             if stream.type == "attachment":
                 self._copy_attachment(stream)
-                continue
-            try:
-                mapping[stream.index] = self.output.add_stream_from_template(stream)
-                _copy_identity(stream, mapping[stream.index])
-            except (av.FFmpegError, ValueError):
-                if stream.type == "audio":
-                    mapping[stream.index] = self._add_audio_reencode(stream)
-                else:
-                    log.warning("stream %d (%s %s): the %s container cannot hold it; dropped (use .mkv to keep it)",
-                                stream.index, stream.type, _codec_name(stream), self.output.format.name)
+            elif stream.type == "audio" and (self.settings.audio != "copy" or not self._holds_audio(stream)):
+                if self.settings.audio != "drop":
+                    self._add_audio_reencode(stream, mapping)
+            elif self._holds(stream):
+                try:
+                    mapping[stream.index] = self.output.add_stream_from_template(stream)
+                    _copy_identity(stream, mapping[stream.index])
+                except (av.FFmpegError, ValueError):
+                    if stream.type == "audio":
+                        self._add_audio_reencode(stream, mapping)
+                    else:
+                        self._drop(stream)
+            else:
+                self._drop(stream)
         return mapping
+
+    def _holds_audio(self, stream: av.AudioStream) -> bool:
+        accepted = _CONTAINER_AUDIO.get(self.output.format.name)
+        return accepted is None or codec_name(stream) in accepted[0]
+
+    def _holds(self, stream: av.stream.Stream) -> bool:
+        """False for subtitles the container refuses only once its header is written."""
+        if stream.type != "subtitle":
+            return True
+        container = self.output.format.name
+        return container not in _NO_SUBTITLES and not (stream.codec_context.codec.text_sub
+                                                       and container in _NO_TEXT_SUBTITLES)
+
+    def _drop(self, stream: av.stream.Stream) -> None:
+        log.warning("stream %d (%s %s): the %s container cannot hold it; dropped (use .mkv to keep it)",
+                    stream.index, stream.type, codec_name(stream), self.output.format.name)
 
     def _copy_attachment(self, stream: av.stream.Stream) -> None:
         """Attachments (an ASS subtitle's fonts) have no packets: Matroska stores them whole."""
@@ -243,16 +381,21 @@ class Sink:
             return
         self.output.add_attachment(name=stream.name, mimetype=stream.mimetype, data=bytes(stream.data))
 
-    def _add_audio_reencode(self, stream: av.AudioStream) -> av.AudioStream:
-        codec = self.output.default_audio_codec
-        log.warning("stream %d (audio %s): not allowed in %s; re-encoding to %s",
-                    stream.index, stream.codec_context.name, self.output.format.name, codec)
+    def _add_audio_reencode(self, stream: av.AudioStream, mapping: dict[int, av.stream.Stream]) -> None:
+        codec = _CONTAINER_AUDIO.get(self.output.format.name, ((), self.output.default_audio_codec))[1]
+        if codec == "none":  # the container holds no audio at all (y4m, ivf)
+            log.warning("stream %d (audio %s): the %s container holds no audio; dropped (use .mkv to keep it)",
+                        stream.index, codec_name(stream), self.output.format.name)
+            return
+        if self.settings.audio != "reencode":
+            log.warning("stream %d (audio %s): not allowed in %s; re-encoding to %s",
+                        stream.index, codec_name(stream), self.output.format.name, codec)
         out = self.output.add_stream(codec, rate=stream.codec_context.sample_rate)
         out.layout = stream.codec_context.layout
         _copy_identity(stream, out)
         ctx = out.codec_context
         self._resamplers[stream.index] = av.AudioResampler(format=ctx.format, layout=ctx.layout, rate=ctx.sample_rate)
-        return out
+        mapping[stream.index] = out
 
     def _copy_chapters(self, source: av.container.InputContainer) -> None:
         chapters = source.chapters()
@@ -269,8 +412,15 @@ class Sink:
         frame.chroma_location = self.color.chroma_location
         self._mux(self.stream.encode(frame))
 
+    def write_video_packet(self, packet: av.Packet) -> None:
+        """A packet of the stream `copy_video` (the join of a chunked job)."""
+        packet.stream = self.stream
+        self._mux([packet])
+
     def write_packet(self, packet: av.Packet) -> None:
         out = self.stream_map[packet.stream.index]
+        if packet.stream.type == "audio":
+            self._audio_clocks.setdefault(packet.stream.index, _AudioClock(packet.stream)).fix(packet)
         resampler = self._resamplers.get(packet.stream.index)
         if resampler is None:
             packet.stream = out
@@ -289,7 +439,8 @@ class Sink:
     def close(self) -> None:
         """Flush encoders and finish the file."""
         try:
-            self._mux(self.stream.encode(None))
+            if self.copy_video is None:
+                self._mux(self.stream.encode(None))
             for index in self._resamplers:
                 self._mux(self.stream_map[index].encode(None))
         finally:
@@ -299,6 +450,36 @@ class Sink:
         # The file is deleted next; a failing close must not hide the original error.
         with contextlib.suppress(Exception):
             self.output.close()
+
+
+class _AudioClock:
+    """An audio stream's timestamps, rebuilt from its sample count once the container's repeat or go back
+    (OpenCV-written AVIs give every AAC packet pts = dts = 0): muxers refuse such packets."""
+
+    def __init__(self, stream: av.AudioStream) -> None:
+        self.stream = stream
+        self.last_dts: int | None = None
+        self.next_dts = 0
+        self.rebuilt = 0
+
+    def fix(self, packet: av.Packet) -> None:
+        broken = packet.dts is None or (self.last_dts is not None and packet.dts <= self.last_dts)
+        if broken and not self.rebuilt:
+            log.warning("stream %d (audio): its timestamps repeat or go back; rebuilt from the sample count "
+                        "(--audio drop leaves the audio out)", self.stream.index)
+        if broken or self.rebuilt:
+            self.rebuilt += 1
+            packet.pts = packet.dts = self.next_dts
+        self.last_dts = packet.dts
+        self.next_dts = packet.dts + self._duration(packet)
+
+    def _duration(self, packet: av.Packet) -> int:
+        """The packet's duration in its time base: as stored, else from the samples it decodes to."""
+        if packet.duration:
+            return packet.duration
+        ctx = self.stream.codec_context  # a fixed frame size (AAC 1024, MP3 1152), else count what it decodes to
+        samples = ctx.frame_size or sum(frame.samples for frame in ctx.decode(packet))
+        return round(Fraction(samples, ctx.sample_rate) / packet.time_base)
 
 
 @dataclass(frozen=True)
@@ -353,10 +534,6 @@ def _copy_identity(source: av.stream.Stream, out: av.stream.Stream, tags: tuple[
     """A stream's language, title and other tags (only `tags`, if given) and its default / forced flags."""
     out.metadata.update({k: v for k, v in source.metadata.items() if tags is None or k in tags})
     out.disposition = source.disposition
-
-
-def _codec_name(stream: av.stream.Stream) -> str:
-    return stream.codec_context.name if stream.codec_context else "data"
 
 
 def _whole_chroma_size(width: int, height: int, pix_fmt: str) -> tuple[int, int]:

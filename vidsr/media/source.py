@@ -2,12 +2,15 @@
 
 Video frames keep their pts and time base; packets of the other streams are handed on untouched so the
 sink can remux them. Decode errors stop the job with the frame index, or are skipped with `skip_errors`.
+Frames whose timestamps repeat or go back are dropped (no muxer takes them); every frame the output lacks,
+for either reason or because the demuxer skipped a damaged stretch, is reported with its count and times.
 """
 
 from __future__ import annotations
 
+import io
 import logging
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -32,22 +35,52 @@ class DecodedFrame:
     frame: av.VideoFrame  # owns the buffers `planes` view
 
 
-class Source:
-    """Decodes the first video stream of `path`, demuxing the streams in `passthrough` alongside it."""
+@dataclass(frozen=True)
+class PtsRange:
+    """The frames of one chunk: pts in [start, end), None meaning open. Decoding begins at the keyframe at or
+    before `seek` (the keyframe before the chunk's own, so that an open GOP's first frames have their
+    references); None decodes from the beginning."""
 
-    def __init__(self, path: str | Path, skip_errors: bool = False, hwdec: str | None = None) -> None:
+    start: int | None
+    end: int | None
+    seek: int | None = None
+
+    def before_start(self, pts: int | None) -> bool:
+        return self.start is not None and pts is not None and pts < self.start
+
+    def past_end(self, pts: int) -> bool:
+        return self.end is not None and pts >= self.end
+
+
+class Source:
+    """Decodes the first video stream of `path`, demuxing the streams in `passthrough` alongside it.
+
+    With `pts_range` only that range's frames come out (no other streams); `data` is then the range's packets
+    in a NUT container (see `vidsr.media.chunks.chunk_packets`) instead of the file at `path`, whose time base
+    NUT may have changed: pts are given (and `pts_range` read) in `time_base`, the input's.
+    """
+
+    def __init__(self, path: str | Path, skip_errors: bool = False, hwdec: str | None = None,
+                 pts_range: PtsRange | None = None, data: bytes | None = None,
+                 time_base: Fraction | None = None) -> None:
         self.path = Path(path)
         self.skip_errors = skip_errors
-        self.container = _open_with_hwdec(self.path, hwdec) if hwdec else open_container(self.path)
+        self.pts_range = pts_range
+        if data is not None:
+            self.container = av.open(io.BytesIO(data))
+        else:
+            self.container = _open_with_hwdec(self.path, hwdec) if hwdec else open_container(self.path)
         self.video = self.container.streams.video[0]
         # Make the decoder report damage instead of silently concealing it: the job stops (or skips the
         # frame) rather than upscaling garbage.
         self.video.codec_context.options = {"err_detect": _error_detection(self.video.codec_context.name)}
-        self.skipped = 0
+        self.lost = LostFrames()
         # Elementary streams (.h264, .hevc) carry no timestamps: missing ones follow the previous frame at the
         # stream's frame rate, in its time base.
         rate = self.video.guessed_rate or self.video.average_rate or 25
         self._time_base = Fraction(self.video.time_base or Fraction(1, 1000))
+        self._pts_scale = self._time_base / time_base if time_base is not None else Fraction(1)
+        self._time_base = time_base or self._time_base
         self._frame_step = max(1, round(1 / (Fraction(rate) * self._time_base)))
         self._last_pts: int | None = None
 
@@ -62,35 +95,70 @@ class Source:
         index = 0
         size: tuple[int, int] | None = None
         try:
-            for packet in self.container.demux(streams):
-                if packet.stream.index != self.video.index:
-                    if packet.size:
-                        on_packet(packet)
-                    continue
-                for frame in self._decode(packet, index):
-                    if size is None:
-                        size = (frame.width, frame.height)
-                    elif (frame.width, frame.height) != size:
-                        raise DecodeError(f"{self.path}: picture size changes at frame {index} "
-                                          f"({size[0]}x{size[1]} -> {frame.width}x{frame.height}); not supported")
-                    on_frame(DecodedFrame(index, self._pts(frame), Fraction(frame.time_base or self._time_base),
-                                          frame_to_planes(frame, alpha), frame))
-                    index += 1
+            for frame, pts in self._frames(streams, on_packet):
+                if size is None:
+                    size = (frame.width, frame.height)
+                elif (frame.width, frame.height) != size:
+                    raise DecodeError(f"{self.path}: picture size changes at frame {index} "
+                                      f"({size[0]}x{size[1]} -> {frame.width}x{frame.height}); not supported")
+                on_frame(DecodedFrame(index, pts, self._time_base, frame_to_planes(frame, alpha), frame))
+                index += 1
         except av.FFmpegError as exc:  # demuxer-level corruption
             raise DecodeError(f"{self.path}: cannot read past frame {index} ({ffmpeg_reason(exc)})") from None
         if index == 0:
             raise DecodeError(f"{self.path}: no video frame could be decoded")
-        if self.skipped:
-            log.warning("%s: skipped %d undecodable packet(s)", self.path, self.skipped)
+        self.lost.report(self.path.name)
 
-    def _pts(self, frame: av.VideoFrame) -> int:
-        pts = frame.pts
+    def _frames(self, streams: list[av.stream.Stream],
+                on_packet: Callable[[av.Packet], None]) -> Iterator[tuple[av.VideoFrame, int]]:
+        """Decoded video frames with their pts (those in `pts_range` only), passing other packets on."""
+        span = self.pts_range
+        if span is not None and span.seek is not None:
+            self.container.seek(span.seek, stream=self.video)
+        decoded = 0
+        for packet in self.container.demux(streams):
+            if packet.stream.index != self.video.index:
+                if packet.size:
+                    on_packet(packet)
+                continue
+            # Frames before the range only give the range's frames their references: damage there is dropped.
+            tolerate = span is not None and span.before_start(self._scaled(packet.pts))
+            for frame in self._decode(packet, decoded, tolerate):
+                decoded += 1
+                pts = self._pts(frame)
+                if pts is None:
+                    continue
+                if span is not None and span.past_end(pts):
+                    return  # frames come out in presentation order: the rest are later still
+                if span is None or not span.before_start(pts):
+                    yield frame, pts
+
+    def _pts(self, frame: av.VideoFrame) -> int | None:
+        """The frame's pts (following the previous frame where it has none), or None to drop a frame whose
+        timestamp repeats or goes back."""
+        pts = self._scaled(frame.pts)
         if pts is None:
             pts = 0 if self._last_pts is None else self._last_pts + self._frame_step
+        if self._last_pts is not None:
+            if pts <= self._last_pts:
+                self.lost.add("frame(s) dropped: their timestamps repeat or go back", self._seconds(pts))
+                return None
+            missing = round((pts - self._last_pts) / self._frame_step) - 1
+            if missing >= _GAP_FRAMES:
+                self.lost.add("frame(s) missing: the file may be damaged there (the output holds the frame before)",
+                              self._seconds(self._last_pts + self._frame_step), self._seconds(pts - self._frame_step),
+                              missing)
         self._last_pts = pts
         return pts
 
-    def _decode(self, packet: av.Packet, index: int) -> list[av.VideoFrame]:
+    def _scaled(self, pts: int | None) -> int | None:
+        """A pts of the stream in the time base frames are reported in."""
+        return None if pts is None else round(pts * self._pts_scale)
+
+    def _seconds(self, pts: int) -> float:
+        return float(pts * self._time_base)
+
+    def _decode(self, packet: av.Packet, index: int, tolerate: bool = False) -> list[av.VideoFrame]:
         try:
             frames = packet.decode()
             reason = "corrupt picture" if any(f.is_corrupt for f in frames) else None
@@ -98,11 +166,44 @@ class Source:
             frames, reason = [], ffmpeg_reason(exc)
         if reason is None:
             return frames
+        if tolerate:
+            return [f for f in frames if not f.is_corrupt]
         if not self.skip_errors:
             raise DecodeError(f"{self.path}: decode error at frame {index} ({reason}); "
                               "use --skip-errors to drop broken frames")
-        self.skipped += 1
+        at = self._scaled(packet.pts) if packet.pts is not None else (self._last_pts or 0) + self._frame_step
+        self.lost.add("undecodable frame(s) skipped", self._seconds(at))
         return [f for f in frames if not f.is_corrupt]
+
+
+# A stream that jumps this many frame steps or more has lost frames (VFR streams step by up to 1.5 frames).
+_GAP_FRAMES = 2
+
+
+class LostFrames:
+    """Frames the output will not have, by reason, with the times they were at: reported once, at the end."""
+
+    def __init__(self) -> None:
+        self.spans: dict[str, list[tuple[float, float, int]]] = {}
+
+    def add(self, reason: str, start: float, end: float | None = None, count: int = 1) -> None:
+        self.spans.setdefault(reason, []).append((start, start if end is None else end, count))
+
+    def report(self, name: str) -> None:
+        for reason, spans in self.spans.items():
+            log.warning("%s: %d %s, at %s", name, sum(c for *_, c in spans), reason, _time_ranges(spans))
+
+
+def _time_ranges(spans: list[tuple[float, float, int]], shown: int = 5) -> str:
+    """`1.00-1.13 s, 2.50 s`: spans less than a quarter second apart merged, the first `shown` listed."""
+    merged: list[list[float]] = []
+    for start, end, _ in sorted(spans):
+        if merged and start - merged[-1][1] < 0.25:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    text = ", ".join(f"{a:.2f} s" if b - a < 0.005 else f"{a:.2f}-{b:.2f} s" for a, b in merged[:shown])
+    return text + (f" and {len(merged) - shown} more" if len(merged) > shown else "")
 
 
 # Decoders whose "explode" mode refuses valid files: FFmpeg's TIFF decoder fails on any tag it does not

@@ -1,0 +1,321 @@
+"""Chunked, resumable jobs: the joined output equals a single run; a rerun continues from finished chunks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+import vidsr
+from vidsr.errors import OutputError
+from vidsr.media.chunks import keyframe_times, plan_chunks
+from vidsr.media.info import probe
+from vidsr.sample import ClipSpec, pattern_frame, write_clip
+from vidsr.upscaler import Upscaler
+from vidsr.workfolder import work_folder_of
+
+FONT = b"\x00\x01\x00\x00 not really a font"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def with_chapter_and_font(src: Path, dst: Path) -> Path:
+    """Remux `src` into `dst` with a chapter and an attachment."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        out.set_chapters([{"id": 1, "start": 0, "end": 1500, "time_base": Fraction(1, 1000),
+                           "metadata": {"title": "Intro"}}])
+        out.add_attachment(name="font.ttf", mimetype="font/ttf", data=FONT)
+        out.metadata["title"] = "chunk test"
+        for packet in inp.demux():
+            if packet.size:
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+    return dst
+
+
+def frames_of(path: Path) -> list[tuple[Fraction, np.ndarray]]:
+    with av.open(str(path)) as c:
+        return [(f.pts * f.time_base, np.concatenate([p.ravel() for p in _planes(f)])) for f in c.decode(video=0)]
+
+
+def _planes(frame: av.VideoFrame) -> list[np.ndarray]:
+    return [np.frombuffer(bytes(p), np.uint8) for p in frame.planes]
+
+
+def stream_packets(path: Path, kind: str) -> list[tuple[int | None, bytes]]:
+    with av.open(str(path)) as c:
+        streams = [s for s in c.streams if s.type == kind]
+        return [(p.pts, bytes(p)) for p in c.demux(streams) if p.size]
+
+
+def container_facts(path: Path) -> dict:
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        return {
+            "streams": [(s.type, s.codec_context.name if s.codec_context else None) for s in c.streams
+                        if s.type != "attachment"],
+            "attachments": [(s.name, bytes(s.data)) for s in c.streams if s.type == "attachment"],
+            "chapters": [(ch["start"] * ch["time_base"], ch["end"] * ch["time_base"], ch["metadata"].get("title"))
+                         for ch in c.chapters()],
+            "title": c.metadata.get("title"),
+            "video": (v.codec_context.pix_fmt, v.codec_context.width, v.codec_context.height,
+                      int(v.codec_context.colorspace), int(v.codec_context.color_primaries),
+                      int(v.codec_context.color_trc), v.sample_aspect_ratio),
+        }
+
+
+@pytest.fixture
+def vfr_mkv(make_clip, tmp_path: Path) -> Path:
+    """5 s of VFR 10-bit FFV1 (a keyframe every 3 frames) with AAC, SRT, a chapter and an attachment."""
+    clip = make_clip("plain.mkv", width=64, height=48, frames=30, rate=Fraction(6), vfr=True, audio=True,
+                     subtitles=True, codec="ffv1", pix_fmt="yuv420p10le", options=(("g", "3"),))
+    return with_chapter_and_font(clip, tmp_path / "in.mkv")
+
+
+def test_chunked_ffv1_equals_single_run_bit_for_bit(vfr_mkv, random_espcn, tmp_path, caplog):
+    single = vidsr.upscale_video(vfr_mkv, tmp_path / "single.mkv", model=random_espcn, encoder="ffv1")
+    chunked = vidsr.upscale_video(vfr_mkv, tmp_path / "chunked.mkv", model=random_espcn, encoder="ffv1",
+                                  chunk_seconds=1)
+    assert len(plan_chunks(keyframe_times(vfr_mkv), probe(vfr_mkv).video.time_base, 1)) >= 4
+    single_frames, chunked_frames = frames_of(single), frames_of(chunked)
+    assert len(chunked_frames) == 30
+    assert [t for t, _ in chunked_frames] == [t for t, _ in single_frames]  # every VFR pts
+    for (_, a), (_, b) in zip(single_frames, chunked_frames, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert container_facts(chunked) == container_facts(single)
+    assert container_facts(chunked)["chapters"] == [(0, Fraction(3, 2), "Intro")]
+    assert container_facts(chunked)["video"][0] == "yuv420p10le"
+    for kind in ("audio", "subtitle"):
+        assert stream_packets(chunked, kind) == stream_packets(single, kind) == stream_packets(vfr_mkv, kind)
+    assert not work_folder_of(chunked).exists()  # removed after success
+
+
+def h264_clip(path: Path, options: tuple[tuple[str, str], ...]) -> Path:
+    """4 s at 8 fps with AAC; a keyframe each second and B-frames (`options` adds to them)."""
+    spec = ClipSpec(width=64, height=48, frames=32, rate=Fraction(8), audio=True,
+                    options=(("crf", "20"), ("g", "8"), ("keyint_min", "8"), ("sc_threshold", "0"), ("bf", "3"),
+                             *options))
+    # Fresh frames: testsrc2's come marked as I-frames, which x264 would obey
+    return write_clip(path, spec, frames=[pattern_frame(64, 48, t) for t in range(spec.frames)])
+
+
+@pytest.mark.parametrize("options", [(), (("x264-params", "open-gop=1"),)], ids=["b-frames", "open-gop"])
+def test_chunked_h264_keeps_every_frame_and_timestamp(random_espcn, tmp_path, options):
+    src = h264_clip(tmp_path / "in.mp4", options)
+    assert len(keyframe_times(src)) == 4
+    single = vidsr.upscale_video(src, tmp_path / "single.mp4", model=random_espcn)
+    chunked = vidsr.upscale_video(src, tmp_path / "chunked.mp4", model=random_espcn, chunk_seconds=1)
+    single_frames, chunked_frames = frames_of(single), frames_of(chunked)
+    assert [t for t, _ in chunked_frames] == [t for t, _ in single_frames]
+    assert len(chunked_frames) == 32
+    for (_, a), (_, b) in zip(single_frames, chunked_frames, strict=True):  # same pictures, each encoded apart
+        assert np.abs(a.astype(int) - b.astype(int)).mean() < 2
+    assert stream_packets(chunked, "audio") == stream_packets(src, "audio")
+    with av.open(str(chunked)) as c:  # B-frames survive the copy: decode order differs from display order
+        pts = [p.pts for p in c.demux(video=0) if p.size]
+    assert pts != sorted(pts)
+
+
+def test_one_keyframe_is_one_chunk(random_espcn, tmp_path):
+    src = h264_clip(tmp_path / "in.mp4", (("g", "1000"),))
+    assert len(keyframe_times(src)) == 1
+    out = vidsr.upscale_video(src, tmp_path / "out.mp4", model=random_espcn, chunk_seconds=1)
+    assert len(frames_of(out)) == 32
+
+
+class CountingUpscaler(Upscaler):
+    """Counts the frames the model is run on."""
+
+    frames = 0
+
+    def run_model(self, x):
+        CountingUpscaler.frames += x.shape[0]
+        return super().run_model(x)
+
+
+SLOW_RUN = """
+import sys, time
+import vidsr
+vidsr.upscale_video(sys.argv[1], sys.argv[2], model=sys.argv[3], encoder="ffv1", chunk_seconds=1, batch_size=2,
+                    progress=lambda p: time.sleep(0.25))
+"""
+
+
+def manifest_done(folder: Path) -> int:
+    try:
+        return sum(c["state"] == "done" for c in json.loads((folder / "manifest.json").read_text())["chunks"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def test_sigkill_then_resume_recomputes_only_unfinished_chunks(vfr_mkv, random_espcn, tmp_path):
+    out = tmp_path / "out.mkv"
+    work = work_folder_of(out)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_RUN, str(vfr_mkv), str(out), str(random_espcn)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while manifest_done(work) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    manifest = json.loads((work / "manifest.json").read_text())
+    done = [c for c in manifest["chunks"] if c["state"] == "done"]
+    assert 2 <= len(done) < len(manifest["chunks"]), "the kill came too late to test resuming"
+    assert not out.exists()
+
+    CountingUpscaler.frames = 0
+    vidsr.upscale_video(vfr_mkv, out, encoder="ffv1", chunk_seconds=1,
+                        upscaler=CountingUpscaler(random_espcn, device="cpu"))
+    assert CountingUpscaler.frames == 30 - sum(c["frames"] for c in done)
+    unbroken = vidsr.upscale_video(vfr_mkv, tmp_path / "unbroken.mkv", model=random_espcn, encoder="ffv1")
+    assert [t for t, _ in frames_of(out)] == [t for t, _ in frames_of(unbroken)]
+    for (_, a), (_, b) in zip(frames_of(out), frames_of(unbroken), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not work.exists()
+
+
+def interrupted_job(src: Path, out: Path, model: Path, chunks_done: int) -> Path:
+    """Leave a work folder with `chunks_done` finished chunks, as a run cancelled after them would."""
+    import threading
+
+    cancel = threading.Event()
+
+    def progress(p) -> None:
+        if manifest_done(work_folder_of(out)) >= chunks_done:
+            cancel.set()
+
+    with pytest.raises(vidsr.errors.Cancelled):
+        vidsr.upscale_video(src, out, model=model, encoder="ffv1", chunk_seconds=1, progress=progress, cancel=cancel,
+                            batch_size=1)
+    return work_folder_of(out)
+
+
+def test_damaged_chunk_is_redone(vfr_mkv, random_espcn, tmp_path, caplog):
+    out = tmp_path / "out.mkv"
+    work = interrupted_job(vfr_mkv, out, random_espcn, 2)
+    chunk = work / "chunk-00000.nut"
+    chunk.write_bytes(chunk.read_bytes()[:-10] + b"0123456789")
+    CountingUpscaler.frames = 0
+    vidsr.upscale_video(vfr_mkv, out, encoder="ffv1", chunk_seconds=1,
+                        upscaler=CountingUpscaler(random_espcn, device="cpu"))
+    assert "chunk 0 is missing or damaged; redoing it" in caplog.text
+    assert 0 < CountingUpscaler.frames < 30
+    assert len(frames_of(out)) == 30
+
+
+@pytest.mark.parametrize("change", ["settings", "input", "no-resume"])
+def test_other_settings_input_or_no_resume_start_afresh(vfr_mkv, random_espcn, tmp_path, caplog, change):
+    out = tmp_path / "out.mkv"
+    interrupted_job(vfr_mkv, out, random_espcn, 1)
+    src, options = vfr_mkv, {"encoder": "ffv1"}
+    if change == "settings":
+        options = {"encoder": "libx264", "crf": 30}
+    elif change == "input":  # another file at the same path: a work folder from another input
+        src = with_chapter_and_font(vfr_mkv, tmp_path / "other.mkv")
+        os.replace(src, vfr_mkv)
+    CountingUpscaler.frames = 0
+    vidsr.upscale_video(vfr_mkv, out, chunk_seconds=1, upscaler=CountingUpscaler(random_espcn, device="cpu"),
+                        resume=change != "no-resume", **options)
+    assert CountingUpscaler.frames == 30  # nothing reused
+    expected = "--no-resume: starting afresh" if change == "no-resume" else "from another input or other settings"
+    assert expected in caplog.text
+
+
+def test_read_only_folder_is_one_clear_error(vfr_mkv, random_espcn, tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        if os.access(folder, os.W_OK):  # root writes anywhere, but not into /proc
+            folder = Path("/proc/self")
+        with pytest.raises(OutputError, match="cannot create the work folder"):
+            vidsr.upscale_video(vfr_mkv, folder / "out.mkv", model=random_espcn, chunk_seconds=1)
+    finally:
+        (tmp_path / "ro").chmod(0o755)
+
+
+def test_second_process_on_the_same_output_is_refused(vfr_mkv, random_espcn, tmp_path):
+    out = tmp_path / "out.mkv"
+    work = interrupted_job(vfr_mkv, out, random_espcn, 1)
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time\n"
+                               "fd = os.open(sys.argv[1], os.O_RDWR)\nfcntl.flock(fd, fcntl.LOCK_EX)\n"
+                               "print('locked', flush=True)\ntime.sleep(60)", str(work / "lock")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(OutputError, match="another vidsr process is writing it"):
+            vidsr.upscale_video(vfr_mkv, out, model=random_espcn, encoder="ffv1", chunk_seconds=1)
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+
+
+def test_elementary_stream_without_timestamps_runs_whole_with_a_notice(random_espcn, tmp_path, caplog):
+    src = tmp_path / "raw.h264"
+    with av.open(str(src), "w", format="h264") as c:
+        stream = c.add_stream("libx264", rate=8, options={"g": "2"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(12):
+            frame = av.VideoFrame.from_ndarray((pattern_frame(64, 48, i) * 255).astype(np.uint8), format="rgb24")
+            frame.pts = i
+            c.mux(stream.encode(frame))
+        c.mux(stream.encode(None))
+    out = vidsr.upscale_video(src, tmp_path / "out.mp4", model=random_espcn, chunk_seconds=0.5)
+    assert "no timestamps (an elementary stream); upscaled in one piece" in caplog.text
+    assert len(frames_of(out)) == 12
+    assert not work_folder_of(out).exists()
+
+
+def test_cli_chunk_seconds_and_no_resume(vfr_mkv, random_espcn, tmp_path):
+    out = tmp_path / "out.mkv"
+    interrupted_job(vfr_mkv, out, random_espcn, 1)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-m", "vidsr", "upscale", str(vfr_mkv), "-o", str(out), "-m",
+                             str(random_espcn), "-c", "ffv1", "--chunk-seconds", "1", "--no-resume"],
+                            env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert "vidsr: out.mkv: --no-resume: starting afresh" in result.stderr
+    assert len(frames_of(out)) == 30 and not work_folder_of(out).exists()
+
+
+def test_a_file_cut_short_warns_when_chunked_too(make_clip, random_espcn, tmp_path, caplog):
+    whole = make_clip("whole.mkv", width=64, height=48, frames=96)  # 4 s declared in the header
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 3])  # an interrupted download
+    out = vidsr.upscale_video(cut, tmp_path / "cut_x2.mkv", model=random_espcn, chunk_seconds=0.5)
+    assert 0 < len(frames_of(out)) < 96
+    assert "cut.mkv: the video stops" in caplog.text and "it may be truncated" in caplog.text
+
+
+def test_a_foreign_manifest_is_replaced_with_a_notice(vfr_mkv, random_espcn, tmp_path, caplog):
+    out = tmp_path / "out.mkv"
+    work = work_folder_of(out)
+    work.mkdir()
+    (work / "manifest.json").write_text('{"something": "else"}')
+    (work / "chunk-00000.nut").write_bytes(b"not ours")
+    vidsr.upscale_video(vfr_mkv, out, model=random_espcn, encoder="ffv1", chunk_seconds=1)
+    assert "unreadable or foreign manifest" in caplog.text
+    assert len(frames_of(out)) == 30 and not work.exists()
+
+
+def test_an_existing_output_is_replaced_only_with_overwrite(vfr_mkv, random_espcn, tmp_path):
+    out = tmp_path / "out.mkv"
+    out.write_bytes(b"an earlier result")
+    with pytest.raises(OutputError, match="already exists"):
+        vidsr.upscale_video(vfr_mkv, out, model=random_espcn, encoder="ffv1", chunk_seconds=1)
+    assert not work_folder_of(out).exists()  # refused before any chunk was made
+    vidsr.upscale_video(vfr_mkv, out, model=random_espcn, encoder="ffv1", chunk_seconds=1, overwrite=True)
+    assert len(frames_of(out)) == 30

@@ -1,0 +1,171 @@
+"""Chunked jobs on Ray: a local Ray with 2 CPUs, started once for the module and always shut down."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_chunks import frames_of, with_chapter_and_font
+
+import vidsr
+from vidsr.batch import upscale_path
+from vidsr.distributed import worker_count
+from vidsr.errors import VidsrError
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+
+def vidsr_cli(*args: str, prelude: str = "") -> subprocess.CompletedProcess:
+    code = f"{prelude}\nimport sys\nfrom vidsr.cli import main\nsys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, *args], env=ENV, capture_output=True, text=True, timeout=120)
+
+
+def test_without_ray_workers_say_how_to_get_it(make_clip, random_espcn):
+    src = make_clip("in.mp4", width=64, height=48, frames=4)
+    result = vidsr_cli("upscale", str(src), "-m", str(random_espcn), "--workers", "2",
+                       prelude="import sys; sys.modules['ray'] = None  # as if not installed")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "vidsr: error: --workers and --cluster need Ray: pip install 'vidsr[ray]'"
+
+
+def test_cluster_where_nothing_listens_fails_in_one_line_quickly(make_clip, random_espcn):
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    src = make_clip("in.mp4", width=64, height=48, frames=4)
+    start = time.monotonic()
+    result = vidsr_cli("upscale", str(src), "-m", str(random_espcn), "--cluster", f"ray://127.0.0.1:{port}")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"vidsr: error: no Ray cluster answers at ray://127.0.0.1:{port} "
+                                     "(connection refused)")
+    assert time.monotonic() - start < 60  # Python, torch and Ray's imports included; no connection retries
+    assert not any(src.parent.glob(".*.vidsr"))
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """Ray with 2 CPUs, no dashboard and a small object store; its own start-up timeouts bound the wait."""
+    ray = pytest.importorskip("ray")
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 2**20)
+    except Exception as exc:
+        ray.shutdown()
+        pytest.fail(f"Ray could not start here: {exc}")
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def worker_pids() -> list[int]:
+    """Processes of live ChunkWorker actors (Ray names them in their process title)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if b"ray::ChunkWorker" in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+@pytest.fixture
+def vfr_mkv(make_clip, tmp_path: Path) -> Path:
+    clip = make_clip("plain.mkv", width=64, height=48, frames=30, rate=Fraction(6), vfr=True, audio=True,
+                     subtitles=True, codec="ffv1", pix_fmt="yuv420p10le", options=(("g", "3"),))
+    return with_chapter_and_font(clip, tmp_path / "in.mkv")
+
+
+def assert_same_video(a: Path, b: Path) -> None:
+    frames_a, frames_b = frames_of(a), frames_of(b)
+    assert [t for t, _ in frames_a] == [t for t, _ in frames_b]
+    for (_, x), (_, y) in zip(frames_a, frames_b, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_two_workers_one_killed_still_complete_equal_to_single_run(ray_session, vfr_mkv, random_espcn, tmp_path,
+                                                                      caplog):
+    killed: list[int] = []
+
+    def kill_one_worker() -> None:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            pids = worker_pids()
+            if len(pids) == 2:
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(pids[0])
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_one_worker, daemon=True)
+    killer.start()
+    out = upscale_path(vfr_mkv, tmp_path / "ray.mkv", model=random_espcn, device="cpu", encoder="ffv1",
+                       chunk_seconds=1, workers=2)[0]
+    killer.join(timeout=5)
+    assert killed, "no worker was killed: the test did not test a failure"
+    assert "the worker died" in caplog.text and "retrying on a new worker" in caplog.text
+    single = vidsr.upscale_video(vfr_mkv, tmp_path / "single.mkv", model=random_espcn, encoder="ffv1")
+    assert_same_video(out, single)
+    assert frames_of(out) and not any(tmp_path.glob(".*.vidsr"))
+
+
+def test_folder_runs_its_files_on_two_workers_at_once(ray_session, make_clip, random_espcn, tmp_path, caplog):
+    caplog.set_level(logging.INFO, "vidsr")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, frames in (("a.mkv", 12), ("b.mkv", 18)):
+        make_clip(f"in/{name}", width=64, height=48, frames=frames, codec="ffv1", options=(), audio=True)
+    # --shared-path: the workers read the inputs themselves (the other test ships packets)
+    outs = upscale_path(folder, tmp_path / "out", model=random_espcn, device="cpu", encoder="ffv1", workers=2,
+                        shared_path=True)
+    assert sorted(p.name for p in outs) == ["a.mkv", "b.mkv"]
+    workers = {m.split("done on worker ")[1] for m in caplog.messages if "done on worker" in m}
+    assert len(workers) == 2  # one file each, side by side
+    for out in outs:
+        single = vidsr.upscale_video(folder / out.name, tmp_path / f"single_{out.name}", model=random_espcn,
+                                     encoder="ffv1")
+        assert_same_video(out, single)
+
+
+def test_workers_beyond_what_ray_can_place_are_capped(ray_session, caplog):
+    assert worker_count(ray_session, 5, 1.0) == 2  # the module's Ray has 2 CPUs: 3 workers would never start
+    assert "5 workers asked for, the Ray cluster has room for 2; running 2" in caplog.text
+    assert worker_count(ray_session, None, 1.0) == 1  # no GPUs: one worker unless asked
+
+
+def test_a_chunk_whose_workers_keep_dying_fails_in_one_line_after_three(ray_session, make_clip, random_espcn,
+                                                                          tmp_path):
+    src = make_clip("in.mkv", width=64, height=48, frames=6, codec="ffv1", options=())
+    stop = threading.Event()
+
+    def kill_every_worker() -> None:
+        while not stop.is_set():
+            for pid in worker_pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_every_worker, daemon=True)
+    killer.start()
+    try:
+        with pytest.raises(VidsrError) as failure:
+            upscale_path(src, tmp_path / "out.mkv", model=random_espcn, device="cpu", encoder="ffv1", workers=1)
+    finally:
+        stop.set()
+        killer.join(timeout=5)
+    assert str(failure.value).startswith("in.mkv chunk 0 (from 0.0 s) failed on 3 workers; the last one died")
+    assert "\n" not in str(failure.value)
+    assert (tmp_path / ".out.mkv.vidsr" / "manifest.json").exists()  # resumable

@@ -1,0 +1,358 @@
+"""Hardening from a user's-eye review (issue #17): real mistakes and damaged files give the expected result or
+one clear line, nothing is lost silently, and the quick commands start without loading torch."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import struct
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import pytest
+from PIL import Image
+
+from vidsr import sample
+from vidsr.cli import main
+from vidsr.errors import OutputError
+from vidsr.media.pipeline import Progress, upscale_video
+from vidsr.zoo import bundled_weights, load_model, safetensors_metadata
+
+
+def _modules_after(code: str) -> set[str]:
+    """Which of torch / av / numpy a fresh interpreter has loaded after running `code`."""
+    probe = f"import sys\n{code}\nprint(sorted(m for m in ('torch', 'av', 'numpy') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    return set(eval(done.stdout.strip().splitlines()[-1]))
+
+
+def test_help_and_models_do_not_load_torch_av_or_numpy():
+    assert _modules_after("from vidsr.cli import build_parser; build_parser().format_help()") == set()
+    assert _modules_after("from vidsr.cli import main; main(['models'])") == set()
+
+
+def test_probe_loads_av_but_not_torch(make_clip):
+    clip = make_clip("in.mkv", width=64, height=48, frames=2, codec="ffv1", options=())
+    assert _modules_after(f"from vidsr.cli import main; main(['probe', {str(clip)!r}])") == {"av"}
+
+
+@pytest.mark.parametrize("name", sorted(bundled_weights()))
+def test_bundled_weight_headers_hold_the_real_cost(name):
+    descriptor = load_model(name)
+    header = safetensors_metadata(bundled_weights()[name])
+    assert header["params"] == descriptor.params
+    assert header["gmacs_1080p"] == pytest.approx(descriptor.gmacs(), rel=1e-6)
+    assert (header["arch"], header["scale"], header["color"]) == (descriptor.arch, descriptor.scale, descriptor.color)
+
+
+# --- helpers for the media tests -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def upscale(capsys, caplog):
+    """upscale(*args): run `vidsr upscale` in-process; returns the exit code and what it told the user (stderr
+    and the notices it logged)."""
+
+    def run(*args: object) -> tuple[int, str]:
+        caplog.clear()
+        code = main(["upscale", *map(str, args), "--device", "cpu"])
+        return code, capsys.readouterr().err + caplog.text
+
+    return run
+
+
+def one_line_error(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("vidsr: error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+def packet_times(path: Path, kind: str) -> list[int]:
+    with av.open(str(path)) as container:
+        return [p.dts for p in container.demux(**{kind: 0}) if p.size]
+
+
+def opencv_style_avi(make_clip) -> Path:
+    """An H.264 + AAC AVI whose audio timestamps repeat, as in AVIs written by OpenCV: its audio header
+    declares a sample size, which makes FFmpeg's AVI demuxer count the AAC packets' bytes in huge samples."""
+    path = make_clip("cam.avi", width=64, height=48, frames=8, audio=True, time_base=Fraction(1, 24))
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<I", data, data.find(b"auds") + 44, 1 << 28)  # strh.dwSampleSize
+    path.write_bytes(data)
+    return path
+
+
+# --- 1: broken audio timestamps ------------------------------------------------------------------------------
+
+
+def test_avi_with_repeating_audio_timestamps_upscales_with_the_audio(upscale, make_clip, random_espcn, tmp_path):
+    src = opencv_style_avi(make_clip)
+    times = packet_times(src, "audio")
+    assert any(b <= a for a, b in itertools.pairwise(times))  # the input really is broken
+    code, err = upscale(src, "-m", random_espcn, "-o", tmp_path / "out.mp4")
+    assert code == 0, err
+    assert "rebuilt from the sample count" in err
+    out = packet_times(tmp_path / "out.mp4", "audio")
+    assert len(out) == len(times) and all(b > a for a, b in itertools.pairwise(out))
+
+
+@pytest.mark.parametrize(("mode", "codecs"), [("drop", []), ("reencode", ["mp3"])])
+def test_audio_option_drops_or_reencodes(upscale, make_clip, random_espcn, tmp_path, mode, codecs):
+    src = make_clip("in.mkv", width=64, height=48, frames=4, audio=True)
+    code, err = upscale(src, "-m", random_espcn, "--audio", mode, "-o", tmp_path / "out.avi")
+    assert code == 0, err
+    with av.open(str(tmp_path / "out.avi")) as container:
+        assert [s.codec_context.codec.canonical_name for s in container.streams.audio] == codecs
+
+
+# --- 2 and 4: frames lost to damage are dropped cleanly and always reported -------------------------------
+
+
+def ffv1_mkv(path: Path, times: list[int], rate: int = 24) -> Path:
+    """An FFV1 Matroska clip with these frame timestamps (in 1/rate s); Matroska stores repeated ones."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("ffv1", rate=rate)
+        stream.codec_context.width, stream.codec_context.height, stream.codec_context.pix_fmt = 64, 48, "yuv420p"
+        pictures = sample.testsrc_frames(sample.ClipSpec(width=64, height=48, frames=len(times)))
+        for pts, frame in zip(times, pictures, strict=True):
+            frame.pts, frame.time_base = pts, Fraction(1, rate)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def clusters(data: bytes) -> list[int]:
+    """Offsets of the Matroska Cluster elements (ID 1F 43 B6 75)."""
+    found, at = [], -1
+    while (at := data.find(b"\x1f\x43\xb6\x75", at + 1)) >= 0:
+        found.append(at)
+    return found
+
+
+def test_repeating_video_timestamps_are_dropped_and_reported(upscale, random_espcn, tmp_path):
+    src = ffv1_mkv(tmp_path / "rep.mkv", [0, 1, 2, 3, 3, 4, 5, 5])
+    code, err = upscale(src, "-m", random_espcn, "-o", tmp_path / "out.mp4")  # MP4 refuses repeated timestamps
+    assert code == 0, err
+    assert "2 frame(s) dropped: their timestamps repeat or go back, at 0.12-0.21 s" in err
+    assert len(packet_times(tmp_path / "out.mp4", "video")) == 6
+
+
+def test_a_stretch_the_demuxer_skips_is_reported_with_count_and_times(upscale, random_espcn, tmp_path):
+    src = ffv1_mkv(tmp_path / "in.mkv", list(range(48)))
+    data = bytearray(src.read_bytes())
+    found = clusters(data)
+    cluster = found[len(found) // 2]
+    data[cluster:cluster + 12] = bytes(12)  # the demuxer resynchronises at the next cluster, without an error
+    src.write_bytes(data)
+    code, err = upscale(src, "-m", random_espcn, "-o", tmp_path / "out.mkv")
+    assert code == 0, err
+    missing = re.search(r"in\.mkv: (\d+) frame\(s\) missing: the file may be damaged there .*, at (\d\.\d\d)-", err)
+    assert missing, err
+    with av.open(str(tmp_path / "out.mkv")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 48 - int(missing[1])
+
+
+def test_skipped_undecodable_frames_are_counted_with_their_times(upscale, random_espcn, tmp_path):
+    src = ffv1_mkv(tmp_path / "in.mkv", list(range(24)))
+    data = bytearray(src.read_bytes())
+    start = clusters(data)[1] + 400
+    data[start:start + 300] = bytes(300)  # inside a frame: its checksum fails
+    src.write_bytes(data)
+    code, err = upscale(src, "-m", random_espcn, "--skip-errors", "-o", tmp_path / "out.mkv")
+    assert code == 0, err
+    assert re.search(r"in\.mkv: \d+ undecodable frame\(s\) skipped, at \d\.\d\d", err), err
+
+
+# --- 3: every output container gets codecs its muxer takes -------------------------------------------------
+
+
+def stream_codecs(path: Path) -> list[tuple[str, str]]:
+    with av.open(str(path)) as container:
+        return [(s.type, s.codec_context.codec.canonical_name) for s in container.streams]
+
+
+@pytest.mark.parametrize(("suffix", "codecs", "notices"), [
+    (".ogv", [("video", "vp8"), ("audio", "flac")], ["re-encoding to flac", "subtitle subrip): the ogv container"]),
+    (".mpg", [("video", "h264"), ("audio", "mp2")], ["re-encoding to mp2", "subtitle subrip): the mpeg container"]),
+    (".vob", [("video", "h264"), ("audio", "mp2")], ["re-encoding to mp2", "subtitle subrip): the svcd container"]),
+    (".y4m", [("video", "rawvideo")], ["holds no audio; dropped", "subtitle subrip): the yuv4mpegpipe container"]),
+    (".ivf", [("video", "vp8")], ["holds no audio; dropped", "subtitle subrip): the ivf container"]),
+    (".m2ts", [("video", "h264"), ("audio", "aac")], ["subtitle subrip): the mpegts container"]),
+])
+def test_outputs_get_codecs_their_container_holds(upscale, make_clip, random_espcn, tmp_path, suffix, codecs, notices):
+    src = make_clip("in.mkv", width=64, height=48, frames=3, audio=True, subtitles=True)
+    code, err = upscale(src, "-m", random_espcn, "-o", tmp_path / f"out{suffix}")
+    assert code == 0, err
+    assert stream_codecs(tmp_path / f"out{suffix}") == codecs
+    assert all(notice in err for notice in notices), err
+
+
+def test_default_output_of_an_ogv_is_an_ogv(upscale, make_clip, random_espcn):
+    src = make_clip("clip.ogv", width=64, height=48, frames=3, codec="libvpx", options=())
+    code, err = upscale(src, "-m", random_espcn)
+    assert code == 0, err
+    assert stream_codecs(src.with_name("clip_x2.ogv")) == [("video", "vp8")]
+
+
+# --- 5: nothing is lowered or ignored silently -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("pix_fmt", "output", "notice"), [
+    ("yuv420p12le", "out.mp4", "libx264 takes no yuv420p12le: 12-bit samples become 10-bit"),
+    ("yuva420p", "out.mov", "libx264 takes no yuva420p: the alpha channel is dropped"),
+    ("yuv444p", "out.ogv", "libvpx takes no yuv444p: chroma is subsampled (4:4:4 -> 4:2:0)"),
+])
+def test_lowered_depth_alpha_and_chroma_are_announced(upscale, make_clip, random_espcn, tmp_path, pix_fmt, output,
+                                                      notice):
+    src = make_clip("in.mkv", width=64, height=48, frames=2, codec="ffv1", pix_fmt=pix_fmt, options=())
+    code, err = upscale(src, "-m", random_espcn, "-o", tmp_path / output)
+    assert code == 0, err
+    assert notice in err
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--crf", "99"], "--crf 99 is outside libx264's range (0-51"),
+    (["-c", "libsvtav1", "--crf", "0"], "--crf 0 is outside libsvtav1's range (1-63"),
+    (["--encoder-option", "nosuchopt=1"], "libx264 has no option nosuchopt"),
+    (["-c", "ffv1", "--preset", "slow"], "ffv1 has no option preset"),
+])
+def test_out_of_range_crf_and_unknown_encoder_options_are_errors(upscale, make_clip, random_espcn, tmp_path, args,
+                                                                 fragment):
+    src = make_clip("in.mkv", width=64, height=48, frames=2, codec="ffv1", options=())
+    code, err = upscale(src, "-m", random_espcn, *args, "-o", tmp_path / "out.mkv")
+    assert code == 1 and fragment in one_line_error(err)
+    assert not list(tmp_path.glob("*out*"))
+
+
+# --- 6: two runs to one output -----------------------------------------------------------------------------
+
+
+def test_an_output_another_run_is_writing_is_refused(upscale, make_clip, random_espcn, tmp_path):
+    src = make_clip("in.mkv", width=64, height=48, frames=2, codec="ffv1", options=())
+    (tmp_path / ".out.partial-1.mkv").write_bytes(b"")  # process 1 (init) is always alive
+    code, err = upscale(src, "-m", random_espcn, "-o", tmp_path / "out.mkv")
+    assert code == 1 and "another vidsr run (process 1) is writing it" in one_line_error(err)
+    assert not (tmp_path / "out.mkv").exists()
+    code, err = upscale(src, "-m", random_espcn, "--overwrite", "-o", tmp_path / "out.mkv")
+    assert code == 0, err
+
+
+def test_an_output_that_appears_during_the_run_is_not_replaced(make_clip, random_espcn, tmp_path):
+    src = make_clip("in.mkv", width=64, height=48, frames=3, codec="ffv1", options=())
+    target = tmp_path / "out.mkv"
+
+    def other_run_finishes(progress: Progress) -> None:
+        target.write_bytes(b"the other run's result")
+
+    with pytest.raises(OutputError, match="appeared while this run worked"):
+        upscale_video(src, target, model=random_espcn, device="cpu", progress=other_run_finishes)
+    assert target.read_bytes() == b"the other run's result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv", "out.mkv"]  # no partial file left
+
+
+# --- 9: cleanup never hides the first error ----------------------------------------------------------------
+
+
+def test_read_only_filesystem_gives_the_write_error_alone(make_clip, random_espcn, tmp_path):
+    """A read-only tmpfs, mounted in a private mount namespace (skipped where unshare is not allowed)."""
+    src = make_clip("in.mkv", width=64, height=48, frames=2, codec="ffv1", options=())
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    mount = f"mount -t tmpfs -o ro none {readonly}"
+    command = f"{mount} && exec {sys.executable} -m vidsr upscale {src} -m {random_espcn} --device cpu -q " \
+              f"-o {readonly / 'out.mkv'}"
+    if subprocess.run(["unshare", "-rm", "sh", "-c", mount], capture_output=True, timeout=30).returncode != 0:
+        pytest.skip("unshare cannot mount a private tmpfs here (user and mount namespaces)")
+    done = subprocess.run(["unshare", "-rm", "sh", "-c", command], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 1
+    assert "read-only file system" in one_line_error(done.stderr)
+
+
+# --- 7, 8: tags players rely on ----------------------------------------------------------------------------
+
+
+def test_hevc_in_mp4_and_mov_is_tagged_hvc1(upscale, make_clip, random_espcn, tmp_path):
+    src = make_clip("in.mkv", width=64, height=48, frames=2, codec="ffv1", options=())
+    for name in ("out.mp4", "out.mov"):
+        code, err = upscale(src, "-m", random_espcn, "-c", "libx265", "-o", tmp_path / name)
+        assert code == 0, err
+        with av.open(str(tmp_path / name)) as container:
+            assert container.streams.video[0].codec_context.codec_tag == "hvc1"
+
+
+def sar_mp4(path: Path, sar: Fraction | None) -> Path:
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=24)
+        ctx = stream.codec_context
+        ctx.width, ctx.height, ctx.pix_fmt = 64, 48, "yuv420p"
+        if sar is not None:
+            ctx.sample_aspect_ratio = sar
+        for frame in sample.testsrc_frames(sample.ClipSpec(width=64, height=48, frames=2)):
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+@pytest.mark.parametrize("sar", [Fraction(1), Fraction(4, 3), None])
+def test_a_stated_sar_is_kept_in_mp4_even_1_to_1(upscale, random_espcn, tmp_path, sar):
+    src = sar_mp4(tmp_path / "in.mp4", sar)
+    code, err = upscale(src, "-m", random_espcn, "-o", tmp_path / "out.mp4")
+    assert code == 0, err
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        assert container.streams.video[0].sample_aspect_ratio == (sar or 0)
+
+
+# --- 10, 12: errors that say what is wrong -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("encoder", "driver"), [("h264_nvenc", "the NVIDIA driver's encoder"),
+                                                 ("h264_amf", "the AMD AMF runtime")])
+def test_a_hardware_encoder_without_its_driver_says_so(upscale, make_clip, random_espcn, tmp_path, encoder, driver):
+    if encoder not in av.codecs_available:
+        pytest.skip(f"this FFmpeg has no {encoder}")
+    src = make_clip("in.mkv", width=64, height=48, frames=2, codec="ffv1", options=())
+    code, err = upscale(src, "-m", random_espcn, "-c", encoder, "-o", tmp_path / "out.mp4")
+    if code == 0:
+        pytest.skip(f"{encoder} works on this machine")
+    assert f"{encoder} cannot start: {driver} is missing" in one_line_error(err)
+
+
+def test_a_damaged_index_is_called_a_damaged_file(make_clip, capsys):
+    src = make_clip("in.mp4", width=64, height=48, frames=2)
+    data = bytearray(src.read_bytes())
+    config = data.find(b"avcC")
+    data[config + 4:config + 34] = bytes(30)  # the decoder configuration inside the moov index
+    src.write_bytes(data)
+    assert main(["probe", str(src)]) == 1
+    assert "in.mp4: damaged file" in one_line_error(capsys.readouterr().err)
+
+
+# --- 21: what the CLI prints -------------------------------------------------------------------------------
+
+
+def test_probe_names_codecs_not_decoders(upscale, make_clip, random_espcn, tmp_path, capsys):
+    src = make_clip("in.mkv", width=64, height=48, frames=2, audio=True)
+    assert upscale(src, "-m", random_espcn, "--audio", "reencode", "-o", tmp_path / "mp3.avi")[0] == 0
+    assert main(["probe", str(tmp_path / "mp3.avi")]) == 0
+    out = capsys.readouterr().out
+    assert "audio #1: mp3" in out and "mp3float" not in out
+
+
+def test_a_single_image_draws_no_frame_bar(capsys, random_espcn, tmp_path):
+    Image.new("RGB", (32, 24), (200, 30, 30)).save(tmp_path / "in.png")
+    assert main(["upscale", str(tmp_path / "in.png"), "-m", str(random_espcn), "--device", "cpu"]) == 0
+    assert "frame" not in capsys.readouterr().err
+
+
+def test_a_folder_run_names_the_files_it_skips(upscale, make_clip, random_espcn, tmp_path):
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    make_clip("clips/a.mkv", width=64, height=48, frames=2, codec="ffv1", options=())
+    (folder / "notes.txt").write_text("not a video")
+    (folder / "cover.xyz").write_bytes(b"?")
+    code, err = upscale(folder, "-m", random_espcn)
+    assert code == 0, err
+    assert "skipped 2 file(s) that are not video or images by their suffix: cover.xyz, notes.txt" in err

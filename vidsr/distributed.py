@@ -1,0 +1,250 @@
+"""Chunked jobs on Ray: workers are actors that load the model once, chunks of every file are spread over them.
+
+The driver plans each file's chunks (`ChunkedJob`), demuxes a chunk's video packets into a small NUT file and
+ships it through the object store (or, with `shared_path`, workers read the input themselves); a worker
+upscales and encodes the chunk and returns the encoded chunk, which the driver stores in the work folder.
+When all of a file's chunks are in, the driver joins them while the workers go on with other files' chunks.
+A worker that dies (killed, lost node, out of memory) is replaced and its chunk retried, up to `ATTEMPTS`
+times; the driver dying leaves resumable work folders.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import os
+import socket
+import tempfile
+import threading
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from tqdm import tqdm
+
+from vidsr.errors import Cancelled, InputError, VidsrError
+from vidsr.media.chunks import Chunk, chunk_packets, resolve_chunk_seconds
+from vidsr.media.info import MediaInfo
+from vidsr.media.pipeline import ChunkedJob, plan_output, probe_input, upscale_chunk
+from vidsr.media.sink import EncodeSettings
+from vidsr.upscaler import Upscaler
+
+log = logging.getLogger("vidsr")
+
+ATTEMPTS = 3  # runs of one chunk, each on a fresh worker, before the job gives up on it
+CONNECT_TIMEOUT = 3.0  # seconds to reach a cluster's address before saying nothing answers there
+_POLL = 0.5  # seconds between checks for cancellation while waiting on workers
+
+
+def require_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise InputError("--workers and --cluster need Ray: pip install 'vidsr[ray]'") from None
+    return ray
+
+
+def connect(cluster: str | None = None) -> Any:
+    """Ray, started here with this machine's CPUs and GPUs, or connected to `cluster` ("auto", "ray://host:port"
+    or "host:port"); a session this process already has is used as it is."""
+    ray = require_ray()
+    if ray.is_initialized():
+        return ray
+    if cluster is None:
+        ray.init(include_dashboard=False, log_to_driver=False)
+        return ray
+    if cluster != "auto":
+        _check_reachable(cluster)
+    try:
+        ray.init(address=cluster, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"cannot connect to the Ray cluster at {cluster} ({reason})") from None
+    return ray
+
+
+def _check_reachable(address: str) -> None:
+    """A quick TCP connect, so that a wrong address fails in seconds instead of Ray's long retries."""
+    parsed = urlparse(address if "://" in address else f"ray://{address}")
+    if not parsed.hostname or not parsed.port:
+        raise InputError(f"--cluster {address}: expected auto, ray://HOST:PORT or HOST:PORT")
+    try:
+        socket.create_connection((parsed.hostname, parsed.port), timeout=CONNECT_TIMEOUT).close()
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or "timed out"
+        raise InputError(f"no Ray cluster answers at {address} ({reason.lower()})") from None
+
+
+class ChunkWorker:
+    """A Ray actor (see `_actor_class`): one model, loaded once, for every chunk it is given."""
+
+    def __init__(self, descriptor: Any, options: dict[str, Any], batch_size: int | Literal["auto"]) -> None:
+        self.upscaler = Upscaler(descriptor, **options)
+        self.batch_size = batch_size
+
+    def run(self, info: MediaInfo, chunk: Chunk, settings: EncodeSettings, chunk_headers: bool, skip_errors: bool,
+            data: bytes | None) -> tuple[bytes, int, str]:
+        """The encoded chunk file's bytes, its frame count and where it ran; `data` None reads the input file
+        itself."""
+        with tempfile.TemporaryDirectory(prefix="vidsr-chunk-") as folder:
+            target = Path(folder) / "chunk.nut"
+            frames = upscale_chunk(info, chunk, target, self.upscaler, settings, self.batch_size, chunk_headers,
+                                   data=data, skip_errors=skip_errors)
+            return target.read_bytes(), frames, f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclasses.dataclass
+class _Task:
+    job: ChunkedJob
+    chunk: Chunk
+    attempts: int = 0
+
+    @property
+    def name(self) -> str:
+        start = 0.0 if self.chunk.start is None else float(self.chunk.start * self.job.info.video.time_base)
+        return f"{self.job.info.path.name} chunk {self.chunk.index} (from {start:.1f} s)"
+
+
+class RayRunner:
+    """Runs the pending chunks of several jobs on `workers` actors; joins each job as soon as it is complete."""
+
+    def __init__(self, ray: Any, upscaler: Upscaler, workers: int, gpus_per_worker: float, options: dict[str, Any],
+                 batch_size: int | Literal["auto"], shared_path: bool = False) -> None:
+        self.ray, self.workers, self.shared_path = ray, workers, shared_path
+        # Workers get the weights through the object store (no shared filesystem needed), on the CPU in fp32.
+        model = copy.deepcopy(upscaler.descriptor.model).to("cpu").float()
+        descriptor = self.ray.put(dataclasses.replace(upscaler.descriptor, model=model))
+        has_gpu = self.ray.cluster_resources().get("GPU", 0) > 0
+        gpus = gpus_per_worker if has_gpu else 0
+        options = {**options, "device": "cuda" if gpus else "cpu"}
+        actor = self.ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=0)(ChunkWorker)
+        self._new_worker: Callable[[], Any] = lambda: actor.remote(descriptor, options, batch_size)
+
+    def run(self, jobs: list[ChunkedJob], progress: bool, cancel: threading.Event | None = None) -> None:
+        tasks = deque(_Task(job, chunk) for job in jobs for chunk in job.pending())
+        for job in jobs:
+            if not job.pending():
+                job.join()
+        bar = _ProgressBar(jobs, progress)
+        idle = [self._new_worker() for _ in range(min(self.workers, len(tasks)))]
+        running: dict[Any, tuple[Any, _Task]] = {}
+        try:
+            while tasks or running:
+                while tasks and idle:
+                    worker, task = idle.pop(), tasks.popleft()
+                    running[self._submit(worker, task)] = (worker, task)
+                ready, _ = self.ray.wait(list(running), num_returns=1, timeout=_POLL)
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled("cancelled; finished chunks are kept for the next run")
+                for ref in ready:
+                    worker, task = running.pop(ref)
+                    if self._collect(ref, task, bar):
+                        idle.append(worker)
+                    else:
+                        self.ray.kill(worker)
+                        idle.append(self._new_worker())
+                        tasks.appendleft(task)
+        finally:
+            bar.close()
+            for worker in idle + [worker for worker, _ in running.values()]:  # their CPUs and GPUs are free again
+                self.ray.kill(worker)
+            for job in jobs:
+                job.work.close()
+
+    def _submit(self, worker: Any, task: _Task) -> Any:
+        job, chunk = task.job, task.chunk
+        task.attempts += 1
+        data = None if self.shared_path else self.ray.put(chunk_packets(job.info.path, chunk))
+        return worker.run.remote(job.info, chunk, job.settings, job.chunk_headers, job.skip_errors, data)
+
+    def _collect(self, ref: Any, task: _Task, bar: _ProgressBar) -> bool:
+        """Store a finished chunk (and join its job when that was the last); False when the worker died."""
+        exceptions = self.ray.exceptions
+        try:
+            data, frames, where = self.ray.get(ref)
+        except (exceptions.RayActorError, exceptions.WorkerCrashedError, exceptions.ObjectLostError,
+                exceptions.OutOfMemoryError) as exc:
+            if task.attempts >= ATTEMPTS:
+                raise VidsrError(f"{task.name} failed on {ATTEMPTS} workers; the last one died "
+                                 f"({type(exc).__name__}); finished chunks are kept for the next run") from None
+            log.warning("%s: the worker died (%s); retrying on a new worker", task.name, type(exc).__name__)
+            return False
+        except exceptions.RayTaskError as exc:
+            cause = exc.cause if isinstance(exc.cause, VidsrError) else VidsrError(f"{task.name}: {exc.cause}")
+            raise cause from None
+        log.info("%s: %d frames done on worker %s", task.name, frames, where)
+        task.job.store(task.chunk, data, frames)
+        bar.update(frames)
+        if not task.job.pending():
+            task.job.join()
+        return True
+
+
+class _ProgressBar:
+    """Frames done over all workers, their rate and the ETA."""
+
+    def __init__(self, jobs: list[ChunkedJob], show: bool) -> None:
+        totals = [job.total_frames for job in jobs]
+        total = None if None in totals else sum(totals)
+        self.bar = tqdm(total=total, initial=sum(job.work.frames() for job in jobs), unit="frame",
+                        desc=f"{len(jobs)} file(s)", dynamic_ncols=True, disable=not show)
+
+    def update(self, frames: int) -> None:
+        if self.bar.total is not None and self.bar.n + frames > self.bar.total:
+            self.bar.total = None
+        self.bar.update(frames)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def upscale_files(pairs: list[tuple[Path, Path | None]], upscaler: Upscaler, *, workers: int | None = None,
+                  cluster: str | None = None, gpus_per_worker: float = 1.0, shared_path: bool = False,
+                  chunk_seconds: float | None = None, resume: bool = True, batch_size: int | Literal["auto"] = 4,
+                  progress: bool = False, cancel: threading.Event | None = None, skip_errors: bool = False,
+                  upscaler_options: dict[str, Any] | None = None, hwdec: str | None = None,
+                  **encode: Any) -> list[Path]:
+    """Upscale (input, output) pairs of videos on Ray workers, all files' chunks at once; returns the outputs.
+
+    `chunk_seconds` as for `upscale_video` (a file not cut into chunks is one chunk); `encode` holds
+    `plan_output`'s encoder options. `upscaler_options` (precision, tile, tile_pad, compile) go to the
+    workers' models; each worker takes `gpus_per_worker` GPUs where the cluster has GPUs.
+    """
+    if hwdec:
+        log.warning("--hwdec: Ray workers decode in software")
+    ray = connect(cluster)
+    jobs = [_plan(source, target, upscaler, chunk_seconds, resume, skip_errors, encode) for source, target in pairs]
+    count = worker_count(ray, workers, gpus_per_worker)
+    RayRunner(ray, upscaler, count, gpus_per_worker, upscaler_options or {}, batch_size, shared_path).run(
+        jobs, progress, cancel)
+    return [job.output for job in jobs]
+
+
+def _plan(source: Path, target: Path | None, upscaler: Upscaler, chunk_seconds: float | None, resume: bool,
+          skip_errors: bool, encode: dict[str, Any]) -> ChunkedJob:
+    info = probe_input(source)
+    output, settings, image_encoder = plan_output(info, target, upscaler, **encode)
+    job = None
+    if not (image_encoder or info.is_image):
+        seconds = resolve_chunk_seconds(chunk_seconds, info.video.duration)
+        job = ChunkedJob.plan(info, output, upscaler, settings, seconds, resume, skip_errors,
+                              overwrite=encode.get("overwrite", False))
+    if job is None:
+        raise InputError(f"{source}: pictures and videos without timestamps run without --workers / --cluster")
+    return job
+
+
+def worker_count(ray: Any, requested: int | None, gpus_per_worker: float) -> int:
+    """`requested`, or one worker per GPU (per `gpus_per_worker` GPUs; one without GPUs), but no more than the
+    cluster can place (a CPU each, and their GPUs): a worker that never starts would hold its chunk forever."""
+    resources = ray.cluster_resources()
+    cpus, gpus = int(resources.get("CPU", 1)), resources.get("GPU", 0)
+    by_gpu = int(gpus / gpus_per_worker) if gpus and gpus_per_worker > 0 else None
+    capacity = max(1, min(cpus, by_gpu) if by_gpu is not None else cpus)
+    count = requested or (by_gpu or 1)
+    if count > capacity:
+        log.warning("%d workers asked for, the Ray cluster has room for %d; running %d", count, capacity, capacity)
+    return min(count, capacity)

@@ -1,0 +1,165 @@
+"""The work folder of a chunked job: `.NAME.vidsr/` beside the output, holding finished chunks and a manifest.
+
+The manifest names what the chunks were made from (input fingerprint, settings, model identity) and the
+chunk table (pts range, state, SHA-256, frame count). A chunk file is written under a temporary name, renamed
+into place, and only then marked done in the manifest (itself replaced atomically), so nothing half-written
+is ever taken for a finished chunk. A lock keeps a second process off the same output.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from vidsr.errors import OutputError
+from vidsr.media.chunks import Chunk
+
+log = logging.getLogger("vidsr")
+
+MANIFEST = "manifest.json"
+_FORMAT_VERSION = 1
+_ENDS_BYTES = 1 << 20  # the input is fingerprinted by its size and the hash of its first and last MiB
+
+
+def work_folder_of(output: Path) -> Path:
+    return output.with_name(f".{output.name}.vidsr")
+
+
+def input_fingerprint(path: Path) -> dict[str, Any]:
+    """Size and a hash of both ends: cheap for any length, and changes when the file is replaced or re-cut."""
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        digest.update(f.read(_ENDS_BYTES))
+        f.seek(max(0, size - _ENDS_BYTES))
+        digest.update(f.read(_ENDS_BYTES))
+    return {"size": size, "ends_sha256": digest.hexdigest()}
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class WorkFolder:
+    """Finished chunks of one output, kept across runs while `identity` (what made them) stays the same."""
+
+    def __init__(self, output: Path, identity: dict[str, Any], chunks: list[Chunk], resume: bool = True) -> None:
+        self.path = work_folder_of(output)
+        self.output = output
+        try:
+            self.path.mkdir(exist_ok=True)
+            self._lock = os.open(self.path / "lock", os.O_CREAT | os.O_RDWR, 0o644)
+        except OSError as exc:
+            raise OutputError(f"{self.path}: cannot create the work folder ({exc.strerror.lower()})") from None
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released by the kernel if we die
+        except BlockingIOError:
+            os.close(self._lock)
+            raise OutputError(f"{output}: another vidsr process is writing it (work folder {self.path})") from None
+        table = [{"index": c.index, "start": c.start, "end": c.end, "state": "pending"} for c in chunks]
+        self.manifest = {"version": _FORMAT_VERSION, "identity": identity, "chunks": table}
+        self._resume(resume)
+
+    def _resume(self, resume: bool) -> None:
+        old = self._read_manifest()
+        if not old:  # none, or unreadable (said so)
+            pass
+        elif not resume:
+            log.warning("%s: --no-resume: starting afresh", self.output.name)
+        elif old.get("identity") != self.manifest["identity"]:
+            log.warning("%s: the work folder %s was made from another input or other settings; starting afresh",
+                        self.output.name, self.path.name)
+        elif _ranges(old["chunks"]) != _ranges(self.manifest["chunks"]):
+            log.warning("%s: the chunk plan changed; starting afresh", self.output.name)
+        else:
+            self.manifest["chunks"] = [self._verified(entry) for entry in old["chunks"]]
+            done = len(self.done())
+            if done:
+                log.warning("%s: resuming: %d of %d chunks already done", self.output.name, done,
+                            len(self.manifest["chunks"]))
+        self._clear_stale()
+        self._save()
+
+    def _read_manifest(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads((self.path / MANIFEST).read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            data = None
+        if isinstance(data, dict) and data.get("version") == _FORMAT_VERSION and "chunks" in data:
+            return data
+        log.warning("%s: unreadable or foreign manifest in %s; starting afresh", self.output.name, self.path.name)
+        return {}
+
+    def _verified(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """A done chunk stays done only if its file is there with the recorded checksum."""
+        if entry.get("state") != "done":
+            return {**entry, "state": "pending"}
+        path = self.chunk_path(entry["index"])
+        if path.is_file() and file_sha256(path) == entry.get("sha256"):
+            return entry
+        log.warning("%s: chunk %d is missing or damaged; redoing it", self.output.name, entry["index"])
+        return {**entry, "state": "pending"}
+
+    def chunk_path(self, index: int) -> Path:
+        return self.path / f"chunk-{index:05d}.nut"
+
+    def done(self) -> list[int]:
+        return [e["index"] for e in self.manifest["chunks"] if e["state"] == "done"]
+
+    def pending(self) -> list[int]:
+        return [e["index"] for e in self.manifest["chunks"] if e["state"] != "done"]
+
+    def frames(self) -> int:
+        return sum(e.get("frames", 0) for e in self.manifest["chunks"] if e["state"] == "done")
+
+    def partial_path(self, index: int) -> Path:
+        return self.path / f".chunk-{index:05d}.partial-{os.getpid()}.nut"
+
+    def finish(self, index: int, written: Path, frames: int) -> None:
+        """Move the chunk file `written` into place, then record it as done."""
+        path = self.chunk_path(index)
+        os.replace(written, path)
+        entry = self.manifest["chunks"][index]
+        entry.update(state="done", sha256=file_sha256(path), frames=frames)
+        self._save()
+
+    def _save(self) -> None:
+        tmp = self.path / f".{MANIFEST}.{os.getpid()}"
+        try:
+            tmp.write_text(json.dumps(self.manifest, indent=1))
+            os.replace(tmp, self.path / MANIFEST)
+        except OSError as exc:
+            raise OutputError(f"{self.path}: cannot write the manifest ({exc.strerror.lower()})") from None
+
+    def remove(self) -> None:
+        """After success: the chunks are in the output."""
+        self.close()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def close(self) -> None:
+        if self._lock >= 0:
+            os.close(self._lock)
+            self._lock = -1
+
+    def _clear_stale(self) -> None:
+        """Chunk files not recorded as done (a killed run's, or another input's) are removed."""
+        keep = {self.chunk_path(i).name for i in self.done()} | {MANIFEST, "lock"}
+        for path in self.path.iterdir():
+            if path.name not in keep and path.is_file():
+                path.unlink(missing_ok=True)
+
+
+def _ranges(table: list[dict[str, Any]]) -> list[tuple[Any, Any]]:
+    return [(e.get("start"), e.get("end")) for e in table]
