@@ -1,12 +1,14 @@
-"""Shared fixtures: a small random-weight model file and a factory for generated clips."""
+"""Shared fixtures: a small random-weight model file, and factories for generated clips and textured images."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from vidsr.archs import create_model
 from vidsr.checkpoint import save_checkpoint
@@ -37,3 +39,20 @@ def make_clip(tmp_path: Path) -> Callable[..., Path]:
         return write_clip(tmp_path / name, ClipSpec(**fields))
 
     return make
+
+
+def write_textured_images(folder: Path, count: int, side: int) -> Path:
+    """`count` square RGB images of coloured sine gratings with noise: texture at every scale, in `folder`."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:side, 0:side] / side
+    for index in range(count):
+        base = np.stack([np.sin(2 * np.pi * (xx * (c + 3 + index) + 2 * yy)) for c in range(3)], axis=-1)
+        img = 127 + 80 * base + rng.normal(0, 12, base.shape)
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"{index}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def textured_dir(tmp_path_factory: pytest.TempPathFactory) -> Callable[[int, int], Path]:
+    """A factory: a new folder of `write_textured_images(count, side)`."""
+    return lambda count, side: write_textured_images(tmp_path_factory.mktemp("textured"), count, side)

@@ -212,6 +212,28 @@ def test_blend_command_writes_a_loadable_interpolated_model(tmp_path, capsys) ->
     assert "exists" in capsys.readouterr().err
 
 
+def test_strength_interpolates_a_gan_model_with_the_psnr_model_its_weights_name(tmp_path, capsys) -> None:
+    a, b = _two_models()
+    psnr = save_checkpoint(tmp_path / "psnr.safetensors", a)
+    gan = save_checkpoint(tmp_path / "gan.safetensors", b, psnr_model="psnr.safetensors")
+    key = "first_part.0.weight"
+    weights = lambda strength: load_model(gan, strength=strength).model.state_dict()[key]  # noqa: E731
+    assert torch.equal(weights(0.0), a.model.state_dict()[key]) and torch.equal(weights(1.0), b.model.state_dict()[key])
+    torch.testing.assert_close(weights(0.25), 0.75 * a.model.state_dict()[key] + 0.25 * b.model.state_dict()[key])
+    assert load_model(gan, strength=0.25).metadata["strength"] == 0.25
+    with pytest.raises(ModelError, match="between 0 and 1"):
+        load_model(gan, strength=1.5)
+    with pytest.raises(ModelError, match="psnr has no PSNR model to interpolate with"):
+        load_model(psnr, strength=0.5)
+    image = tmp_path / "in.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (12, 16, 3), dtype=np.uint8)).save(image)
+    half = tmp_path / "half.png"
+    assert cli_main(["upscale", str(image), "-m", str(gan), "--strength", "0.5", "-o", str(half), "-q"]) == 0
+    assert np.asarray(Image.open(half)).shape == (24, 32, 3)
+    assert cli_main(["upscale", str(image), "-m", str(psnr), "--strength", "0.5", "-o", str(tmp_path / "x.png")]) == 1
+    assert capsys.readouterr().err.strip().endswith("name one (psnr_model)")
+
+
 def test_vidsr_train_runs_the_gan_stage_for_a_config_with_a_gan_table(setup, capsys) -> None:
     tmp_path, config, _ = setup
     path = tmp_path / "gan.toml"

@@ -85,6 +85,23 @@ def test_resume_is_exact_and_logs_and_exports(image_dir: Path, tmp_path: Path) -
     assert (model.scale, model.color) == (2, "y")
 
 
+def test_bf16_numerics_keep_fp32_master_weights_and_resume_exactly(image_dir: Path, tmp_path: Path) -> None:
+    config = dict(numerics="bf16", val_dir=None, iterations=6)
+    straight = Trainer(tiny_config(image_dir, tmp_path / "straight", **config))
+    straight.run(progress=False)
+    Trainer(tiny_config(image_dir, tmp_path / "resumed", **config)).run(progress=False, until=3)
+    resumed = Trainer(tiny_config(image_dir, tmp_path / "resumed", **config))
+    resumed.run(progress=False)
+    weights = straight.model.state_dict()
+    assert all(value.dtype == torch.float32 for value in weights.values())
+    assert weights["first_part.0.weight"].is_contiguous(memory_format=torch.channels_last)
+    assert all(torch.equal(a, b) for a, b in zip(weights.values(), resumed.model.state_dict().values(), strict=True))
+    fp32 = Trainer(tiny_config(image_dir, tmp_path / "fp32", **{**config, "numerics": "fp32"}))
+    assert not fp32.numerics.bf16 and fp32.model.state_dict()["first_part.0.weight"].is_contiguous()
+    with pytest.raises(InputError, match="numerics"):
+        Trainer(tiny_config(image_dir, tmp_path / "bad", numerics="fp8"))
+
+
 def test_training_reduces_loss(image_dir: Path, tmp_path: Path) -> None:
     trainer = Trainer(tiny_config(image_dir, tmp_path, iterations=60, val_dir=None, lr=3e-3, ema_decay=0))
     losses = [trainer.step() for _ in range(60)]

@@ -301,6 +301,21 @@ def test_bad_model_and_variable_format_raise_vs_error(media, models):
         sr.upscale(resized, model=models["y"])
 
 
+def test_strength_blends_a_model_pair_or_is_a_vs_error(models, tmp_path):
+    clip = vs.core.std.BlankClip(width=WIDTH, height=HEIGHT, format=vs.RGBS, length=1, color=[0.2, 0.5, 0.8])
+    torch.manual_seed(1)
+    gan = str(save_checkpoint(tmp_path / "gan.safetensors", create_model("espcn", scale=3, channels=3, features=8,
+                                                                          mid_features=8), psnr_model=models["rgb"]))
+    frame = torch.tensor([0.2, 0.5, 0.8]).view(1, 3, 1, 1).expand(1, 3, HEIGHT, WIDTH)
+    expected = {strength: Upscaler(gan, device="cpu", strength=strength).upscale_rgb(frame)[0].numpy()
+                for strength in (0.5, 1.0)}
+    assert not np.allclose(expected[0.5], expected[1.0])
+    out = sr.upscale(clip, model=gan, strength=0.5, device="cpu")
+    np.testing.assert_allclose(np.stack(plane_arrays(out.get_frame(0))), expected[0.5], atol=1e-6)
+    with pytest.raises(vs.Error, match="no PSNR model to interpolate with"):
+        sr.upscale(clip, model=models["rgb"], strength=0.5)
+
+
 def test_streams_run_batches_at_the_same_time(models, monkeypatch):
     """With num_streams=2, two frames requested together are computed together (each waits for the other)."""
     meeting = threading.Barrier(2, timeout=10)

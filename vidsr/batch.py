@@ -34,8 +34,9 @@ def folder_media(folder: Path) -> list[Path]:
 def upscale_path(input: str | Path, output: str | Path | None = None, *,
                  model: str | Path | Sequence[str | Path] = "espcn-x2",
                  device: str = "auto", precision: str = "auto", tile: int | None = None, tile_pad: int = 16,
-                 max_memory: float | None = None, compile: bool = False, workers: int | None = None,
-                 cluster: str | None = None, gpus_per_worker: float = 1.0, shared_path: bool = False,
+                 max_memory: float | None = None, compile: bool = False, strength: float | None = None,
+                 workers: int | None = None, cluster: str | None = None, gpus_per_worker: float = 1.0,
+                 shared_path: bool = False,
                  **options: Any) -> list[Path]:
     """Upscale a file (like `upscale_video`) or a folder of files into an output folder, with one model or a
     chain of models (a list, run in order in one pass).
@@ -66,7 +67,7 @@ def upscale_path(input: str | Path, output: str | Path | None = None, *,
                                    gpus_per_worker=gpus_per_worker, shared_path=shared_path,
                                    upscaler_options=model_options, **options)
     upscaler = Upscaler(model, device=device, precision=precision, tile=tile, tile_pad=tile_pad,
-                        max_memory=max_memory, compile=compile)
+                        max_memory=max_memory, compile=compile, strength=strength)
     if not input_path.is_dir():
         if on_ray:
             return on_ray([(input_path, Path(output) if output is not None else None)], upscaler)

@@ -68,13 +68,16 @@ def split_models(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def load_models(models: ModelSpec | Sequence[ModelSpec]) -> ModelDescriptor:
-    """One model (name, path or descriptor), or a chain of them run in order."""
+def load_models(models: ModelSpec | Sequence[ModelSpec], strength: float | None = None) -> ModelDescriptor:
+    """One model (name, path or descriptor), or a chain of them run in order; `strength` as `load_model`'s,
+    for one model."""
     if isinstance(models, str | Path):
         models = split_models(str(models)) if isinstance(models, str) else [models]
     elif isinstance(models, ModelDescriptor):
         models = [models]
-    stages = [model if isinstance(model, ModelDescriptor) else load_model(model) for model in models]
+    if strength is not None and (len(models) != 1 or isinstance(models[0], ModelDescriptor)):
+        raise ModelError("strength applies to one model given by name or file, not to a chain or a loaded model")
+    stages = [model if isinstance(model, ModelDescriptor) else load_model(model, strength) for model in models]
     if not stages:
         raise ModelError("no model given")
     return stages[0] if len(stages) == 1 else chain(stages)

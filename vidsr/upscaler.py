@@ -151,9 +151,9 @@ class Upscaler:
 
     def __init__(self, model: ModelSpec | Sequence[ModelSpec] = DEFAULT_MODEL, device: str | torch.device = "auto",
                  precision: Precision = "auto", tile: int | None = None, tile_pad: int = 16,
-                 max_memory: float | None = None, compile: bool = False) -> None:
+                 max_memory: float | None = None, compile: bool = False, strength: float | None = None) -> None:
         heap.keep_large_allocations()  # per-batch activations reuse warm pages instead of faulting in anew
-        self.descriptor = load_models(model)
+        self.descriptor = load_models(model, strength)
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device, self.descriptor)
         if tile is not None and tile < MIN_TILE:

@@ -50,8 +50,13 @@ def model_files(folder: str | Path) -> dict[str, Path]:
             if path.is_file() and path.suffix.lower() in WEIGHT_SUFFIXES and not path.name.startswith(".")}
 
 
-def load_model(name_or_path: str | Path = DEFAULT_MODEL) -> ModelDescriptor:
-    """Load a bundled model by name (`espcn-x2`) or any weight file (.safetensors / .pth / .pt) by path."""
+def load_model(name_or_path: str | Path = DEFAULT_MODEL, strength: float | None = None) -> ModelDescriptor:
+    """Load a bundled model by name (`espcn-x2`) or any weight file (.safetensors / .pth / .pt) by path.
+
+    `strength` (0..1) interpolates a GAN model's weights with its PSNR model's (0: the PSNR model, 1: the GAN
+    model as trained), as ESRGAN's network interpolation and Real-ESRGAN's `-dn` do. The GAN model's weight file
+    names its PSNR model in its `psnr_model` metadata: a bundled name, or a file beside it.
+    """
     bundled = bundled_weights()
     if isinstance(name_or_path, str) and name_or_path in bundled:
         path = bundled[name_or_path]
@@ -65,7 +70,24 @@ def load_model(name_or_path: str | Path = DEFAULT_MODEL) -> ModelDescriptor:
 
     tensors, metadata = load_checkpoint(path)
     metadata.setdefault("name", path.stem.replace("_", "-"))
-    return model_from_state_dict(tensors, metadata)
+    descriptor = model_from_state_dict(tensors, metadata)
+    return descriptor if strength is None else _with_strength(descriptor, path, strength)
+
+
+def _with_strength(gan: ModelDescriptor, path: Path, strength: float) -> ModelDescriptor:
+    from vidsr.blend import blend_models  # blend loads models through this module
+
+    name = gan.metadata["name"]
+    partner = gan.metadata.get("psnr_model")
+    if not partner:
+        raise ModelError(f"{name} has no PSNR model to interpolate with: strength needs a GAN model whose weights "
+                         "name one (psnr_model)")
+    if not 0.0 <= strength <= 1.0:
+        raise ModelError(f"strength must be between 0 and 1, got {strength:g}")
+    beside = path.parent / partner
+    blended = blend_models(load_model(beside if beside.is_file() else partner), gan, strength)
+    blended.metadata = {**gan.metadata, "strength": strength}
+    return blended
 
 
 def list_models() -> list[ModelInfo]:

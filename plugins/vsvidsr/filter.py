@@ -36,6 +36,7 @@ def upscale(
     tile_pad: int = 16,
     precision: Precision = "auto",
     device: Device = "auto",
+    strength: float | None = None,
 ) -> vs.VideoNode:
     """Upscale a clip with a vidsr super-resolution model.
 
@@ -57,6 +58,8 @@ def upscale(
         tile_pad: overlap in input pixels between tiles, cross-faded.
         precision: "auto" (fp16 on CUDA where the model supports it, else fp32), "fp32", "fp16", "bf16".
         device: "auto" (GPU `device_index` when CUDA is available, else CPU), "cpu" or "cuda".
+        strength: for a GAN model whose weights name a PSNR model: interpolate their weights, 0 (PSNR model)
+            to 1 (GAN model as trained).
 
     Returns:
         The clip at the model's scale in the same format, with the same length, frame rate and frame
@@ -65,7 +68,7 @@ def upscale(
     _check_clip(clip)
     _check_arguments(model, device_index, num_streams, batch_size, tile, tile_pad, precision, device)
     try:
-        descriptor = load_models(model)
+        descriptor = load_models(model, strength)
         target = resolve_device(_device_name(device, device_index))
         upscalers = [Upscaler(descriptor, target, precision, tile, tile_pad) for _ in range(num_streams)]
     except VidsrError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +13,7 @@ from vidsr.commands import add_command
 from vidsr.errors import InputError
 
 if TYPE_CHECKING:
-    from vidsr.evaluate import EvalResult
+    from vidsr.evaluate import EvalResult, LumaPredictor
 
 DATA_ENV = "VIDSR_EVAL_DATA"  # folder holding Set5/, Set14/ ...
 
@@ -27,8 +28,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
     parser.add_argument("--per-image", action="store_true", help="also print every image's figures")
+    parser.add_argument("--realworld", action="store_true",
+                        help="also the real-world protocol (blur + noise + libx264 on the LR): NIQE, PSNR/SSIM "
+                        "against the clean HR, mean luma change and contrast ratio against the input")
+    parser.add_argument("--flicker", action="store_true",
+                        help="also temporal stability on clips made from each image (still top, panning bottom): "
+                        "mean luma change between output frames beyond the ground truth's, overall and static")
     parser.add_argument("--record", action="store_true",
-                        help="store the measured PSNR/SSIM in each (safetensors) weight file's metadata")
+                        help="store the measured figures in each (safetensors) weight file's metadata")
 
 
 def dataset_dirs(args: argparse.Namespace) -> list[Path]:
@@ -56,28 +63,64 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     rows: list[dict[str, Any]] = []
+    extra: dict[str, list[dict[str, Any]]] = {"realworld": [], "flicker": []}
     if args.bicubic:
         for scale in args.scale:
             rows += [_row("bicubic", evaluate_dataset(bicubic_predictor(scale), d, scale)) for d in datasets]
+            _extra_rows(args, "bicubic", bicubic_predictor(scale), datasets, scale, extra)
     names = args.models or ([] if args.bicubic else list(bundled_weights()))
     device = resolve_device(args.device)
     for name in names:
         descriptor = load_model(name)
-        results = [evaluate_dataset(model_predictor(descriptor, device), d, descriptor.scale) for d in datasets]
+        predict = model_predictor(descriptor, device)
+        results = [evaluate_dataset(predict, d, descriptor.scale) for d in datasets]
         rows += [_row(str(name), result) for result in results]  # as given: two files may carry one name
+        recorded = _extra_rows(args, str(name), predict, datasets, descriptor.scale, extra)
         if args.record:
             path = bundled_weights().get(name, Path(name))
             update_metadata(path, psnr={r.dataset: round(r.psnr, 3) for r in results},
-                            ssim={r.dataset: round(r.ssim, 4) for r in results})
+                            ssim={r.dataset: round(r.ssim, 4) for r in results}, **recorded)
     print_table(rows, args.per_image)
+    for kind, kind_rows in extra.items():
+        print_extra_table(kind, kind_rows)
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+        args.json.write_text(json.dumps(rows + extra["realworld"] + extra["flicker"], indent=2))
     return 0
+
+
+def _extra_rows(args: argparse.Namespace, model: str, predict: LumaPredictor, datasets: list[Path], scale: int,
+                extra: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, dict[str, float]]]:
+    """The --realworld / --flicker rows of one model, appended to `extra`; returns them by dataset to record."""
+    from vidsr.realworld import evaluate_flicker, evaluate_realworld
+
+    measures = {"realworld": evaluate_realworld, "flicker": evaluate_flicker}
+    recorded = {}
+    for kind, evaluate in measures.items():
+        if not getattr(args, kind):
+            continue
+        results = [asdict(evaluate(predict, d, scale)) for d in datasets]
+        figures = [{key: round(value, 4) for key, value in r.items() if isinstance(value, float)} for r in results]
+        extra[kind] += [{"model": model, "measure": kind, **r, **f} for r, f in zip(results, figures, strict=True)]
+        recorded[kind] = {r["dataset"]: f for r, f in zip(results, figures, strict=True)}
+    return recorded
 
 
 def _row(model: str, result: EvalResult) -> dict[str, Any]:
     return {"model": model, "dataset": result.dataset, "scale": result.scale, "psnr": round(result.psnr, 3),
             "ssim": round(result.ssim, 4), "images": result.per_image}
+
+
+def print_extra_table(kind: str, rows: list[dict[str, Any]]) -> None:
+    """The --realworld or --flicker table: one column per measured figure."""
+    if not rows:
+        return
+    columns = [key for key in rows[0] if key not in ("model", "measure", "dataset", "scale")]
+    width = max([24, *(len(row["model"]) for row in rows)])
+    print(f"\n{kind} ({'8-bit levels' if kind == 'flicker' else 'NIQE: lower is more natural'})")
+    print(f"{'model':<{width}} {'dataset':<10} {'scale':>5} " + " ".join(f"{c:>14}" for c in columns))
+    for row in rows:
+        print(f"{row['model']:<{width}} {row['dataset']:<10} {'x' + str(row['scale']):>5} "
+              + " ".join(f"{row[c]:>14.4f}" for c in columns))
 
 
 def print_table(rows: list[dict[str, Any]], per_image: bool) -> None:

@@ -36,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--ema-decay", type=float)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
-    parser.add_argument("--no-amp", dest="amp", action="store_const", const=False)
+    parser.add_argument("--numerics", choices=["auto", "fp32", "bf16"],
+                        help="auto (default): bf16 autocast + channels-last where bf16 is native, else fp32")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--val-every", type=int)
     parser.add_argument("--log-every", type=int)

@@ -27,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="bundled model name (see `vidsr models`) or a weight file, vidsr's or a community one "
                         f"(ESRGAN, SPAN, SwinIR, ...: `vidsr models --architectures`); repeat to chain models in "
                         f"one pass, e.g. -m dejpeg_1x.pth -m 2x.pth (default: {DEFAULT_MODEL})")
+    parser.add_argument("--strength", type=float, metavar="0..1",
+                        help="GAN models with a PSNR partner: interpolate their weights (0: PSNR model, 1: GAN model)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda:N (default: auto)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                         help="compute precision (default: fp16 on CUDA where the model supports it, else fp32)")
@@ -89,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     written = upscale_path(
         args.input, args.output, model=args.model or DEFAULT_MODEL, device=args.device, precision=args.precision,
         tile=args.tile, tile_pad=args.tile_pad, max_memory=args.max_memory, compile=args.compile,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size, strength=args.strength,
         encoder=args.encoder, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
         encoder_options=dict(args.encoder_option), audio=args.audio, overwrite=args.overwrite,
         skip_errors=args.skip_errors, hwdec=args.hwdec, progress=not args.quiet, chunk_seconds=args.chunk_seconds,

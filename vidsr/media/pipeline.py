@@ -278,6 +278,7 @@ def upscale_video(
     progress: ProgressCallback | bool | None = None,
     cancel: threading.Event | None = None,
     upscaler: Upscaler | None = None,
+    strength: float | None = None,
     chunk_seconds: float | None = None,
     resume: bool = True,
 ) -> Path:
@@ -287,6 +288,7 @@ def upscale_video(
     docs); `progress=True` shows a tqdm bar on stderr, a callable receives `Progress` updates; setting
     `cancel` stops the job with `Cancelled`. Nothing is left at `output` unless the job succeeds.
     `hwdec` decodes on a device (e.g. "cuda" for NVDEC), falling back to software when it cannot.
+    `strength` interpolates a GAN model with its PSNR model (see `load_model`).
     `audio` copies audio streams ("copy", re-encoding what the container cannot hold), re-encodes them
     all to the container's default codec ("reencode") or leaves them out ("drop").
     `chunk_seconds` cuts the video into chunks of about that length at keyframes, kept in a work folder
@@ -295,7 +297,7 @@ def upscale_video(
     """
     info = probe_input(Path(input))
     upscaler = upscaler or Upscaler(model, device=device, precision=precision, tile=tile, tile_pad=tile_pad,
-                                    max_memory=max_memory, compile=compile)
+                                    max_memory=max_memory, compile=compile, strength=strength)
     output_path, settings, image_encoder = plan_output(info, output, upscaler, encoder=encoder, crf=crf,
                                                        preset=preset, pix_fmt=pix_fmt, audio=audio,
                                                        encoder_options=encoder_options, overwrite=overwrite)

@@ -35,7 +35,7 @@ class TrainConfig:
     ema_decay: float = 0.999  # 0 disables EMA
     seed: int = 0
     device: str = "auto"
-    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    numerics: str = "auto"  # auto (bf16 autocast + channels-last where bf16 is native) | fp32 | bf16
     threads: int | None = None  # torch CPU threads (None: torch default)
     log_every: int = 100
     val_every: int = 2000

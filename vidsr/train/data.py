@@ -83,13 +83,13 @@ class PatchSampler:
             lr_patch = lr[:, top : top + p, left : left + p]
             hr_patch = hr[:, top * s : (top + p) * s, left * s : (left + p) * s]
             flip, rotations = self.rng.integers(0, 2), int(self.rng.integers(0, 4))
-            lrs.append(_augment(lr_patch, flip, rotations))
-            hrs.append(_augment(hr_patch, flip, rotations))
+            lrs.append(augment(lr_patch, flip, rotations))
+            hrs.append(augment(hr_patch, flip, rotations))
         to_tensor = lambda arrays: torch.from_numpy(np.stack(arrays)).float().div_(255)  # noqa: E731
         return to_tensor(lrs), to_tensor(hrs)
 
 
-def _augment(patch: np.ndarray, flip: int, rotations: int) -> np.ndarray:
+def augment(patch: np.ndarray, flip: int, rotations: int) -> np.ndarray:
     if flip:
         patch = patch[:, :, ::-1]
     return np.ascontiguousarray(np.rot90(patch, rotations, axes=(1, 2)))

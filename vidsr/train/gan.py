@@ -2,7 +2,8 @@
 
 Stage 1 is `vidsr train` (PSNR-oriented, L1). Stage 2 (`init_from` = stage 1's weights) adds a
 discriminator, a perceptual loss and an adversarial loss. Training pairs are the PSNR trainer's bicubic pairs
-(ESRGAN) or, with a `degradation` setting, its HR patches degraded by the Real-ESRGAN chain (real-world models).
+(ESRGAN) or, with a `degradation` setting, its HR patches degraded by the Real-ESRGAN chain (real-world models),
+on the fly or from a pool of degraded pairs made once (`pool_size`, `vidsr.train.pool`).
 Everything else (data cache, patches, EMA, schedule, validation, exact resume, export) is the Trainer's.
 
     vidsr train --config configs/rrdbnet_x4_esrgan.toml --vgg-weights vgg19-dcbb9e9d.pth
@@ -11,8 +12,6 @@ Everything else (data cache, patches, EMA, schedule, validation, exact resume, e
 from __future__ import annotations
 
 import csv
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,8 @@ from vidsr.train.data import PatchSampler
 from vidsr.train.degradations import DegradationConfig, DegradedPair, make_pair
 from vidsr.train.discriminators import create_discriminator
 from vidsr.train.losses import ADVERSARIAL_KINDS, ContentLoss, discriminator_loss, generator_adversarial_loss
-from vidsr.train.trainer import Trainer, lr_factor, resolve_device
+from vidsr.train.pool import PairPool, PoolSampler, worker_pool
+from vidsr.train.trainer import Trainer, adam, lr_factor, resolve_device
 
 GAN_LOG_FIELDS = [
     "iteration",
@@ -62,7 +62,10 @@ class GANSettings:
     vgg_weights: str | None = None  # torchvision vgg19 state dict; required when perceptual_weight > 0
     vgg_layers: dict[str, float] = field(default_factory=lambda: {"conv5_4": 1.0})
     degradation: str | dict[str, Any] | None = None  # None: bicubic pairs; "realesrgan", "video" or a table
-    degradation_workers: int = 0  # processes degrading patches (0: in the training process)
+    degradation_workers: int = 0  # processes degrading patches or making pool shards (0: in the training process)
+    pool_size: int = 0  # > 0: train from a window of this many degraded pairs made once and cached (vidsr.train.pool)
+    pool_crop: int = 0  # HR side of a pool pair (0: twice the HR patch side, so patches are random crops of pairs)
+    pool_refresh: float = 1.0  # pairs the window slides per iteration (new pairs made in the background)
 
 
 def degradation_config(spec: str | dict[str, Any]) -> DegradationConfig:
@@ -110,10 +113,7 @@ class DegradedSampler:
         self.base = base
         self.rng = base.rng
         self.config = config
-        # Workers compute with the trainer's thread count: torch's results can differ in the last bit between
-        # thread counts, and a flipped rounding would make the batches depend on `workers`.
-        self.pool = ProcessPoolExecutor(workers, mp_context=_process_context(), initializer=torch.set_num_threads,
-                                        initargs=(torch.get_num_threads(),)) if workers > 0 else None
+        self.pool = worker_pool(workers)
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(LR input, loss target, discriminator's real image): the target is unsharp-masked when configured."""
@@ -128,15 +128,6 @@ class DegradedSampler:
             self.pool.shutdown()
 
 
-def _process_context() -> multiprocessing.context.BaseContext:
-    """forkserver with this module preloaded: workers start fast, without forking a multi-threaded trainer."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["vidsr.train.gan"])
-    return context
-
-
 class GANTrainer(Trainer):
     def __init__(self, config: TrainConfig, gan: GANSettings) -> None:
         self.gan = gan
@@ -146,13 +137,12 @@ class GANTrainer(Trainer):
         device = resolve_device(config.device)
         torch.manual_seed(config.seed + 1)  # the discriminator's initialisation (spectral norm vectors too)
         self.discriminator = self._build_discriminator(config, stage_one.in_channels).to(device).train()
-        self.d_optimizer = torch.optim.Adam(
-            self.discriminator.parameters(), lr=gan.d_lr or config.lr, betas=(0.9, 0.99)
-        )
+        self.d_optimizer = adam(self.discriminator.parameters(), gan.d_lr or config.lr, device, betas=(0.9, 0.99))
         self.d_scheduler = torch.optim.lr_scheduler.LambdaLR(self.d_optimizer, lambda it: lr_factor(config, it))
         self.gan_log_path = Path(config.out_dir) / "gan_log.csv"
         self._pending: list[dict[str, float]] = []
         super().__init__(config)  # generator, data, EMA; resumes from state.pt when there is one
+        self.numerics.layout(self.discriminator)
         self.content_loss = ContentLoss(
             self.loss_fn,
             gan.pixel_weight,
@@ -164,7 +154,17 @@ class GANTrainer(Trainer):
             gan.vgg_layers,
         ).to(self.device)
         if gan.degradation is not None:
-            self.sampler = DegradedSampler(self.sampler, degradation_config(gan.degradation), gan.degradation_workers)
+            self.sampler = self._degraded_sampler(config, degradation_config(gan.degradation))
+
+    def _degraded_sampler(self, config: TrainConfig, degradation: DegradationConfig) -> DegradedSampler | PoolSampler:
+        """Patches degraded on the fly, or drawn from the pair pool; the pool's window follows the iteration."""
+        gan, base = self.gan, self.sampler
+        if not gan.pool_size:
+            return DegradedSampler(base, degradation, gan.degradation_workers)
+        crop = gan.pool_crop or 2 * config.patch_size * config.scale
+        pool = PairPool(base.cache, degradation, gan.pool_size, crop, config.seed,
+                        config.cache_dir or self.out_dir / "cache", gan.degradation_workers)
+        return PoolSampler(pool, config.patch_size, config.batch_size, gan.pool_refresh, base.rng, self.iteration)
 
     def _build_discriminator(self, config: TrainConfig, channels: int) -> torch.nn.Module:
         kwargs: dict[str, Any] = {"in_channels": channels, "num_features": self.gan.d_features}
@@ -179,7 +179,7 @@ class GANTrainer(Trainer):
         try:
             return super().run(progress, until)
         finally:
-            if isinstance(self.sampler, DegradedSampler):
+            if isinstance(self.sampler, DegradedSampler | PoolSampler):
                 self.sampler.close()
 
     # ----- one iteration ----------------------------------------------------------------------------------------
@@ -195,10 +195,8 @@ class GANTrainer(Trainer):
 
     def step(self) -> float:
         lr, target, real = self._batch()
-        use_amp = self.config.amp and self.device.type == "cuda"
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
-            output = self.model(lr)
-        output = output.float()
+        with self.numerics.autocast():
+            output = self.model(self.numerics.layout(lr)).float()
         terms = self._generator_step(output, target, real)
         row = {name: value.item() for name, value in terms.items()}
         if self.adversarial:
@@ -216,18 +214,24 @@ class GANTrainer(Trainer):
     ) -> dict[str, torch.Tensor]:
         terms = self.content_loss(output, target)
         if self.adversarial:
-            kind, discriminator = self.gan.adversarial, self.discriminator.requires_grad_(False)
-            real_logits = discriminator(real).detach() if kind == "relativistic" else None
-            adversarial = generator_adversarial_loss(real_logits, discriminator(output), kind)
+            kind = self.gan.adversarial
+            self.discriminator.requires_grad_(False)
+            real_logits = self._judge(real).detach() if kind == "relativistic" else None
+            adversarial = generator_adversarial_loss(real_logits, self._judge(output), kind)
             terms["adversarial"] = self.gan.adversarial_weight * adversarial
         self.optimizer.zero_grad(set_to_none=True)
         sum(terms.values()).backward()
         self.optimizer.step()
         return terms
 
+    def _judge(self, images: torch.Tensor) -> torch.Tensor:
+        """The discriminator's fp32 logits, computed with the trainer's numerics."""
+        with self.numerics.autocast():
+            return self.discriminator(self.numerics.layout(images)).float()
+
     def _discriminator_step(self, fake: torch.Tensor, real: torch.Tensor) -> dict[str, float]:
-        discriminator = self.discriminator.requires_grad_(True)
-        real_logits, fake_logits = discriminator(real), discriminator(fake)
+        self.discriminator.requires_grad_(True)
+        real_logits, fake_logits = self._judge(real), self._judge(fake)
         d_loss = discriminator_loss(real_logits, fake_logits, self.gan.adversarial)
         self.d_optimizer.zero_grad(set_to_none=True)
         d_loss.backward()
