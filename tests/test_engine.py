@@ -319,7 +319,7 @@ def test_alpha_video_keeps_its_alpha_where_the_encoder_can(make_clip, random_esp
 
 
 def test_cpu_encoder_threads_leave_the_cores_to_the_model():
-    assert [cpu_encoder_threads(cores) for cores in (1, 2, 4, 8, 16, 64)] == [1, 1, 1, 2, 4, 16]
+    assert [cpu_encoder_threads(cores) for cores in (1, 2, 4, 8, 16, 64)] == [1, 2, 2, 2, 4, 16]
 
 
 def test_partial_files_of_killed_runs_are_removed(make_clip, random_espcn, tmp_path):

@@ -247,11 +247,12 @@ def _progress_reporter(progress: ProgressCallback | bool | None, info: MediaInfo
 
 
 def cpu_encoder_threads(cores: int) -> int:
-    """Encoder threads beside a model running on the CPU, which already keeps every core busy: a full encoder
-    thread pool on top only preempts the model's threads (measured on 2 cores: 7.4 -> 8.9 fps for ESPCN x2
-    with one x264 thread). A quarter of the cores keeps a many-core machine's encoder from becoming the
-    bottleneck at 4K (not measured: this project has only 2 cores)."""
-    return max(1, cores // 4)
+    """Encoder threads beside a model running on the CPU, which already keeps every core busy. Two on a 2-core
+    machine: with the heap kept warm (vidsr/heap.py) a second x264 thread overlaps the model's idle moments
+    (ESPCN x2 640x360, 120 frames: 10.3-11.1 s against 10.7-12.3 s with one, four alternating pairs; one had
+    won before the heap fix, 8.9 against 7.4 fps). A quarter of the cores keeps a many-core machine's encoder
+    from becoming the bottleneck at 4K without preempting the model (not measured: this project has 2 cores)."""
+    return min(cores, max(2, cores // 4))
 
 
 def upscale_video(
