@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vidsr.errors import InputError
+from vidsr.errors import InputError, ModelError
 from vidsr.resize import imresize_np
 from vidsr.train.config import TrainConfig, load_config
 from vidsr.train.data import PairCache, PatchSampler
@@ -83,6 +83,23 @@ def test_resume_is_exact_and_logs_and_exports(image_dir: Path, tmp_path: Path) -
     model = load_model(exported)
     assert model.metadata["recipe"]["iterations"] == 12
     assert (model.scale, model.color) == (2, "y")
+
+
+class _Exploit:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_resume_refuses_a_state_that_would_run_code(image_dir: Path, tmp_path: Path) -> None:
+    run_dir, marker = tmp_path / "run", tmp_path / "code_ran"
+    run_dir.mkdir()
+    torch.save({"iteration": 3, "payload": _Exploit(marker)}, run_dir / "state.pt")
+    with pytest.raises(ModelError, match="refused"):
+        Trainer(tiny_config(image_dir, run_dir))
+    assert not marker.exists()
 
 
 def test_bf16_numerics_keep_fp32_master_weights_and_resume_exactly(image_dir: Path, tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         raise ModelError(f"model file not found: {path}")
     if file_kind(path) == "safetensors":
         return _load_safetensors(path)
-    return unwrap_state_dict(_load_pickle(path)), {}
+    return unwrap_state_dict(load_pickle(path)), {}
 
 
 def file_kind(path: Path) -> str:
@@ -90,7 +90,9 @@ def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
     return unwrap_state_dict(tensors), {key: _decode(value) for key, value in raw_metadata.items()}
 
 
-def _load_pickle(path: Path) -> Any:
+def load_pickle(path: Path) -> Any:
+    """A torch.save file's content, onto the CPU, through the restricted unpickler (tensors and plain values only);
+    anything else is one line."""
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols on stderr
             warnings.simplefilter("ignore")

@@ -263,9 +263,8 @@ class GANTrainer(Trainer):
             "gan_pending": self._pending,
         }
 
-    def _resume(self) -> None:
-        super()._resume()
-        state = torch.load(self.state_path, map_location=self.device, weights_only=False)  # our own file
+    def _restore(self, state: dict[str, Any]) -> None:
+        super()._restore(state)
         self.discriminator.load_state_dict(state["discriminator"])
         self.d_optimizer.load_state_dict(state["d_optimizer"])
         self.d_scheduler.load_state_dict(state["d_scheduler"])

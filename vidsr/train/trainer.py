@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from vidsr.archs import ModelDescriptor, create_model
-from vidsr.checkpoint import load_checkpoint, save_checkpoint
+from vidsr.checkpoint import load_checkpoint, load_pickle, save_checkpoint
 from vidsr.errors import InputError
 from vidsr.evaluate import evaluate_dataset, model_predictor
 from vidsr.train.config import TrainConfig
@@ -163,7 +163,10 @@ class Trainer:
         os.replace(tmp, self.state_path)
 
     def _resume(self) -> None:
-        state = torch.load(self.state_path, map_location=self.device, weights_only=False)  # our own file
+        # restricted unpickler even for our own file: a state.pt handed over with a run folder must not run code
+        self._restore(load_pickle(self.state_path))
+
+    def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
