@@ -37,6 +37,13 @@ def test_safetensors_round_trip_keeps_metadata_and_non_shape_hyperparams(tmp_pat
     assert load_model(path).metadata["psnr"] == {"Set5": 31.0}
 
 
+def test_saving_a_model_mid_training_leaves_it_in_training_mode(tmp_path: Path) -> None:
+    model = tiny_espcn()
+    model.model.train()
+    save_checkpoint(tmp_path / "m.safetensors", model, name="tiny")  # measures its cost with a forward pass
+    assert model.model.training
+
+
 def test_half_precision_storage_halves_the_file_and_loads_as_float32(tmp_path: Path) -> None:
     model = tiny_espcn()
     path = save_checkpoint(tmp_path / "m.safetensors", model, name="tiny")

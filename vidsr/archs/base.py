@@ -105,10 +105,12 @@ def count_conv_macs(model: nn.Module, x: torch.Tensor) -> int:
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
     handles += [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.ConvTranspose2d)]
+    training = model.training  # a model being trained (save_checkpoint during a run) stays in training mode
     try:
         with torch.no_grad():
             model.eval()(x.to(next(model.parameters())))  # same device and dtype as the weights
     finally:
+        model.train(training)
         for handle in handles:
             handle.remove()
     return total
