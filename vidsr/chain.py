@@ -31,20 +31,19 @@ class _Stage(nn.Module):
         self.rgb_chain = rgb_chain
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.rgb_chain and self.descriptor.color == "y":
-            return self._luma_of_rgb(x)
-        if not self.rgb_chain and self.descriptor.luma_range == "limited":  # a Y chain carries full-range luma
-            return colorops.luma_from_model(self._run(colorops.luma_to_model(x)))
-        return self._run(x)
+        if self.descriptor.color == "rgb":
+            return self.descriptor.run(x)
+        return self._luma_of_rgb(x) if self.rgb_chain else self._luma(x)
 
-    def _run(self, x: torch.Tensor) -> torch.Tensor:
-        return self.descriptor.run(x)
+    def _luma(self, y: torch.Tensor) -> torch.Tensor:
+        """Full-range luma (what a Y chain carries) through the model, at the levels it was trained on."""
+        if self.descriptor.luma_range == "full":
+            return self.descriptor.run(y)
+        return colorops.luma_from_model(self.descriptor.run(colorops.luma_to_model(y)))
 
     def _luma_of_rgb(self, rgb: torch.Tensor) -> torch.Tensor:
         y, cb, cr = colorops.rgb_to_ycc(rgb, colorops.BT601)
-        y = y.unsqueeze(1)
-        y = self._run(y) if self.descriptor.luma_range == "full" else colorops.luma_from_model(
-            self._run(colorops.luma_to_model(y)))
+        y = self._luma(y.unsqueeze(1))
         chroma = F.interpolate(torch.stack([cb, cr], 1), size=y.shape[-2:], mode="bicubic", align_corners=False)
         return colorops.ycc_to_rgb(y[:, 0], chroma[:, 0], chroma[:, 1], colorops.BT601)
 
