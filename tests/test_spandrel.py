@@ -335,6 +335,30 @@ def test_export_round_trips_through_onnxruntime_at_another_size(checkpoints, tmp
     assert np.abs(ours - upscaler.run_model(x).clamp(0, 1).numpy()).max() < 1e-4
 
 
+class _SquareOnly(torch.nn.Module):
+    """A 1x model that, like Uformer, runs on square inputs only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != x.shape[-2]:
+            raise ValueError("square inputs only")
+        return self.conv(x)
+
+
+def test_export_checks_a_square_only_model_at_a_square_size(tmp_path) -> None:
+    pytest.importorskip("onnxruntime")
+    from vidsr.archs import ModelDescriptor
+    from vidsr.export import export_onnx
+
+    model = ModelDescriptor(model=_SquareOnly().eval(), arch="square-only", scale=1, in_channels=3, out_channels=3,
+                            color="rgb", size_square=True)
+    result = export_onnx(model, tmp_path / "square.onnx", size=(24, 16))
+    assert result.dynamic_size and result.max_difference < 1e-4
+
+
 def test_export_command_writes_fp16_and_says_what_it_wrote(checkpoints, tmp_path, capsys) -> None:
     pytest.importorskip("onnxruntime")
     from vidsr.cli import main

@@ -64,7 +64,9 @@ def export_onnx(models: ModelSpec | Sequence[ModelSpec], output: str | Path, fp1
     network = _Network(descriptor).eval().to(dtype)
     channels = min(descriptor.in_channels, 3)
     example = torch.rand(1, channels, height, width, dtype=dtype)
-    check = torch.rand(2, channels, height + 2 * _step(descriptor), width + _step(descriptor), dtype=dtype)
+    step = _step(descriptor)  # a second size, square for models that take only squares
+    check = torch.rand(2, channels, height + 2 * step, width + (2 if descriptor.size_square else 1) * step,
+                       dtype=dtype)
     for dynamic in (True, False):
         _trace(network, example, output, opset, dynamic)
         difference = _max_difference(network, output, check if dynamic else example)
