@@ -415,9 +415,9 @@ class Sink:
         self._mux(self._encoder_dts.fix(self.stream.encode(frame)))
 
     def write_video_packet(self, packet: av.Packet) -> None:
-        """A packet of the stream `copy_video` (the join of a chunked job)."""
+        """A packet of the stream `copy_video` (the join of a chunked job), its dts mended as an encoder's."""
         packet.stream = self.stream
-        self._mux([packet])
+        self._mux(self._encoder_dts.fix([packet]))
 
     def write_packet(self, packet: av.Packet) -> None:
         out = self.stream_map[packet.stream.index]
