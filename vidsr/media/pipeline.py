@@ -529,7 +529,8 @@ class ChunkedJob:
                 self.work.finish(chunk.index, partial, frames)
                 base += frames
         except BaseException:
-            self.work.close()  # the finished chunks stay for the next run
+            self.work.clear_stale()  # the half-written chunk goes; the finished ones stay for the next run
+            self.work.close()
             raise
         finally:
             close_report()
