@@ -322,6 +322,13 @@ def test_an_existing_output_is_replaced_only_with_overwrite(vfr_mkv, random_espc
     assert len(frames_of(out)) == 30
 
 
+def test_chunked_av1_output_is_joined(make_clip, random_espcn, tmp_path):
+    """AV1 chunks are read with the libdav1d decoder, which PyAV took for an encoder's name when copying."""
+    src = make_clip("in.mkv", width=64, height=48, frames=16, rate=Fraction(8), codec="ffv1", options=(("g", "8"),))
+    out = vidsr.upscale_video(src, tmp_path / "out.mkv", model=random_espcn, encoder="libsvtav1", chunk_seconds=1)
+    assert vidsr.probe(out).video.codec == "av1" and len(frames_of(out)) == 16
+
+
 def test_a_cancelled_chunk_leaves_no_partial_file(vfr_mkv, random_espcn, tmp_path):
     cancel = threading.Event()
 

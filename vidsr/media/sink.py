@@ -23,7 +23,7 @@ from vidsr.formats import UNSPECIFIED, ColorInfo
 from vidsr.media import ENCODERS
 from vidsr.media.chunks import CHUNK_FORMAT, CHUNK_OPTIONS
 from vidsr.media.frames import _is_engine_planar, working_format
-from vidsr.media.info import VideoInfo, codec_name, ffmpeg_reason
+from vidsr.media.info import VideoInfo, codec_name, copy_stream, ffmpeg_reason
 
 log = logging.getLogger("vidsr")
 
@@ -256,7 +256,7 @@ class Sink:
                 _warn_of_losses(source_format, self.pix_fmt, codec.name)
             self.width, self.height = _whole_chroma_size(width, height, self.pix_fmt)
         else:
-            self.stream = self.output.add_stream_from_template(self.copy_video)
+            self.stream = copy_stream(self.output, self.copy_video)
             ctx = self.copy_video.codec_context
             self.pix_fmt, self.width, self.height = ctx.pix_fmt, ctx.width, ctx.height
         self.color = _output_color(video, av.VideoFormat(self.pix_fmt).is_rgb)
