@@ -270,7 +270,8 @@ class Sink:
         _copy_identity(source.streams.video[0], self.stream, _VIDEO_TAGS)
         self._resamplers: dict[int, av.AudioResampler] = {}  # input audio stream index -> for re-encoding
         self._audio_clocks: dict[int, _AudioClock] = {}
-        self._encoder_dts = _EncoderDts(video.time_base)
+        # in the time base of the packets it mends: a join's are the chunk files', which NUT may have changed
+        self._encoder_dts = _EncoderDts(video.time_base if self.copy_video is None else self.copy_video.time_base)
         if self.chunk_headers is not None:
             self.stream_map: dict[int, av.stream.Stream] = {}
             return
