@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 import vidsr
-from vidsr.errors import OutputError
+from vidsr.errors import Cancelled, OutputError
 from vidsr.media.chunks import keyframe_times, plan_chunks
 from vidsr.media.info import probe
 from vidsr.sample import ClipSpec, pattern_frame, write_clip
@@ -319,3 +320,25 @@ def test_an_existing_output_is_replaced_only_with_overwrite(vfr_mkv, random_espc
     assert not work_folder_of(out).exists()  # refused before any chunk was made
     vidsr.upscale_video(vfr_mkv, out, model=random_espcn, encoder="ffv1", chunk_seconds=1, overwrite=True)
     assert len(frames_of(out)) == 30
+
+
+def test_chunked_av1_output_is_joined(make_clip, random_espcn, tmp_path):
+    """AV1 chunks are read with the libdav1d decoder, which PyAV took for an encoder's name when copying."""
+    src = make_clip("in.mkv", width=64, height=48, frames=16, rate=Fraction(8), codec="ffv1", options=(("g", "8"),))
+    out = vidsr.upscale_video(src, tmp_path / "out.mkv", model=random_espcn, encoder="libsvtav1", chunk_seconds=1)
+    assert vidsr.probe(out).video.codec == "av1" and len(frames_of(out)) == 16
+
+
+def test_a_cancelled_chunk_leaves_no_partial_file(vfr_mkv, random_espcn, tmp_path):
+    cancel = threading.Event()
+
+    def cancel_once_written(progress: vidsr.Progress) -> None:
+        time.sleep(0.5)  # the encoder thread writes the first frames: the chunk's file is begun
+        cancel.set()
+
+    with pytest.raises(Cancelled):
+        vidsr.upscale_video(vfr_mkv, tmp_path / "out.mkv", model=random_espcn, encoder="ffv1",  # no encoder delay
+                            chunk_seconds=1, cancel=cancel, progress=cancel_once_written)
+    work = work_folder_of(tmp_path / "out.mkv")
+    assert (work / "manifest.json").is_file()  # kept for a rerun
+    assert not list(work.glob("*chunk-*"))

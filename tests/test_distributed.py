@@ -20,8 +20,8 @@ from test_chunks import frames_of, with_chapter_and_font
 
 import vidsr
 from vidsr.batch import upscale_path
-from vidsr.distributed import worker_count
-from vidsr.errors import VidsrError
+from vidsr.distributed import upscale_files, worker_count
+from vidsr.errors import InputError, VidsrError
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
@@ -52,6 +52,16 @@ def test_cluster_where_nothing_listens_fails_in_one_line_quickly(make_clip, rand
                                      "(connection refused)")
     assert time.monotonic() - start < 60  # Python, torch and Ray's imports included; no connection retries
     assert not any(src.parent.glob(".*.vidsr"))
+
+
+def test_a_file_that_cannot_be_planned_leaves_no_work_folder_of_the_others(make_clip, random_espcn, tmp_path):
+    good = make_clip("good.mp4", width=64, height=48, frames=4)
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    with pytest.raises(InputError):
+        upscale_files([(good, tmp_path / "good_x2.mp4"), (bad, tmp_path / "bad_x2.mp4")],
+                      vidsr.Upscaler(random_espcn, device="cpu"), workers=1)
+    assert not any(tmp_path.glob(".*.vidsr"))
 
 
 @pytest.fixture(scope="module")

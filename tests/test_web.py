@@ -358,6 +358,14 @@ def test_mkv_result_is_shown_through_an_mp4_remux(store, tmp_path) -> None:
     assert not shown.exists()
 
 
+def test_av1_mkv_result_is_remuxed_too(store, tmp_path) -> None:
+    """FFmpeg decodes AV1 with libdav1d: the codec, not the decoder, decides what a browser plays."""
+    workspace = store.get("s")
+    result = write_clip(tmp_path / "result.mkv", ClipSpec(width=CLIP_W, height=CLIP_H, frames=4, codec="libsvtav1"))
+    shown = handlers.browser_copy(workspace, result)
+    assert shown.suffix == ".mp4" and vidsr.probe(shown).video.codec == "av1"
+
+
 def test_progress_is_relayed_from_the_calling_thread() -> None:
     caller = threading.current_thread()
     seen: list[tuple[int, bool]] = []

@@ -215,11 +215,18 @@ def upscale_files(pairs: list[tuple[Path, Path | None]], upscaler: Upscaler, *, 
     """
     if hwdec:
         log.warning("--hwdec: Ray workers decode in software")
-    ray = connect(cluster)
-    jobs = [_plan(source, target, upscaler, chunk_seconds, resume, skip_errors, encode) for source, target in pairs]
-    count = worker_count(ray, workers, gpus_per_worker)
-    RayRunner(ray, upscaler, count, gpus_per_worker, upscaler_options or {}, batch_size, shared_path).run(
-        jobs, progress, cancel)
+    jobs: list[ChunkedJob] = []
+    try:
+        jobs.extend(_plan(source, target, upscaler, chunk_seconds, resume, skip_errors, encode)
+                    for source, target in pairs)
+        ray = connect(cluster)
+        runner = RayRunner(ray, upscaler, worker_count(ray, workers, gpus_per_worker), gpus_per_worker,
+                           upscaler_options or {}, batch_size, shared_path)
+    except BaseException:  # no chunk ran: unlock the work folders planned so far, and remove those holding none
+        for job in jobs:
+            job.work.close() if job.work.done() else job.work.remove()
+        raise
+    runner.run(jobs, progress, cancel)
     return [job.output for job in jobs]
 
 

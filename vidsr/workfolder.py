@@ -87,7 +87,7 @@ class WorkFolder:
             if done:
                 log.warning("%s: resuming: %d of %d chunks already done", self.output.name, done,
                             len(self.manifest["chunks"]))
-        self._clear_stale()
+        self.clear_stale()
         self._save()
 
     def _read_manifest(self) -> dict[str, Any] | None:
@@ -153,7 +153,7 @@ class WorkFolder:
             os.close(self._lock)
             self._lock = -1
 
-    def _clear_stale(self) -> None:
+    def clear_stale(self) -> None:
         """Chunk files not recorded as done (a killed run's, or another input's) are removed."""
         keep = {self.chunk_path(i).name for i in self.done()} | {MANIFEST, "lock"}
         for path in self.path.iterdir():

@@ -19,7 +19,7 @@ from PIL import Image
 import vidsr
 from vidsr.errors import Cancelled, DecodeError, InputError
 from vidsr.media import sink
-from vidsr.media.info import MediaInfo
+from vidsr.media.info import MediaInfo, codec_name, copy_stream
 from vidsr.resize import imresize_np
 from vidsr.zoo import DEFAULT_MODEL, ModelInfo
 from web.limits import Limits
@@ -220,7 +220,7 @@ def browser_copy(workspace: Workspace, result: Path) -> Path:
 
 def remux(source: av.container.InputContainer, streams: list[av.stream.Stream], target_path: Path) -> None:
     with av.open(str(target_path), "w", format="mp4", options={"movflags": "+faststart"}) as target:
-        outputs = {s.index: target.add_stream_from_template(s) for s in streams}
+        outputs = {s.index: copy_stream(target, s) for s in streams}
         for packet in source.demux(streams):
             if packet.size:  # not the demuxer's end-of-stream marker
                 packet.stream = outputs[packet.stream.index]
@@ -228,7 +228,7 @@ def remux(source: av.container.InputContainer, streams: list[av.stream.Stream], 
 
 
 def first_stream(streams: Iterable[av.stream.Stream], codecs: tuple[str, ...]) -> av.stream.Stream | None:
-    return next((s for s in streams if s.codec_context.name in codecs), None)
+    return next((s for s in streams if codec_name(s) in codecs), None)  # av1, not the libdav1d decoder
 
 
 def run_reporting[T](job: Callable[[Callable[[vidsr.Progress], None]], T],

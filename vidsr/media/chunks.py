@@ -17,7 +17,7 @@ from pathlib import Path
 
 import av
 
-from vidsr.media.info import open_container
+from vidsr.media.info import copy_stream, open_container
 from vidsr.media.source import PtsRange
 
 log = logging.getLogger("vidsr")
@@ -97,7 +97,7 @@ def chunk_packets(path: Path, chunk: Chunk) -> bytes:
         if chunk.seek is not None:
             source.seek(chunk.seek, stream=video)
         with av.open(buffer, "w", format=CHUNK_FORMAT, container_options=CHUNK_OPTIONS) as out:
-            stream = out.add_stream_from_template(video)
+            stream = copy_stream(out, video)
             for packet in source.demux(video):
                 if not packet.size:
                     continue

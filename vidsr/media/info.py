@@ -233,6 +233,12 @@ def codec_name(stream: av.stream.Stream) -> str:
     return ctx.codec.canonical_name if ctx.codec is not None else ctx.name
 
 
+def copy_stream(container: av.container.OutputContainer, template: av.stream.Stream) -> av.stream.Stream:
+    """A stream of `container` for `template`'s packets as they are. Its codec parameters are copied as such:
+    PyAV otherwise looks a video stream's encoder up by its decoder's name, and there is no libdav1d encoder."""
+    return container.add_stream_from_template(template, opaque=True)
+
+
 def is_image_demuxer(name: str) -> bool:
     """FFmpeg reads pictures with image2 and the *_pipe demuxers (png_pipe, jpeg_pipe, ...); a one-frame video in
     a video container stays a video."""

@@ -529,7 +529,8 @@ class ChunkedJob:
                 self.work.finish(chunk.index, partial, frames)
                 base += frames
         except BaseException:
-            self.work.close()  # the finished chunks stay for the next run
+            self.work.clear_stale()  # the half-written chunk goes; the finished ones stay for the next run
+            self.work.close()
             raise
         finally:
             close_report()
@@ -567,17 +568,10 @@ class ChunkedJob:
 
 
 def _video_packets(files: list[Path]) -> Iterator[av.Packet]:
-    """The chunks' packets in decode order, with dts that increase across chunks as muxers need."""
-    last_dts: int | None = None
+    """The chunks' packets in decode order (the sink keeps their dts increasing across chunks)."""
     for path in files:
         with open_container(path) as chunk:
-            for packet in _with_dts(p for p in chunk.demux(chunk.streams.video[0]) if p.size):
-                if packet.dts is None:
-                    packet.dts = packet.pts
-                if last_dts is not None and packet.dts <= last_dts:
-                    packet.dts = last_dts + 1
-                last_dts = packet.dts
-                yield packet
+            yield from _with_dts(p for p in chunk.demux(chunk.streams.video[0]) if p.size)
 
 
 _REORDER_WINDOW = 32  # packets: far more than any encoder's reordering depth

@@ -23,7 +23,7 @@ from vidsr.formats import UNSPECIFIED, ColorInfo
 from vidsr.media import ENCODERS
 from vidsr.media.chunks import CHUNK_FORMAT, CHUNK_OPTIONS
 from vidsr.media.frames import _is_engine_planar, working_format
-from vidsr.media.info import VideoInfo, codec_name, ffmpeg_reason
+from vidsr.media.info import VideoInfo, codec_name, copy_stream, ffmpeg_reason
 
 log = logging.getLogger("vidsr")
 
@@ -256,7 +256,7 @@ class Sink:
                 _warn_of_losses(source_format, self.pix_fmt, codec.name)
             self.width, self.height = _whole_chroma_size(width, height, self.pix_fmt)
         else:
-            self.stream = self.output.add_stream_from_template(self.copy_video)
+            self.stream = copy_stream(self.output, self.copy_video)
             ctx = self.copy_video.codec_context
             self.pix_fmt, self.width, self.height = ctx.pix_fmt, ctx.width, ctx.height
         self.color = _output_color(video, av.VideoFormat(self.pix_fmt).is_rgb)
@@ -270,7 +270,8 @@ class Sink:
         _copy_identity(source.streams.video[0], self.stream, _VIDEO_TAGS)
         self._resamplers: dict[int, av.AudioResampler] = {}  # input audio stream index -> for re-encoding
         self._audio_clocks: dict[int, _AudioClock] = {}
-        self._encoder_dts = _EncoderDts(video.time_base)
+        # in the time base of the packets it mends: a join's are the chunk files', which NUT may have changed
+        self._encoder_dts = _EncoderDts(video.time_base if self.copy_video is None else self.copy_video.time_base)
         if self.chunk_headers is not None:
             self.stream_map: dict[int, av.stream.Stream] = {}
             return
@@ -415,9 +416,9 @@ class Sink:
         self._mux(self._encoder_dts.fix(self.stream.encode(frame)))
 
     def write_video_packet(self, packet: av.Packet) -> None:
-        """A packet of the stream `copy_video` (the join of a chunked job)."""
+        """A packet of the stream `copy_video` (the join of a chunked job), its dts mended as an encoder's."""
         packet.stream = self.stream
-        self._mux([packet])
+        self._mux(self._encoder_dts.fix([packet]))
 
     def write_packet(self, packet: av.Packet) -> None:
         out = self.stream_map[packet.stream.index]
