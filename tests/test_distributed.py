@@ -179,3 +179,25 @@ def test_a_chunk_whose_workers_keep_dying_fails_in_one_line_after_three(ray_sess
     assert str(failure.value).startswith("in.mkv chunk 0 (from 0.0 s) failed on 3 workers; the last one died")
     assert "\n" not in str(failure.value)
     assert (tmp_path / ".out.mkv.vidsr" / "manifest.json").exists()  # resumable
+
+
+@pytest.mark.parametrize("lost", ["NodeDiedError", "RaySystemError", "OutOfMemoryError"])
+def test_a_lost_node_or_ray_failure_retries_the_chunk(lost, caplog):
+    """A chunk whose node went away is retried like one whose worker process died, never a traceback."""
+    import types
+
+    import ray
+
+    from vidsr.distributed import RayRunner, _Task
+
+    def get(_ref):
+        raise getattr(ray.exceptions, lost)("gone")
+
+    runner = object.__new__(RayRunner)
+    runner.ray = types.SimpleNamespace(exceptions=ray.exceptions, get=get)
+    job = types.SimpleNamespace(info=types.SimpleNamespace(path=Path("in.mkv"),
+                                                           video=types.SimpleNamespace(time_base=Fraction(1, 25))))
+    task = _Task(job, types.SimpleNamespace(index=3, start=50), attempts=1)
+    with caplog.at_level(logging.WARNING):
+        assert runner._collect(object(), task, bar=None) is False
+    assert "in.mkv chunk 3 (from 2.0 s): the worker died" in caplog.text

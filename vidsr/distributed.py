@@ -166,7 +166,7 @@ class RayRunner:
         try:
             data, frames, where = self.ray.get(ref)
         except (exceptions.RayActorError, exceptions.WorkerCrashedError, exceptions.ObjectLostError,
-                exceptions.OutOfMemoryError) as exc:
+                exceptions.OutOfMemoryError, exceptions.NodeDiedError, exceptions.RaySystemError) as exc:
             if task.attempts >= ATTEMPTS:
                 raise VidsrError(f"{task.name} failed on {ATTEMPTS} workers; the last one died "
                                  f"({type(exc).__name__}); finished chunks are kept for the next run") from None
