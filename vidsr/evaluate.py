@@ -82,7 +82,7 @@ def bicubic_predictor(scale: int) -> LumaPredictor:
 
 def model_predictor(descriptor: ModelDescriptor, device: str | torch.device = "cpu") -> LumaPredictor:
     """Run the model on the whole LR image; the output is rounded to 8 bits before measuring, as published."""
-    model = descriptor.model.to(device).eval()
+    descriptor.model.to(device).eval()  # modules move in place: descriptor.run uses it
 
     @torch.no_grad()
     def predict(lr: np.ndarray) -> np.ndarray:
@@ -90,7 +90,7 @@ def model_predictor(descriptor: ModelDescriptor, device: str | torch.device = "c
         full_range_grey = descriptor.color == "y" and descriptor.luma_range == "full"
         if full_range_grey:  # the protocol's Y is studio range; a third-party grey model expects full-range grey
             x = luma_from_model(x)
-        out = descriptor.run(x, model)
+        out = descriptor.run(x)
         if full_range_grey:
             out = luma_to_model(out)
         out = out[0].clamp(0, 1).mul(255).add(0.5).floor().byte().cpu().numpy()

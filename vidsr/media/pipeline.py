@@ -305,8 +305,8 @@ def upscale_video(
     if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
         raise InputError(f"batch size must be a whole number of at least 1 or 'auto' (got {batch_size!r})")
     seconds = 0.0 if image_encoder or info.is_image else resolve_chunk_seconds(chunk_seconds, info.video.duration)
-    job = seconds and ChunkedJob.plan(info, output_path, upscaler, settings, seconds, resume, skip_errors, hwdec,
-                                      overwrite)
+    job = (ChunkedJob.plan(info, output_path, upscaler, settings, seconds, resume, skip_errors, hwdec, overwrite)
+           if seconds else None)
     if job:
         job.run_here(upscaler, batch_size, progress, cancel)
         return output_path
