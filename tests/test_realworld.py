@@ -77,9 +77,11 @@ def test_realworld_figures_follow_the_output(hr_dir: Path) -> None:
     brighter = evaluate_realworld(lambda lr: bicubic(lr) + 10, hr_dir, 2)
     flatter = evaluate_realworld(lambda lr: (bicubic(lr) - 128) / 2 + 128, hr_dir, 2)
     assert abs(plain.dy) < 1 and 0.5 < plain.std_ratio < 1  # bicubic smooths: less contrast, same tone
-    assert brighter.dy == pytest.approx(plain.dy + 10, abs=1e-6) and brighter.psnr < plain.psnr
-    assert flatter.std_ratio == pytest.approx(plain.std_ratio / 2) and flatter.ssim < plain.ssim
-    assert brighter.niqe == pytest.approx(plain.niqe) and plain.niqe > 0  # MSCN statistics ignore the mean
+    # Each call degrades the LR afresh; torch's blur can round a pixel differently when another test has changed
+    # the thread count, so the calls agree to a few thousandths, not exactly.
+    assert brighter.dy == pytest.approx(plain.dy + 10, abs=1e-2) and brighter.psnr < plain.psnr
+    assert flatter.std_ratio == pytest.approx(plain.std_ratio / 2, rel=1e-3) and flatter.ssim < plain.ssim
+    assert brighter.niqe == pytest.approx(plain.niqe, rel=1e-3) and plain.niqe > 0  # MSCN statistics ignore the mean
 
 
 def test_flicker_counts_shimmer_on_static_pixels(hr_dir: Path) -> None:
