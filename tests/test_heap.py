@@ -35,16 +35,46 @@ print(libc.mallinfo2().hblks - before)
 """
 
 
-def new_mmapped_blocks_for_a_large_malloc(setup: str) -> int:
+def count_in_a_fresh_process(script: str, setup: str) -> int:
+    """The number `script` prints last, run with `setup` ("plain", or "engine": after making an Upscaler)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, "-c", MMAPPED_BLOCKS, setup], capture_output=True, text=True,
-                            timeout=120, env=env, check=True)
+    result = subprocess.run([sys.executable, "-c", script, setup], capture_output=True, text=True, timeout=120,
+                            env=env, check=True)
     return int(result.stdout.split()[-1])
 
 
 def test_an_upscaler_keeps_large_blocks_in_the_heap() -> None:
-    assert new_mmapped_blocks_for_a_large_malloc("plain") == 1  # glibc's default: a block this big is mmapped
-    assert new_mmapped_blocks_for_a_large_malloc("engine") == 0
+    assert count_in_a_fresh_process(MMAPPED_BLOCKS, "plain") == 1  # glibc's default: a block this big is mmapped
+    assert count_in_a_fresh_process(MMAPPED_BLOCKS, "engine") == 0
+
+
+# Mallocs 1 MiB in a new thread and prints how many arenas glibc's malloc_stats then lists.
+ARENAS_AFTER_A_THREAD_ALLOCATES = """
+import ctypes, os, sys, tempfile, threading
+
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+if sys.argv[1] == "engine":
+    import vidsr
+    vidsr.Upscaler("espcn-x2", device="cpu")
+blocks = []
+thread = threading.Thread(target=lambda: blocks.append(libc.malloc(1 << 20)))
+thread.start()
+thread.join()
+with tempfile.TemporaryFile() as report:  # malloc_stats writes to file descriptor 2
+    saved = os.dup(2)
+    os.dup2(report.fileno(), 2)
+    libc.malloc_stats()
+    os.dup2(saved, 2)
+    report.seek(0)
+    print(sum(line.startswith(b"Arena ") for line in report))
+"""
+
+
+def test_threads_share_one_arena() -> None:
+    """The CPU runner's compute threads allocate from the heap kept warm, not from arenas of their own."""
+    assert count_in_a_fresh_process(ARENAS_AFTER_A_THREAD_ALLOCATES, "plain") >= 2
+    assert count_in_a_fresh_process(ARENAS_AFTER_A_THREAD_ALLOCATES, "engine") == 1
 
 
 def test_applied_once_and_reported() -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -134,6 +136,41 @@ def test_batch_runner_matches_frame_by_frame_in_order(espcn, batch_size, static_
             # oneDNN picks kernels by batch size, so float rounding may flip a code by one, rarely.
             diff = np.abs(plane.astype(np.int32) - ref[0].numpy().astype(np.int32))
             assert diff.max() <= 1 and (diff == 0).mean() > 0.99
+
+
+def test_cpu_runner_computes_two_batches_at_once(espcn, monkeypatch):
+    """On the CPU the two slots compute in threads of their own, on replicas sharing the weights: both calls
+    meet at a barrier, which one thread at a time could never pass."""
+    layout, color = plane_layout("gray"), ColorInfo(matrix=1)
+    meeting = threading.Barrier(2, timeout=20)
+    callers = set()
+    real = Upscaler.upscale_planes
+
+    def meet_then_compute(self, *args):
+        callers.add(id(self))
+        meeting.wait()
+        return real(self, *args)
+
+    monkeypatch.setattr(Upscaler, "upscale_planes", meet_then_compute)
+    frames = [[np.full((8, 9), 16 * i, np.uint8)] for i in range(4)]
+    runner = BatchRunner(espcn, layout, color, layout, color, 1)
+    out = [planes[0][0].copy() for _, planes in runner.run(Batch([f], [i]) for i, f in enumerate(frames))]
+    assert len(out) == 4 and len(callers) == 2
+    assert all(a.mean() < b.mean() for a, b in itertools.pairwise(out))  # in order
+    assert espcn.replica().descriptor.model is espcn.descriptor.model
+
+
+def test_cpu_runner_passes_a_compute_error_on_and_stops_its_threads(espcn, monkeypatch):
+    layout, color = plane_layout("gray"), ColorInfo(matrix=1)
+
+    def broken(self, *args):
+        raise RuntimeError("model failed")
+
+    monkeypatch.setattr(Upscaler, "upscale_planes", broken)
+    runner = BatchRunner(espcn, layout, color, layout, color, 1)
+    with pytest.raises(RuntimeError, match="model failed"):
+        list(runner.run(Batch([[np.zeros((8, 8), np.uint8)]], [i]) for i in range(3)))
+    assert not any(t.name.startswith("vidsr-model") for t in threading.enumerate())
 
 
 def test_rgb_model_on_yuv_planes_keeps_geometry():

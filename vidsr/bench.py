@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
 
 import av
 import numpy as np
@@ -25,7 +24,7 @@ from vidsr.media.pipeline import Progress, upscale_video
 from vidsr.media.sink import EncodeSettings, encoder_options
 from vidsr.media.source import Source
 from vidsr.sample import ClipSpec, write_clip
-from vidsr.upscaler import Upscaler
+from vidsr.upscaler import BatchSize, Upscaler
 
 
 @dataclass
@@ -152,7 +151,7 @@ def naive_loop_fps(path: Path, output: Path, upscaler: Upscaler, encoder: str, o
 
 
 def run_bench(model: str = "espcn-x2", width: int = 640, height: int = 360, frames: int = 48,
-              batch_size: int | Literal["auto"] = 4, precision: str = "auto", device: str = "auto",
+              batch_size: BatchSize = None, precision: str = "auto", device: str = "auto",
               encoder: str = "libx264", input_path: Path | None = None, compile: bool = False, tile: int | None = None,
               max_memory: float | None = None, hwdec: str | None = None, crf: int | None = None,
               preset: str | None = None) -> BenchResult:
@@ -166,8 +165,7 @@ def run_bench(model: str = "espcn-x2", width: int = 640, height: int = 360, fram
         video = probe(clip).video
         width, height = video.width, video.height
         layout = plane_layout(working_format(video.pix_fmt))
-        if batch_size == "auto":
-            batch_size = upscaler.auto_batch_size(layout, video.color, width, height)
+        batch_size = upscaler.batch_size(batch_size, layout, video.color, width, height)
         with av.open(str(clip)) as c:
             first = next(c.decode(video=0))
             host = [torch.from_numpy(np.stack([p] * batch_size)) for p in frame_to_planes(first)]

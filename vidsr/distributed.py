@@ -20,7 +20,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlparse
 
 from tqdm import tqdm
@@ -30,7 +30,7 @@ from vidsr.media.chunks import Chunk, chunk_packets, resolve_chunk_seconds
 from vidsr.media.info import MediaInfo
 from vidsr.media.pipeline import ChunkedJob, plan_output, probe_input, upscale_chunk
 from vidsr.media.sink import EncodeSettings
-from vidsr.upscaler import Upscaler
+from vidsr.upscaler import BatchSize, Upscaler
 
 log = logging.getLogger("vidsr")
 
@@ -81,7 +81,7 @@ def _check_reachable(address: str) -> None:
 class ChunkWorker:
     """A Ray actor (see `_actor_class`): one model, loaded once, for every chunk it is given."""
 
-    def __init__(self, descriptor: Any, options: dict[str, Any], batch_size: int | Literal["auto"]) -> None:
+    def __init__(self, descriptor: Any, options: dict[str, Any], batch_size: BatchSize) -> None:
         self.upscaler = Upscaler(descriptor, **options)
         self.batch_size = batch_size
 
@@ -112,7 +112,7 @@ class RayRunner:
     """Runs the pending chunks of several jobs on `workers` actors; joins each job as soon as it is complete."""
 
     def __init__(self, ray: Any, upscaler: Upscaler, workers: int, gpus_per_worker: float, options: dict[str, Any],
-                 batch_size: int | Literal["auto"], shared_path: bool = False) -> None:
+                 batch_size: BatchSize, shared_path: bool = False) -> None:
         self.ray, self.workers, self.shared_path = ray, workers, shared_path
         # Workers get the weights through the object store (no shared filesystem needed), on the CPU in fp32.
         model = copy.deepcopy(upscaler.descriptor.model).to("cpu").float()
@@ -203,7 +203,7 @@ class _ProgressBar:
 
 def upscale_files(pairs: list[tuple[Path, Path | None]], upscaler: Upscaler, *, workers: int | None = None,
                   cluster: str | None = None, gpus_per_worker: float = 1.0, shared_path: bool = False,
-                  chunk_seconds: float | None = None, resume: bool = True, batch_size: int | Literal["auto"] = 4,
+                  chunk_seconds: float | None = None, resume: bool = True, batch_size: BatchSize = None,
                   progress: bool = False, cancel: threading.Event | None = None, skip_errors: bool = False,
                   upscaler_options: dict[str, Any] | None = None, hwdec: str | None = None,
                   **encode: Any) -> list[Path]:

@@ -70,7 +70,8 @@ def upscale(
     try:
         descriptor = load_models(model, strength)
         target = resolve_device(_device_name(device, device_index))
-        upscalers = [Upscaler(descriptor, target, precision, tile, tile_pad) for _ in range(num_streams)]
+        first = Upscaler(descriptor, target, precision, tile, tile_pad)
+        upscalers = [first] + [first.replica() for _ in range(num_streams - 1)]
     except VidsrError as exc:
         hint = ("; relative paths are read from the script's folder under vspipe: pass an absolute path"
                 if "no model named or found" in str(exc) and not os.path.isabs(model) else "")

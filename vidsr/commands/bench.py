@@ -16,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--size", default="640x360", help="WIDTHxHEIGHT of the generated clip (default 640x360)")
     parser.add_argument("--frames", type=int, default=48, help="length of the generated clip (default 48)")
     parser.add_argument("--input", type=Path, help="benchmark this clip instead of a generated one")
-    parser.add_argument("-b", "--batch-size", type=batch_size_arg, default=4, help="frames per model call, or auto")
+    parser.add_argument("-b", "--batch-size", type=batch_size_arg,
+                        help="frames per model call, or auto (default: 4 on CUDA, 1 on the CPU)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
     parser.add_argument("--device", default="auto")
     parser.add_argument("-c", "--encoder", default="libx264")

@@ -32,9 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda:N (default: auto)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                         help="compute precision (default: fp16 on CUDA where the model supports it, else fp32)")
-    parser.add_argument("-b", "--batch-size", type=batch_size_arg, default=4,
+    parser.add_argument("-b", "--batch-size", type=batch_size_arg,
                         help="frames per model call, or auto: as many as the GPU's free memory holds, up to 16 "
-                        "(default: 4)")
+                        "(default: 4 on CUDA, 1 on the CPU)")
     parser.add_argument("--tile", type=int, help="tile size in input pixels (default: whole frames, tiling "
                         "automatically on GPU out-of-memory)")
     parser.add_argument("--tile-pad", type=int, default=16, help="context pixels around each tile (default: 16)")

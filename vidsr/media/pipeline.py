@@ -33,7 +33,7 @@ from vidsr.media.info import MediaInfo, open_container, probe
 from vidsr.media.sink import AUDIO_MODES, EncodeSettings, Sink
 from vidsr.media.source import DecodedFrame, Source
 from vidsr.runner import Batch, BatchRunner
-from vidsr.upscaler import Upscaler
+from vidsr.upscaler import BatchSize, Upscaler
 from vidsr.workfolder import WorkFolder, input_fingerprint
 
 log = logging.getLogger("vidsr")
@@ -262,7 +262,7 @@ def upscale_video(
     model: str | Path | Sequence[str | Path] = "espcn-x2",
     device: str = "auto",
     precision: str = "auto",
-    batch_size: int | Literal["auto"] = 4,
+    batch_size: BatchSize = None,
     tile: int | None = None,
     tile_pad: int = 16,
     max_memory: float | None = None,
@@ -302,7 +302,7 @@ def upscale_video(
     output_path, settings, image_encoder = plan_output(info, output, upscaler, encoder=encoder, crf=crf,
                                                        preset=preset, pix_fmt=pix_fmt, audio=audio,
                                                        encoder_options=encoder_options, overwrite=overwrite)
-    if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
+    if batch_size not in ("auto", None) and (not isinstance(batch_size, int) or batch_size < 1):
         raise InputError(f"batch size must be a whole number of at least 1 or 'auto' (got {batch_size!r})")
     seconds = 0.0 if image_encoder or info.is_image else resolve_chunk_seconds(chunk_seconds, info.video.duration)
     job = (ChunkedJob.plan(info, output_path, upscaler, settings, seconds, resume, skip_errors, hwdec, overwrite)
@@ -343,7 +343,7 @@ def plan_output(info: MediaInfo, output: str | Path | None, upscaler: Upscaler, 
 
 
 def _run(info: MediaInfo, source: Source, tmp: Path, container_format: str | None, upscaler: Upscaler,
-         settings: EncodeSettings, batch_size: int | Literal["auto"], progress: ProgressCallback | bool | None,
+         settings: EncodeSettings, batch_size: BatchSize, progress: ProgressCallback | bool | None,
          cancel: threading.Event | None, chunk_headers: bool | None = None) -> int:
     """Upscale `source` into `tmp`; returns the frame count. With `chunk_headers` set, `tmp` is one chunk of
     a chunked job (see `Sink`)."""
@@ -362,9 +362,9 @@ def _run(info: MediaInfo, source: Source, tmp: Path, container_format: str | Non
                     settings, chunk_headers=chunk_headers)
         out_layout = plane_layout(working_format(sink.pix_fmt, alpha=True))
         layout = plane_layout(working_format(video.pix_fmt, alpha=out_layout.has_alpha))  # alpha only if kept
-        if batch_size == "auto":
-            batch_size = upscaler.auto_batch_size(layout, video.color, video.width, video.height, out_layout,
-                                                  sink.color)
+        requested, batch_size = batch_size, upscaler.batch_size(batch_size, layout, video.color, video.width,
+                                                                video.height, out_layout, sink.color)
+        if requested == "auto":
             log.warning("batch size %d (auto)", batch_size)
         frames, encoded = _Channel(2 * batch_size, stopping), _Channel(4 * batch_size + 64, stopping)
         runner = BatchRunner(upscaler, layout, video.color, out_layout, sink.color, batch_size)
@@ -442,7 +442,7 @@ def _start_stages(source: Source, sink: Sink, frames: _Channel, encoded: _Channe
 
 
 def upscale_chunk(info: MediaInfo, chunk: Chunk, target: Path, upscaler: Upscaler, settings: EncodeSettings,
-                  batch_size: int | Literal["auto"], chunk_headers: bool, *, data: bytes | None = None,
+                  batch_size: BatchSize, chunk_headers: bool, *, data: bytes | None = None,
                   skip_errors: bool = False, hwdec: str | None = None, progress: ProgressCallback | None = None,
                   cancel: threading.Event | None = None) -> int:
     """One chunk, one engine run: its frames from the input file (or from its packets, `data`) into `target`.
@@ -506,13 +506,13 @@ class ChunkedJob:
         partial.write_bytes(data)
         self.work.finish(chunk.index, partial, frames)
 
-    def run_here(self, upscaler: Upscaler, batch_size: int | Literal["auto"], progress: ProgressCallback | bool | None,
+    def run_here(self, upscaler: Upscaler, batch_size: BatchSize, progress: ProgressCallback | bool | None,
                  cancel: threading.Event | None) -> None:
         """Every pending chunk in this process, one after another, then the join."""
         self.run_chunks(upscaler, batch_size, progress, cancel)
         self.join()
 
-    def run_chunks(self, upscaler: Upscaler, batch_size: int | Literal["auto"],
+    def run_chunks(self, upscaler: Upscaler, batch_size: BatchSize,
                    progress: ProgressCallback | bool | None, cancel: threading.Event | None) -> None:
         """Every pending chunk in this process; the work folder stays open (locked) when they succeed."""
         report, close_report = _progress_reporter(progress, self.info)
