@@ -18,6 +18,7 @@ from PIL import Image
 from vidsr import sample
 from vidsr.cli import main
 from vidsr.errors import OutputError
+from vidsr.media import sink as sink_module
 from vidsr.media.pipeline import Progress, upscale_video
 from vidsr.zoo import bundled_weights, load_model, safetensors_metadata
 
@@ -328,16 +329,31 @@ def test_a_stated_sar_is_kept_in_mp4_even_1_to_1(upscale, random_espcn, tmp_path
 # --- 10, 12: errors that say what is wrong -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("encoder", "driver"), [("h264_nvenc", "the NVIDIA driver's encoder"),
-                                                 ("h264_amf", "the AMD AMF runtime")])
-def test_a_hardware_encoder_without_its_driver_says_so(upscale, make_clip, random_espcn, tmp_path, encoder, driver):
+QSV_MISSING = "(the Intel oneVPL / Media SDK runtime is missing|this machine has no GPU render device)"
+
+
+@pytest.mark.parametrize(("encoder", "missing"), [("h264_nvenc", "the NVIDIA driver's encoder is missing"),
+                                                  ("h264_amf", "the AMD AMF runtime is missing"),
+                                                  ("h264_qsv", QSV_MISSING), ("av1_qsv", QSV_MISSING)])
+def test_a_hardware_encoder_without_its_driver_says_so(upscale, make_clip, random_espcn, tmp_path, encoder, missing):
     if encoder not in av.codecs_available:
         pytest.skip(f"this FFmpeg has no {encoder}")
     src = make_clip("in.mkv", width=64, height=48, frames=2, codec="ffv1", options=())
     code, err = upscale(src, "-m", random_espcn, "-c", encoder, "-o", tmp_path / "out.mp4")
     if code == 0:
         pytest.skip(f"{encoder} works on this machine")
-    assert f"{encoder} cannot start: {driver} is missing" in one_line_error(err)
+    assert re.search(f"{encoder} cannot start: {missing}", one_line_error(err))
+
+
+def test_a_vaapi_or_qsv_encoder_without_a_render_node_says_so(monkeypatch):
+    """Their libraries may load on a machine without a GPU: the missing device is then what to name."""
+    monkeypatch.setattr(sink_module, "_loads", lambda library: True)
+    monkeypatch.setattr(sink_module.sys, "platform", "linux")
+    monkeypatch.setattr(sink_module.glob, "glob", lambda pattern: [])
+    for encoder in ("hevc_vaapi", "h264_qsv"):
+        assert sink_module._missing_driver(encoder) == "this machine has no GPU render device (/dev/dri/renderD*)"
+    assert sink_module._missing_driver("h264_nvenc") is None
+    assert sink_module._missing_driver("libx264") is None
 
 
 def test_a_damaged_index_is_called_a_damaged_file(make_clip, capsys):

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import glob
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -149,21 +151,29 @@ def choose_pix_fmt(codec: av.Codec, source_format: str, requested: str | None) -
     return best
 
 
-# Hardware encoders and the driver library each one loads at start (FFmpeg then reports only a generic error).
+# Hardware encoders and the driver libraries each one loads at start (FFmpeg then reports only a generic
+# error). QSV's dispatchers (libvpl, libmfx) load anywhere, PyAV even bundles libvpl: the runtimes behind them
+# are what a machine without the GPU lacks.
 _HARDWARE_DRIVERS = {
     "_nvenc": ("the NVIDIA driver's encoder", ("libnvidia-encode.so.1", "nvEncodeAPI64.dll")),
-    "_qsv": ("the Intel oneVPL / Media SDK runtime", ("libvpl.so.2", "libmfx.so.1", "libmfx-gen.so.1.2")),
+    "_qsv": ("the Intel oneVPL / Media SDK runtime", ("libmfx-gen.so.1.2", "libmfxhw64.so.1", "libmfx64-gen.dll",
+                                                      "libmfxhw64.dll")),
     "_vaapi": ("the VA-API driver", ("libva.so.2",)),
     "_amf": ("the AMD AMF runtime", ("libamfrt64.so.1", "amfrt64.dll")),
     "_videotoolbox": ("macOS VideoToolbox", ("/System/Library/Frameworks/VideoToolbox.framework/VideoToolbox",)),
 }
+_RENDER_NODE_ENCODERS = ("_qsv", "_vaapi")  # on Linux these open a GPU's render node
 
 
 def _missing_driver(encoder: str) -> str | None:
-    """The driver a hardware encoder needs, when none of its libraries loads; None when it is there."""
+    """What keeps a hardware encoder from starting: its driver when none of its libraries loads, or a missing
+    GPU render node; None when both are there (or the encoder is not a hardware one)."""
     for suffix, (driver, libraries) in _HARDWARE_DRIVERS.items():
         if encoder.endswith(suffix):
-            return None if any(_loads(name) for name in libraries) else driver
+            if not any(_loads(name) for name in libraries):
+                return f"{driver} is missing (or finds no device for it)"
+            if suffix in _RENDER_NODE_ENCODERS and sys.platform == "linux" and not glob.glob("/dev/dri/renderD*"):
+                return "this machine has no GPU render device (/dev/dri/renderD*)"
     return None
 
 
@@ -318,8 +328,8 @@ class Sink:
         except av.FFmpegError as exc:
             missing = _missing_driver(codec.name)
             if missing:
-                raise EncodeError(f"{codec.name} cannot start: {missing} is missing (or finds no device for it); "
-                                  "use a software encoder such as -c libx264") from None
+                raise EncodeError(f"{codec.name} cannot start: {missing}; use a software encoder such as -c libx264"
+                                  ) from None
             raise EncodeError(f"{codec.name} does not start with these settings ({ffmpeg_reason(exc)}); check "
                               "--preset, --crf, --pix-fmt and --encoder-option") from None
         if ctx.options:  # what the encoder left unused: misspelt, or not one of its options
