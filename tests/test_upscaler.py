@@ -160,6 +160,23 @@ def test_cpu_runner_computes_two_batches_at_once(espcn, monkeypatch):
     assert espcn.replica().descriptor.model is espcn.descriptor.model
 
 
+def test_cpu_runner_computes_one_batch_at_a_time_when_two_would_not_fit(espcn, monkeypatch):
+    layout, color = plane_layout("gray"), ColorInfo(matrix=1)
+    callers, threads = set(), set()
+    real = Upscaler.upscale_planes
+
+    def record(self, *args):
+        callers.add(id(self))
+        threads.add(threading.current_thread().name)
+        return real(self, *args)
+
+    monkeypatch.setattr(Upscaler, "upscale_planes", record)
+    monkeypatch.setattr("vidsr.upscaler.memory_budget", lambda device: 1024)  # bytes
+    runner = BatchRunner(espcn, layout, color, layout, color, 1)
+    assert len(list(runner.run(Batch([[np.zeros((40, 50), np.uint8)]], [i]) for i in range(4)))) == 4
+    assert callers == {id(espcn)} and len(threads) == 1
+
+
 def test_cpu_runner_passes_a_compute_error_on_and_stops_its_threads(espcn, monkeypatch):
     layout, color = plane_layout("gray"), ColorInfo(matrix=1)
 

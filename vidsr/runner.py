@@ -64,6 +64,16 @@ class BatchRunner:
         self._slots: list[_Slot] = []
         self._threads: ThreadPoolExecutor | None = None
 
+    def _make_slots(self, first: list[np.ndarray]) -> list[_Slot]:
+        """The slots, for frames like `first`; on the CPU also their compute threads: two, unless the model is
+        compiled (dynamo's guards are not made for concurrent calls) or two batches would not fit in memory."""
+        concurrent = (not self.cuda and not self.upscaler.static_shapes
+                      and self.upscaler.fits_twice(self.batch_size, *first[0].shape))
+        if not self.cuda:
+            self._threads = ThreadPoolExecutor(SLOTS if concurrent else 1, thread_name_prefix="vidsr-model")
+        return [self._make_slot(first, self.upscaler.replica() if concurrent and i else self.upscaler)
+                for i in range(SLOTS)]
+
     def _make_slot(self, first: list[np.ndarray], upscaler: Upscaler) -> _Slot:
         dtype = torch.from_numpy(first[0][:1, :1]).dtype
         host_in = [torch.empty((self.batch_size, *p.shape), dtype=dtype, pin_memory=self.cuda) for p in first]
@@ -126,15 +136,10 @@ class BatchRunner:
         The output arrays may be views into a reused buffer: valid until the next item is requested.
         """
         in_flight: deque[_Slot] = deque()
-        # one compute thread for a compiled model: dynamo's guards are not made for concurrent calls
-        concurrent = not self.cuda and not self.upscaler.static_shapes
-        if not self.cuda:
-            self._threads = ThreadPoolExecutor(SLOTS if concurrent else 1, thread_name_prefix="vidsr-model")
         try:
             for k, batch in enumerate(batches):
                 if not self._slots:
-                    upscalers = [self.upscaler.replica() if concurrent and i else self.upscaler for i in range(SLOTS)]
-                    self._slots = [self._make_slot(batch.planes[0], u) for u in upscalers]
+                    self._slots = self._make_slots(batch.planes[0])
                 slot = self._slots[k % SLOTS]
                 if len(in_flight) == SLOTS:  # the slot is still in use by batch k-2: hand that one out first
                     yield self._finish(in_flight.popleft())

@@ -189,6 +189,17 @@ class Upscaler:
         twin._lock = threading.RLock()
         return twin
 
+    def fits_twice(self, frames: int, height: int, width: int) -> bool:
+        """Whether two batches of `frames` frames of height x width (model input) can compute at once within
+        the memory budget; tiled runs hold one tile at a time."""
+        if self.tile is not None:
+            height, width = min(height, self.tile + 2 * self.tile_pad), min(width, self.tile + 2 * self.tile_pad)
+        with self._lock, torch.inference_mode():
+            if self._activation_bytes_per_pixel is None:
+                self._activation_bytes_per_pixel = activation_bytes_per_pixel(
+                    self._forward, self.descriptor.in_channels, self.device, self._fit_tile(MIN_TILE))
+        return 2 * frames * height * width * self._activation_bytes_per_pixel <= memory_budget(self.device)
+
     def _cap_memory(self, gib: float) -> None:
         if self.device.type != "cuda":
             return  # host memory is not capped: CPU inference does not run out the way a GPU does
