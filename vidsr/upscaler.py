@@ -197,7 +197,7 @@ class Upscaler:
         with self._lock, torch.inference_mode():
             if self._activation_bytes_per_pixel is None:
                 self._activation_bytes_per_pixel = activation_bytes_per_pixel(
-                    self._forward, self.descriptor.in_channels, self.device, self._fit_tile(MIN_TILE))
+                    self._forward, self.descriptor.run_channels, self.device, self._fit_tile(MIN_TILE))
         return 2 * frames * height * width * self._activation_bytes_per_pixel <= memory_budget(self.device)
 
     def _cap_memory(self, gib: float) -> None:
@@ -254,7 +254,7 @@ class Upscaler:
         """A small input the model accepts, in its precision."""
         side = self._fit_tile(MIN_TILE)
         generator = torch.Generator().manual_seed(0)
-        x = torch.rand((1, self.descriptor.in_channels, side, side), generator=generator)
+        x = torch.rand((1, self.descriptor.run_channels, side, side), generator=generator)
         return x.to(self.device, self.dtype).contiguous(memory_format=torch.channels_last)
 
     # --- the model call ----------------------------------------------------------------------------------

@@ -58,6 +58,11 @@ class ModelDescriptor:
             padded_w = padded_h = max(padded_w, padded_h)
         return padded_w - width, padded_h - height
 
+    @property
+    def run_channels(self) -> int:
+        """The channels `run` takes: an RGBA model gets its opaque alpha from `run`."""
+        return 3 if self.in_channels == 4 else self.in_channels
+
     def run(self, x: torch.Tensor, network: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """The network (`self.model`, or a compiled form of it) on (N,C,H,W): padded to the size requirements
         and cropped back, RGBA models given opaque alpha and their alpha output dropped."""
