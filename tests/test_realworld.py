@@ -15,9 +15,11 @@ from vidsr.archs import create_model
 from vidsr.checkpoint import save_checkpoint
 from vidsr.cli import main as cli_main
 from vidsr.evaluate import bicubic_predictor, luma, read_eval_image
+from vidsr.metrics import overshoot
 from vidsr.niqe import niqe
 from vidsr.realworld import degrade_lr, evaluate_flicker, evaluate_realworld, still_and_panning
 from vidsr.resize import imresize_np
+from vidsr.sample import pattern_frame
 from vidsr.train.degradations import covariance, filter2d, gaussian_kernel
 from vidsr.zoo import load_model
 
@@ -84,6 +86,40 @@ def test_realworld_figures_follow_the_output(hr_dir: Path) -> None:
     assert brighter.niqe == pytest.approx(plain.niqe, rel=1e-3) and plain.niqe > 0  # MSCN statistics ignore the mean
 
 
+def test_overshoot_measures_haloes_not_sharpness() -> None:
+    """A step edge: the truth, a copy two pixels off and a blurred copy stay in range; a bright rim along the
+    edge overshoots by what it adds."""
+    truth = np.full((40, 40), 60.0)
+    truth[:, 20:] = 200.0
+    blurred = truth.copy()
+    blurred[:, 17:23] = np.linspace(60, 200, 8)[1:-1]
+    for inside in (truth, np.roll(truth, 2, axis=1), blurred):
+        assert overshoot(truth, inside) == 0
+    rim = truth.copy()
+    rim[:, 20:22] = 230  # a 30-level bright rim along the bright side of the edge
+    band = 2 * 4 + 2  # columns within 4 of the two where the step shows (19, 20)
+    assert overshoot(truth, rim) == pytest.approx(30 * 2 / band)
+    # brighter by 10: beyond every local max on the bright side (columns 20-24), on the dark side only where the
+    # 9x9 window holds no bright pixel (15)
+    assert overshoot(truth, truth + 10) == pytest.approx(10 * 6 / band)
+    assert overshoot(np.full((20, 20), 90.0), np.full((20, 20), 200.0)) == 0  # no edge: nothing to measure
+
+
+def test_realworld_reports_the_haloes_of_a_sharpened_output(tmp_path: Path) -> None:
+    """On a picture with clean edges (the textured images have few), unsharp masking raises the figure."""
+    hr_dir = tmp_path / "edges"
+    hr_dir.mkdir()
+    Image.fromarray((pattern_frame(384, 192, 0) * 255).round().astype(np.uint8)).save(hr_dir / "0.png")
+    bicubic = bicubic_predictor(2)
+
+    def sharpened(lr: np.ndarray) -> np.ndarray:  # unsharp masking: the classic source of haloes
+        up = bicubic(lr)
+        return up + 1.5 * (up - _blurred(up))
+
+    plain, sharp = evaluate_realworld(bicubic, hr_dir, 2), evaluate_realworld(sharpened, hr_dir, 2)
+    assert sharp.overshoot > 2 * plain.overshoot > 0
+
+
 def test_flicker_counts_shimmer_on_static_pixels(hr_dir: Path) -> None:
     truth = still_and_panning(read_eval_image(hr_dir / "0.png"), 2, 3)
     assert np.array_equal(truth[0][:96], truth[2][:96]) and not np.array_equal(truth[0][96:], truth[1][96:])
@@ -111,5 +147,5 @@ def test_eval_command_reports_and_records_realworld_and_flicker(hr_dir: Path, tm
     assert {row.get("measure") for row in rows} == {None, "realworld", "flicker"}
     metadata = load_model(weights).metadata
     realworld = metadata["realworld"][hr_dir.name]
-    assert set(realworld) == {"niqe", "psnr", "ssim", "dy", "std_ratio"} and realworld["niqe"] > 0
+    assert set(realworld) == {"niqe", "psnr", "ssim", "dy", "std_ratio", "overshoot"} and realworld["niqe"] > 0
     assert set(metadata["flicker"][hr_dir.name]) == {"flicker", "static_flicker"}

@@ -1,4 +1,5 @@
-"""PSNR and SSIM on BT.601 luma, the standard SR evaluation protocol (values on the 0-255 scale)."""
+"""PSNR and SSIM on BT.601 luma, the standard SR evaluation protocol (values on the 0-255 scale), and the
+overshoot next to edges that shows haloes."""
 
 from __future__ import annotations
 
@@ -55,3 +56,30 @@ def ssim(a: np.ndarray, b: np.ndarray, border: int = 0) -> float:
     cov = F.conv2d(x * y, window) - mu_x * mu_y
     ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
     return float(ssim_map.mean())
+
+
+EDGE_STEP = 32  # 8-bit levels across two pixels: an edge strong enough for a halo to show along it
+HALO_REACH = 4  # pixels on each side of such an edge that are checked
+# The ground truth's local range: its min and max over this square, wide enough to hold both sides of an edge
+# that a blur spreads over a few pixels, so that only going beyond both sides counts.
+RANGE_WINDOW = 2 * HALO_REACH + 1
+
+
+def overshoot(truth: np.ndarray, output: np.ndarray, border: int = 0) -> float:
+    """Haloes and ringing, in 8-bit levels: how far `output` leaves the local range of `truth` (the min and max
+    of a 9x9 window), averaged over the pixels within 4 of `truth`'s strong edges. A halo (a bright rim along
+    a dark edge) goes beyond anything in the ground truth there; an edge that is sharp, blurred or a few pixels
+    off does not. Both are luma on the 0-255 scale; `border` pixels are shaved."""
+    t = torch.from_numpy(shave(truth.astype(np.float64), border))[None, None]
+    o = torch.from_numpy(shave(output.astype(np.float64), border))[None, None]
+    pad = RANGE_WINDOW // 2
+    upper = F.max_pool2d(F.pad(t, (pad,) * 4, mode="replicate"), RANGE_WINDOW, stride=1)
+    lower = -F.max_pool2d(F.pad(-t, (pad,) * 4, mode="replicate"), RANGE_WINDOW, stride=1)
+    padded = F.pad(t, (1, 1, 1, 1), mode="replicate")
+    step = torch.maximum((padded[..., 1:-1, 2:] - padded[..., 1:-1, :-2]).abs(),
+                         (padded[..., 2:, 1:-1] - padded[..., :-2, 1:-1]).abs())
+    near_edge = F.max_pool2d((step >= EDGE_STEP).double(), 2 * HALO_REACH + 1, stride=1, padding=HALO_REACH) > 0
+    if not near_edge.any():
+        return 0.0
+    beyond = (o - upper).clamp(min=0) + (lower - o).clamp(min=0)
+    return float(beyond[near_edge].mean())

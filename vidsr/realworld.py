@@ -3,8 +3,9 @@
 Real-world: the standard protocol's MATLAB-bicubic LR image is blurred (Gaussian, sigma 0.8), gets sensor noise
 (Gaussian, sigma 3 levels) and goes through a libx264 round trip at CRF 28 as the middle frame of a 5-frame pan
 (a P or B frame), each image with its own fixed seed. Reported: NIQE of the output (no reference; lower is more
-natural), Y-PSNR / SSIM against the clean HR image, and the output's tone against its input: the change of mean
-luma (dY, 8-bit levels) and the ratio of luma standard deviations (contrast; 1 = unchanged).
+natural), Y-PSNR / SSIM against the clean HR image, the output's tone against its input: the change of mean
+luma (dY, 8-bit levels) and the ratio of luma standard deviations (contrast; 1 = unchanged), and haloes: the
+overshoot beyond the clean image's local range next to its strong edges (`vidsr.metrics.overshoot`).
 
 Flicker: each HR image becomes a clip of FLICKER_FRAMES frames whose top half is still and whose bottom half
 pans by one LR pixel per frame. The LR frames get blur and independent noise, and the clip one libx264 round
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from vidsr.evaluate import LumaPredictor, list_images, luma, mod_crop, read_eval_image
-from vidsr.metrics import psnr, ssim
+from vidsr.metrics import overshoot, psnr, ssim
 from vidsr.niqe import niqe
 from vidsr.resize import imresize_np
 from vidsr.train.degradations import (
@@ -52,6 +53,7 @@ class RealWorldResult:
     ssim: float
     dy: float  # mean output luma minus mean input luma, 8-bit levels
     std_ratio: float  # output luma standard deviation over the input's
+    overshoot: float  # beyond the clean image's local range next to its edges (haloes), 8-bit levels
 
 
 @dataclass
@@ -101,7 +103,7 @@ def evaluate_realworld(predict: LumaPredictor, hr_dir: str | Path, scale: int) -
         lr = degrade_lr(imresize_np(hr, 1 / scale), seed)
         sr_y, lr_y, hr_y = predict(lr), luma(lr), luma(hr)
         rows.append((niqe(sr_y), psnr(hr_y, sr_y, scale), ssim(hr_y, sr_y, scale),
-                     sr_y.mean() - lr_y.mean(), sr_y.std() / lr_y.std()))
+                     sr_y.mean() - lr_y.mean(), sr_y.std() / lr_y.std(), overshoot(hr_y, sr_y, scale)))
     means = np.mean(rows, axis=0)
     return RealWorldResult(Path(hr_dir).name, scale, *(float(value) for value in means))
 

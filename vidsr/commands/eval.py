@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--per-image", action="store_true", help="also print every image's figures")
     parser.add_argument("--realworld", action="store_true",
                         help="also the real-world protocol (blur + noise + libx264 on the LR): NIQE, PSNR/SSIM "
-                        "against the clean HR, mean luma change and contrast ratio against the input")
+                        "against the clean HR, mean luma change and contrast ratio against the input, and "
+                        "overshoot (haloes: levels beyond the clean image's local range next to its edges)")
     parser.add_argument("--flicker", action="store_true",
                         help="also temporal stability on clips made from each image (still top, panning bottom): "
                         "mean luma change between output frames beyond the ground truth's, overall and static")
