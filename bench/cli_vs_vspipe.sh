@@ -47,7 +47,7 @@ cli() {  # TREE; run from there, since `python -m` puts the working folder first
 }
 
 vspipe_ffmpeg() {
-  PYTHONPATH="$here:$here/plugins" "$VSPIPE" -c y4m -a "path=$clip" -a "model=$MODEL" \
+  PYTHONPATH="$here:$here/plugins" "$VSPIPE" -c y4m -a "path=$clip" -a "model=$MODEL" -a "precision=$PRECISION" \
     plugins/examples/upscale_encode.vpy - \
     | ffmpeg -v error -y -i pipe: -c:v libx264 -crf 18 "$work/vspipe.mp4"
 }

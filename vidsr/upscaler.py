@@ -33,8 +33,9 @@ Precision = Literal["auto", "fp32", "fp16", "bf16"]
 BatchSize = int | Literal["auto"] | None  # frames per model call; None: the device's default; auto: fit memory
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 MIN_TILE = 32
-# Frames per model call by default. On the CPU one frame's activations stay in cache, and the runner's two
-# compute threads already keep both cores busy (ESPCN x2 at 640x360: 36 against 53 ms a frame at 4, bf16).
+# Frames per model call by default. On the CPU larger batches buy nothing (ESPCN x2 at 640x360, bf16, 2 cores:
+# 36.4 ms a frame at 1, 36.1 at 4, bench/cpu_fusion.py) while holding more memory and latency, and the runner's
+# two compute threads already keep the cores busy.
 CPU_BATCH = 1
 CUDA_BATCH = 4
 AUTO_BATCH_LIMIT = 16  # past this, larger batches stopped paying on the GPU while latency and memory still grow
