@@ -37,6 +37,22 @@ def test_safetensors_round_trip_keeps_metadata_and_non_shape_hyperparams(tmp_pat
     assert load_model(path).metadata["psnr"] == {"Set5": 31.0}
 
 
+def test_a_safetensors_header_length_never_passes_for_a_pickle(tmp_path: Path) -> None:
+    """A safetensors file starts with its header's length: one ending in 0x80 was taken for a legacy torch.save
+    pickle, loaded without its metadata, and so built as another architecture (a bundled model lost 2 dB)."""
+    torch.manual_seed(0)
+    descriptor = create_model("srvgg", scale=2, channels=3, features=8, convs=2, upsample="bilinear")
+    path = tmp_path / "model.safetensors"
+    for padding in range(256):
+        save_checkpoint(path, descriptor, name="padded", note="x" * padding)
+        if path.read_bytes()[0] == 0x80:  # the pickle protocol opcode
+            break
+    assert path.read_bytes()[0] == 0x80
+    loaded = load_model(path)
+    assert loaded.source == "vidsr" and loaded.metadata["name"] == "padded"
+    assert loaded.hyperparams["upsample"] == "bilinear"
+
+
 def test_saving_a_model_mid_training_leaves_it_in_training_mode(tmp_path: Path) -> None:
     model = tiny_espcn()
     model.model.train()

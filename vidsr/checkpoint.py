@@ -44,17 +44,18 @@ def file_kind(path: Path) -> str:
         head = handle.read(64)
     if not head:
         raise ModelError(f"{path.name}: empty or truncated, not a complete PyTorch checkpoint")
-    if head.startswith(_ZIP_MAGIC):
-        _refuse_torchscript(path)
-        return "pickle"
-    if head.startswith(_PICKLE_PROTOCOL_OPCODE):
-        return "pickle"
+    # safetensors first: its 8-byte header length can start with any byte, 0x80 (a pickle's first) included
     if len(head) > 8 and head[8:9] == b"{":
         header_length = struct.unpack("<Q", head[:8])[0]
         if 8 + header_length > path.stat().st_size:
             raise ModelError(f"{path.name}: truncated safetensors file ({path.stat().st_size} bytes, its header "
                              f"alone needs {8 + header_length})")
         return "safetensors"
+    if head.startswith(_ZIP_MAGIC):
+        _refuse_torchscript(path)
+        return "pickle"
+    if head.startswith(_PICKLE_PROTOCOL_OPCODE):
+        return "pickle"
     raise ModelError(f"{path.name}: not a PyTorch checkpoint or safetensors file ({_looks_like(head)})")
 
 
