@@ -177,6 +177,15 @@ def test_cpu_runner_computes_one_batch_at_a_time_when_two_would_not_fit(espcn, m
     assert callers == {id(espcn)} and len(threads) == 1
 
 
+def test_the_memory_cap_bounds_what_fits(espcn, monkeypatch):
+    """--max-memory (a CUDA cap; simulated here) bounds the activations the engine plans for, not only the free
+    memory: the automatic tiles and the second batch in flight both ask `fits_twice`'s budget."""
+    assert espcn.fits_twice(1, 360, 640)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 0)
+    espcn.memory_cap = 2**20  # 1 MiB: far less than two 640x360 frames of ESPCN activations
+    assert not espcn.fits_twice(1, 360, 640)
+
+
 def test_cpu_runner_passes_a_compute_error_on_and_stops_its_threads(espcn, monkeypatch):
     layout, color = plane_layout("gray"), ColorInfo(matrix=1)
 

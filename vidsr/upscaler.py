@@ -24,7 +24,14 @@ from vidsr.chain import ModelSpec, load_models
 from vidsr.errors import InputError, VidsrError
 from vidsr.formats import ColorInfo, PlaneLayout
 from vidsr.fusion import fuse_conv_activations
-from vidsr.tiling import activation_bytes_per_pixel, is_out_of_memory, memory_budget, tile_for_budget, tiled_forward
+from vidsr.tiling import (
+    MEMORY_SHARE,
+    activation_bytes_per_pixel,
+    is_out_of_memory,
+    memory_budget,
+    tile_for_budget,
+    tiled_forward,
+)
 from vidsr.zoo import DEFAULT_MODEL
 
 log = logging.getLogger("vidsr")
@@ -196,10 +203,22 @@ class Upscaler:
         if self.tile is not None:
             height, width = min(height, self.tile + 2 * self.tile_pad), min(width, self.tile + 2 * self.tile_pad)
         with self._lock, torch.inference_mode():
-            if self._activation_bytes_per_pixel is None:
-                self._activation_bytes_per_pixel = activation_bytes_per_pixel(
-                    self._forward, self.descriptor.run_channels, self.device, self._fit_tile(MIN_TILE))
-        return 2 * frames * height * width * self._activation_bytes_per_pixel <= memory_budget(self.device)
+            return 2 * frames * height * width * self._bytes_per_pixel() <= self._memory_budget()
+
+    def _bytes_per_pixel(self) -> float:
+        """The model's activation memory per input pixel, measured once on a small probe."""
+        if self._activation_bytes_per_pixel is None:
+            self._activation_bytes_per_pixel = activation_bytes_per_pixel(
+                self._forward, self.descriptor.run_channels, self.device, self._fit_tile(MIN_TILE))
+        return self._activation_bytes_per_pixel
+
+    def _memory_budget(self) -> int:
+        """Bytes a batch's activations may take: a share of the free memory, and of what `max_memory` leaves."""
+        budget = memory_budget(self.device)
+        if self.memory_cap is not None:
+            left = self.memory_cap - torch.cuda.memory_allocated(self.device)
+            budget = min(budget, int(max(left, 0) * MEMORY_SHARE))
+        return budget
 
     def _cap_memory(self, gib: float) -> None:
         if self.device.type != "cuda":
@@ -301,11 +320,7 @@ class Upscaler:
     def _tile_if_too_large(self, x: torch.Tensor) -> None:
         """Choose tiles before the first frame when its activations would not fit in memory (transformers on
         large frames): the cost per pixel is measured on a small probe, the budget is half the free memory."""
-        if self._activation_bytes_per_pixel is None:
-            self._activation_bytes_per_pixel = activation_bytes_per_pixel(self._forward, x.shape[1], x.device,
-                                                                          self._fit_tile(MIN_TILE))
-        tile = tile_for_budget(self._activation_bytes_per_pixel * x.shape[0], memory_budget(self.device),
-                               *x.shape[-2:], MIN_TILE)
+        tile = tile_for_budget(self._bytes_per_pixel() * x.shape[0], self._memory_budget(), *x.shape[-2:], MIN_TILE)
         if tile is not None:
             self.tile = self._fit_tile(tile)
             advice = " (its authors advise against tiles: seams are possible)" * (self.descriptor.tiling != "supported")
