@@ -60,6 +60,18 @@ def test_training_and_autograd_run_the_original_modules() -> None:
     assert x.grad is not None and torch.allclose(model(x), reference(x), atol=1e-6)
 
 
+def test_a_trace_of_a_fused_model_sees_the_plain_modules() -> None:
+    """ONNX export and TorchScript trace the shared model an Upscaler has fused: they must not meet the oneDNN op."""
+    model = network(nn.Tanh())
+    reference = network(nn.Tanh())
+    fuse_conv_activations(model, model, torch.rand(1, 3, 16, 16))
+    x = torch.rand(1, 3, 12, 12)
+    with torch.no_grad():
+        traced = torch.jit.trace(model, x)
+        assert torch.allclose(traced(x), reference(x), atol=1e-6)
+        assert "mkldnn" not in str(traced.inlined_graph)
+
+
 class PreActivationSkip(nn.Module):
     """Uses its Sequential's members one by one: the convolution's output before the activation is needed."""
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from vidsr import heap
+from vidsr.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not heap.is_glibc(), reason="mallopt tuning is glibc-only")
@@ -54,9 +55,9 @@ import ctypes, os, sys, tempfile, threading
 
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
-if sys.argv[1] == "engine":
-    import vidsr
-    vidsr.Upscaler("espcn-x2", device="cpu")
+if sys.argv[1] == "engine":  # as `vidsr upscale` starts
+    from vidsr import heap
+    heap.share_one_arena()
 blocks = []
 thread = threading.Thread(target=lambda: blocks.append(libc.malloc(1 << 20)))
 thread.start()
@@ -72,9 +73,17 @@ with tempfile.TemporaryFile() as report:  # malloc_stats writes to file descript
 
 
 def test_threads_share_one_arena() -> None:
-    """The CPU runner's compute threads allocate from the heap kept warm, not from arenas of their own."""
+    """In `vidsr upscale` the compute threads allocate from the heap kept warm, not from arenas of their own."""
     assert count_in_a_fresh_process(ARENAS_AFTER_A_THREAD_ALLOCATES, "plain") >= 2
     assert count_in_a_fresh_process(ARENAS_AFTER_A_THREAD_ALLOCATES, "engine") == 1
+
+
+def test_the_upscale_command_shares_one_arena(make_clip, random_espcn, tmp_path, monkeypatch) -> None:
+    calls = []
+    monkeypatch.setattr(heap, "share_one_arena", lambda: calls.append(True))
+    src = make_clip("in.mp4", width=32, height=24, frames=2)
+    assert main(["upscale", str(src), "-m", str(random_espcn), "-o", str(tmp_path / "out.mp4"), "-q"]) == 0
+    assert calls == [True]
 
 
 def test_applied_once_and_reported() -> None:

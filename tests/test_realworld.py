@@ -102,7 +102,7 @@ def test_overshoot_measures_haloes_not_sharpness() -> None:
     # brighter by 10: beyond every local max on the bright side (columns 20-24), on the dark side only where the
     # 9x9 window holds no bright pixel (15)
     assert overshoot(truth, truth + 10) == pytest.approx(10 * 6 / band)
-    assert overshoot(np.full((20, 20), 90.0), np.full((20, 20), 200.0)) == 0  # no edge: nothing to measure
+    assert np.isnan(overshoot(np.full((20, 20), 90.0), np.full((20, 20), 200.0)))  # no edge: nothing to measure
 
 
 def test_realworld_reports_the_haloes_of_a_sharpened_output(tmp_path: Path) -> None:

@@ -6,10 +6,11 @@ CLI spent 7.4 s of system time (3.2 M page faults) on 120 frames where vspipe | 
 off and no trimming, freed blocks stay mapped and the next batch reuses them: 0.8 s, 0.2 M faults
 (docs/BENCHMARKS.md). The price is that the process keeps its peak heap (+7% there).
 
-One arena for all threads: the CPU runner computes in two threads (vidsr/runner.py), and glibc gives each
-thread an arena of 64 MB heaps of its own, which it shrinks and grows page by page. With them, batches of 4
-faulted 1.45 M pages in on the same 120 frames; with the main arena alone, 0.29 M. Large blocks are few, so
-threads contending for that one arena's lock cost nothing measurable.
+One arena for all threads, in `vidsr upscale` only (`share_one_arena`, before any thread starts): the CPU runner
+computes in two threads (vidsr/runner.py), and glibc gives each thread an arena of 64 MB heaps of its own,
+which it shrinks and grows page by page. With them, batches of 4 faulted 1.45 M pages in on the same 120
+frames; with the main arena alone, 0.29 M. Processes that host the engine among other work (vspipe's filter
+threads, the web server, library users) keep glibc's arenas: the setting is measured on the CLI alone.
 
 glibc only (musl, macOS and Windows allocate differently): elsewhere this does nothing.
 """
@@ -27,6 +28,7 @@ NEVER_TRIM = 2**31 - 1  # mallopt takes an int; the largest keeps the heap's top
 
 _lock = threading.Lock()
 _applied: bool | None = None  # None: not tried yet
+_one_arena: bool | None = None
 
 
 def is_glibc() -> bool:
@@ -42,9 +44,23 @@ def keep_large_allocations() -> bool:
         return _applied
 
 
-def _set_options() -> bool:
+def share_one_arena() -> bool:
+    """All threads allocate from the main arena (kept warm by `keep_large_allocations`): call it before any
+    thread has allocated, since glibc keeps arenas once made; once per process."""
+    global _one_arena
+    with _lock:
+        if _one_arena is None:
+            _one_arena = is_glibc() and bool(_mallopt()(M_ARENA_MAX, 1))
+        return _one_arena
+
+
+def _mallopt() -> ctypes._CFuncPtr:
     mallopt = ctypes.CDLL(None).mallopt
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    return mallopt
+
+
+def _set_options() -> bool:
+    mallopt = _mallopt()
     # both: the heap without mmap but with trimming would still give the pages back after every batch
-    return (bool(mallopt(M_TRIM_THRESHOLD, NEVER_TRIM)) and bool(mallopt(M_MMAP_MAX, 0))
-            and bool(mallopt(M_ARENA_MAX, 1)))
+    return bool(mallopt(M_TRIM_THRESHOLD, NEVER_TRIM)) and bool(mallopt(M_MMAP_MAX, 0))

@@ -80,6 +80,6 @@ def overshoot(truth: np.ndarray, output: np.ndarray, border: int = 0) -> float:
                          (padded[..., 2:, 1:-1] - padded[..., :-2, 1:-1]).abs())
     near_edge = F.max_pool2d((step >= EDGE_STEP).double(), 2 * HALO_REACH + 1, stride=1, padding=HALO_REACH) > 0
     if not near_edge.any():
-        return 0.0
+        return float("nan")  # nothing to measure: averaged as missing, not as no halo
     beyond = (o - upper).clamp(min=0) + (lower - o).clamp(min=0)
     return float(beyond[near_edge].mean())

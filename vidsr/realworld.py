@@ -104,7 +104,7 @@ def evaluate_realworld(predict: LumaPredictor, hr_dir: str | Path, scale: int) -
         sr_y, lr_y, hr_y = predict(lr), luma(lr), luma(hr)
         rows.append((niqe(sr_y), psnr(hr_y, sr_y, scale), ssim(hr_y, sr_y, scale),
                      sr_y.mean() - lr_y.mean(), sr_y.std() / lr_y.std(), overshoot(hr_y, sr_y, scale)))
-    means = np.mean(rows, axis=0)
+    means = np.nanmean(rows, axis=0)  # overshoot is NaN for a picture without strong edges
     return RealWorldResult(Path(hr_dir).name, scale, *(float(value) for value in means))
 
 

@@ -152,3 +152,4 @@ class BatchRunner:
             if self._threads is not None:  # a job stopped early waits here for a batch still computing
                 self._threads.shutdown(cancel_futures=True)
                 self._threads = None
+            self._slots = []  # the next run makes its own, for its frames

@@ -11,6 +11,7 @@ on a small probe): transformers' activations grow far beyond their weights on la
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -85,10 +86,11 @@ def activation_bytes_per_pixel(forward: Callable[[torch.Tensor], torch.Tensor], 
         forward(probe)
         return (torch.cuda.max_memory_allocated(device) - before) / side**2
     largest = 0
+    caller = threading.get_ident()
 
     def hook(module: torch.nn.Module, inputs: object, output: object) -> None:
-        nonlocal largest
-        if isinstance(output, torch.Tensor):
+        nonlocal largest  # the hook is process-wide: other threads' models (web jobs, replicas) do not count
+        if isinstance(output, torch.Tensor) and threading.get_ident() == caller:
             largest = max(largest, output.numel() * output.element_size())
 
     handles = torch.nn.modules.module.register_module_forward_hook(hook)

@@ -85,6 +85,9 @@ def _scale_out(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vidsr import heap
+
+    heap.share_one_arena()  # this process is the engine's alone: its threads may share the warm heap
     from vidsr.batch import upscale_path  # torch and PyAV: loaded only when the command runs
 
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING, format="vidsr: %(message)s")
