@@ -121,6 +121,16 @@ def test_adversarial_weight_zero_is_the_real_esrnet_stage(setup) -> None:
             "on pairs degraded by the realesrgan chain") in card
 
 
+def test_artifact_loss_trains_against_the_ema_generator(setup) -> None:
+    tmp_path, config, gan = setup
+    _run(config, replace(gan, artifact_weight=1.0), tmp_path / "run", iterations=2)
+    with (tmp_path / "run" / "gan_log.csv").open() as handle:
+        assert all(float(row["artifacts"]) >= 0 for row in csv.DictReader(handle))
+    assert "LDL artefacts x1" in model_card(tmp_path / "run" / "last.safetensors")
+    with pytest.raises(InputError, match="ema_decay"):
+        GANTrainer(replace(config, out_dir=str(tmp_path / "other"), ema_decay=0.0), replace(gan, artifact_weight=1.0))
+
+
 def test_perceptual_loss_runs_with_local_vgg_weights(setup) -> None:
     from tests.test_losses import _fake_torchvision_vgg19
 

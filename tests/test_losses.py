@@ -157,6 +157,34 @@ def test_ms_ssim_loss_orders_distortions_and_trains() -> None:
     assert torch.isfinite(output.grad).all() and float(output.grad.abs().sum()) > 0
 
 
+def _edge_with_rim(rim: float) -> torch.Tensor:
+    """A vertical step edge (N=1, RGB, 24x24) with a bright rim of `rim` along its bright side."""
+    image = torch.full((1, 3, 24, 24), 0.2)
+    image[..., 12:] = 0.8
+    image[..., 12:14] += rim
+    return image
+
+
+def test_artifact_map_marks_a_halo_the_stable_model_does_not_draw() -> None:
+    target = _edge_with_rim(0.0)
+    haloed, stable = _edge_with_rim(0.15), target.clone()
+    weight = losses.artifact_map(target, haloed, stable)
+    assert weight.shape == (1, 1, 24, 24)
+    assert weight[..., 12:14].min() > 0 and weight[..., :6].max() == 0  # at the rim, not far from it
+    # where the stable (EMA) model is further from the target, the GAN's change is kept: no weight there
+    assert losses.artifact_map(target, haloed, _edge_with_rim(0.3))[..., 12:14].max() == 0
+    # a smooth error (a brightness offset) has no local variance: not an artefact
+    assert losses.artifact_map(target, target + 0.05, stable).max() == pytest.approx(0, abs=1e-9)
+
+
+def test_artifact_loss_pulls_a_halo_back() -> None:
+    target, stable = _edge_with_rim(0.0), _edge_with_rim(0.0)
+    output = _edge_with_rim(0.15).requires_grad_(True)
+    losses.artifact_loss(target, output, stable).backward()
+    assert output.grad[..., 12:14].min() > 0  # descending lowers the rim
+    assert output.grad[..., :6].abs().max() == 0 and output.grad[..., 20:].abs().max() == 0
+
+
 def test_content_loss_combines_weighted_terms(tmp_path) -> None:
     target, output = _images(seed=6), _images(seed=7)
     content = losses.ContentLoss(pixel=2.0, perceptual=0.0, fft=0.5, ms_ssim=0.25)

@@ -140,7 +140,8 @@ def _gan_clause(recipe: dict) -> str:
     if recipe.get("stage") != "gan" or not gan:
         return ""
     weights = {"L1": gan.get("pixel_weight"), "VGG": gan.get("perceptual_weight"), "FFT": gan.get("fft_weight"),
-               "amplitude spectrum": gan.get("fft_amplitude_weight"), "MS-SSIM": gan.get("ms_ssim_weight")}
+               "amplitude spectrum": gan.get("fft_amplitude_weight"), "MS-SSIM": gan.get("ms_ssim_weight"),
+               "LDL artefacts": gan.get("artifact_weight")}
     terms = [f"{name} x{weight:g}" for name, weight in weights.items() if weight]
     if gan.get("adversarial_weight"):
         terms.append(f"{gan['adversarial']} GAN x{gan['adversarial_weight']:g} ({gan['discriminator']} discriminator)")

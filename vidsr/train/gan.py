@@ -26,7 +26,13 @@ from vidsr.train.config import TrainConfig, load_config, read_toml
 from vidsr.train.data import PatchSampler
 from vidsr.train.degradations import DegradationConfig, DegradedPair, make_pair
 from vidsr.train.discriminators import create_discriminator
-from vidsr.train.losses import ADVERSARIAL_KINDS, ContentLoss, discriminator_loss, generator_adversarial_loss
+from vidsr.train.losses import (
+    ADVERSARIAL_KINDS,
+    ContentLoss,
+    artifact_loss,
+    discriminator_loss,
+    generator_adversarial_loss,
+)
 from vidsr.train.pool import PairPool, PoolSampler, worker_pool
 from vidsr.train.trainer import Trainer, adam, lr_factor, resolve_device
 
@@ -37,6 +43,7 @@ GAN_LOG_FIELDS = [
     "fft",
     "fft_amplitude",
     "ms_ssim",
+    "artifacts",
     "adversarial",
     "d_loss",
     "d_real",
@@ -59,6 +66,7 @@ class GANSettings:
     fft_weight: float = 0.0
     fft_amplitude_weight: float = 0.0
     ms_ssim_weight: float = 0.0
+    artifact_weight: float = 0.0  # LDL's artefact loss (losses.artifact_loss) against the EMA generator; needs EMA
     vgg_weights: str | None = None  # torchvision vgg19 state dict; required when perceptual_weight > 0
     vgg_layers: dict[str, float] = field(default_factory=lambda: {"conv5_4": 1.0})
     degradation: str | dict[str, Any] | None = None  # None: bicubic pairs; "realesrgan", "video" or a table
@@ -133,6 +141,8 @@ class GANTrainer(Trainer):
         self.gan = gan
         if gan.adversarial not in ADVERSARIAL_KINDS:
             raise InputError(f"unknown adversarial loss {gan.adversarial!r}; choose {' or '.join(ADVERSARIAL_KINDS)}")
+        if gan.artifact_weight and config.ema_decay <= 0:
+            raise InputError("artifact_weight compares with the EMA generator: set ema_decay above 0")
         stage_one = _check_stage_one(config)  # before the data cache is built
         device = resolve_device(config.device)
         torch.manual_seed(config.seed + 1)  # the discriminator's initialisation (spectral norm vectors too)
@@ -197,7 +207,7 @@ class GANTrainer(Trainer):
         lr, target, real = self._batch()
         with self.numerics.autocast():
             output = self.model(self.numerics.layout(lr)).float()
-        terms = self._generator_step(output, target, real)
+        terms = self._generator_step(lr, output, target, real)
         row = {name: value.item() for name, value in terms.items()}
         if self.adversarial:
             row.update(self._discriminator_step(output.detach(), real))
@@ -210,9 +220,13 @@ class GANTrainer(Trainer):
         return sum(terms.values()).item()
 
     def _generator_step(
-        self, output: torch.Tensor, target: torch.Tensor, real: torch.Tensor
+        self, lr: torch.Tensor, output: torch.Tensor, target: torch.Tensor, real: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         terms = self.content_loss(output, target)
+        if self.gan.artifact_weight:
+            with torch.no_grad(), self.numerics.autocast():
+                stable = self.ema.model(self.numerics.layout(lr)).float()
+            terms["artifacts"] = self.gan.artifact_weight * artifact_loss(target, output, stable)
         if self.adversarial:
             kind = self.gan.adversarial
             self.discriminator.requires_grad_(False)

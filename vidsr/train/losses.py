@@ -219,6 +219,33 @@ def ms_ssim_loss(output: Tensor, target: Tensor) -> Tensor:
     return 1 - ms_ssim(output, target)
 
 
+def artifact_map(target: Tensor, output: Tensor, ema_output: Tensor, window: int = 7) -> Tensor:
+    """Where a GAN generator draws artefacts rather than detail (LDL, Liang et al. 2022, "Details or
+    Artifacts"), as a per-pixel weight (N,1,H,W), no gradient.
+
+    Artefacts (haloes, noise-like texture along edges) make the residual |target - output| vary sharply over a
+    few pixels; detail the model gets roughly right does not. The weight is the residual's local variance over
+    `window` x `window`, scaled per patch by the fifth root of its variance (so that patches full of artefacts
+    weigh more), and zero wherever the slowly averaged (EMA) generator is no closer to the target than the
+    current one: that keeps the GAN's new detail and pushes back only what the stable model does not do."""
+    with torch.no_grad():
+        residual = (target - output).abs().sum(dim=1, keepdim=True)
+        ema_residual = (target - ema_output).abs().sum(dim=1, keepdim=True)
+        pad = window // 2
+        padded = F.pad(residual, (pad, pad, pad, pad), mode="reflect")
+        mean = F.avg_pool2d(padded, window, stride=1)
+        local_var = (F.avg_pool2d(padded * padded, window, stride=1) - mean * mean).clamp(min=0)
+        local_var = local_var * (window * window / (window * window - 1))  # unbiased, as a sample variance
+        patch_var = residual.var(dim=(1, 2, 3), keepdim=True) ** 0.2
+        return local_var * patch_var * (residual >= ema_residual)
+
+
+def artifact_loss(target: Tensor, output: Tensor, ema_output: Tensor) -> Tensor:
+    """L1 between output and target, weighted by `artifact_map`: pulls artefacts back towards the target."""
+    weight = artifact_map(target, output, ema_output)
+    return F.l1_loss(weight * output, weight * target)
+
+
 class ContentLoss(nn.Module):
     """The weighted non-adversarial terms of the generator loss, returned by name for logging.
 
