@@ -345,7 +345,7 @@ def test_a_hardware_encoder_without_its_driver_says_so(upscale, make_clip, rando
     assert re.search(f"{encoder} cannot start: {missing}", one_line_error(err))
 
 
-def test_a_vaapi_or_qsv_encoder_without_a_render_node_says_so(monkeypatch):
+def test_a_vaapi_or_qsv_encoder_without_a_usable_render_node_says_so(monkeypatch):
     """Their libraries may load on a machine without a GPU: the missing device is then what to name."""
     monkeypatch.setattr(sink_module, "_loads", lambda library: True)
     monkeypatch.setattr(sink_module.sys, "platform", "linux")
@@ -354,6 +354,11 @@ def test_a_vaapi_or_qsv_encoder_without_a_render_node_says_so(monkeypatch):
         assert sink_module._missing_driver(encoder) == "this machine has no GPU render device (/dev/dri/renderD*)"
     assert sink_module._missing_driver("h264_nvenc") is None
     assert sink_module._missing_driver("libx264") is None
+    monkeypatch.setattr(sink_module.glob, "glob", lambda pattern: ["/dev/dri/renderD128"])
+    monkeypatch.setattr(sink_module.os, "access", lambda path, mode: False)
+    assert "may not open the GPU render device (/dev/dri/renderD128)" in sink_module._missing_driver("h264_vaapi")
+    monkeypatch.setattr(sink_module.os, "access", lambda path, mode: True)
+    assert sink_module._missing_driver("h264_vaapi") is None
 
 
 def test_a_damaged_index_is_called_a_damaged_file(make_clip, capsys):

@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import glob
 import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -172,8 +173,13 @@ def _missing_driver(encoder: str) -> str | None:
         if encoder.endswith(suffix):
             if not any(_loads(name) for name in libraries):
                 return f"{driver} is missing (or finds no device for it)"
-            if suffix in _RENDER_NODE_ENCODERS and sys.platform == "linux" and not glob.glob("/dev/dri/renderD*"):
-                return "this machine has no GPU render device (/dev/dri/renderD*)"
+            if suffix in _RENDER_NODE_ENCODERS and sys.platform == "linux":
+                nodes = glob.glob("/dev/dri/renderD*")
+                if not nodes:
+                    return "this machine has no GPU render device (/dev/dri/renderD*)"
+                if not any(os.access(node, os.R_OK | os.W_OK) for node in nodes):
+                    return (f"this user may not open the GPU render device ({nodes[0]}): join its group "
+                            "(usually 'render'), or pass the device into the container")
     return None
 
 
