@@ -18,40 +18,30 @@ glibc only (musl, macOS and Windows allocate differently): elsewhere this does n
 from __future__ import annotations
 
 import ctypes
+import functools
 import platform
-import threading
 
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
 M_MMAP_MAX = -4
 M_ARENA_MAX = -8
 NEVER_TRIM = 2**31 - 1  # mallopt takes an int; the largest keeps the heap's top in place
 
-_lock = threading.Lock()
-_applied: bool | None = None  # None: not tried yet
-_one_arena: bool | None = None
-
 
 def is_glibc() -> bool:
     return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 
+@functools.cache  # once per process; the settings are idempotent, so a racing second call does no harm
 def keep_large_allocations() -> bool:
-    """Serve large blocks from the heap and keep freed memory mapped; once per process, True if applied."""
-    global _applied
-    with _lock:
-        if _applied is None:
-            _applied = is_glibc() and _set_options()
-        return _applied
+    """Serve large blocks from the heap and keep freed memory mapped; True if applied."""
+    return is_glibc() and _set_options()
 
 
+@functools.cache
 def share_one_arena() -> bool:
     """All threads allocate from the main arena (kept warm by `keep_large_allocations`): call it before any
-    thread has allocated, since glibc keeps arenas once made; once per process."""
-    global _one_arena
-    with _lock:
-        if _one_arena is None:
-            _one_arena = is_glibc() and bool(_mallopt()(M_ARENA_MAX, 1))
-        return _one_arena
+    thread has allocated, since glibc keeps arenas once made; True if applied."""
+    return is_glibc() and bool(_mallopt()(M_ARENA_MAX, 1))
 
 
 def _mallopt() -> ctypes._CFuncPtr:

@@ -1,8 +1,7 @@
 """Batch runner: host planes -> device -> Upscaler.upscale_planes -> host planes, two batches in flight.
 
 Two slots, each with its host input buffers and its Upscaler (on the CPU, the second is a replica over the
-same weights).
-On CUDA each slot also has device input and pinned host output buffers: the host-to-device copy runs on a
+same weights). On CUDA each slot also has device input and pinned host output buffers: the host-to-device copy runs on a
 copy stream, the model on a compute stream and the device-to-host copy on the copy stream again, ordered by
 events, so that while batch k computes the CPU packs batch k+1 and unpacks batch k-1. On the CPU each slot
 computes in a thread of its own: two batches run at once, so that one fills the cores the other leaves idle

@@ -226,8 +226,8 @@ def artifact_map(target: Tensor, output: Tensor, ema_output: Tensor, window: int
     Artefacts (haloes, noise-like texture along edges) make the residual |target - output| vary sharply over a
     few pixels; detail the model gets roughly right does not. The weight is the residual's local variance over
     `window` x `window`, scaled per patch by the fifth root of its variance (so that patches full of artefacts
-    weigh more), and zero wherever the slowly averaged (EMA) generator is no closer to the target than the
-    current one: that keeps the GAN's new detail and pushes back only what the stable model does not do."""
+    weigh more), and zero wherever the current generator is closer to the target than the slowly averaged
+    (EMA) one: that keeps the GAN's improvements and pushes back only what the stable model does better."""
     with torch.no_grad():
         residual = (target - output).abs().sum(dim=1, keepdim=True)
         ema_residual = (target - ema_output).abs().sum(dim=1, keepdim=True)
