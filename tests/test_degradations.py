@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from vidsr.resize import imresize
 from vidsr.train import degradations as deg
 
 
@@ -237,3 +238,14 @@ def test_every_step_can_be_switched_off() -> None:
     lr = deg.degrade(hr, 2, config, _rng())
     expected = deg.resize(hr, (32, 32), "area")
     assert float((lr - expected).abs().max()) <= 0.5 / 255 + 1e-6  # only the final 8-bit rounding
+
+
+def test_clean_pairs_are_the_plain_bicubic_downscale_and_off_by_default() -> None:
+    hr = _texture(size=64)
+    clean = deg.degrade(hr, 4, deg.DegradationConfig(clean_prob=1.0), _rng())
+    assert torch.equal(clean, imresize(hr, size=(16, 16), quantize=True))
+    mixed = [deg.degrade(hr, 4, deg.DegradationConfig(clean_prob=0.5), _rng(s)) for s in range(16)]
+    assert 0 < sum(torch.equal(lr, clean) for lr in mixed) < 16
+    # 0 draws nothing: pairs (and pool caches) made before the setting existed stay the same
+    assert torch.equal(deg.degrade(hr, 4, deg.DegradationConfig(), _rng(3)),
+                       deg.degrade(hr, 4, deg.DegradationConfig(clean_prob=0.0), _rng(3)))

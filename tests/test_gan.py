@@ -158,6 +158,17 @@ def test_gan_refuses_a_missing_or_different_starting_model(setup) -> None:
         GANTrainer(replace(config, out_dir=str(tmp_path / "c"), patch_size=20), gan)
 
 
+def test_real_esrnet_stage_may_start_from_another_scale_the_gan_stage_may_not(setup) -> None:
+    tmp_path, config, gan = setup
+    x4 = replace(config, scale=4, patch_size=8)
+    with pytest.raises(ModelError, match="the config trains espcn"):
+        GANTrainer(replace(x4, out_dir=str(tmp_path / "gan")), gan)
+    start, _ = load_checkpoint(config.init_from)
+    trainer = GANTrainer(replace(x4, out_dir=str(tmp_path / "esrnet")), replace(gan, adversarial_weight=0.0))
+    copied = {key for key, value in trainer.model.state_dict().items() if torch.equal(value, start.get(key))}
+    assert copied and copied != set(start)  # the body is the x2 model's; the x4 tail is new
+
+
 def test_gan_config_file_splits_the_gan_table(tmp_path) -> None:
     path = tmp_path / "gan.toml"
     path.write_text('arch = "espcn"\nscale = 4\n[gan]\ndiscriminator = "unet"\n[gan.degradation]\npreset = "video"\n')

@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from vidsr.resize import imresize
+
 KERNEL_TYPES = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
 RESIZE_MODES = ("area", "bilinear", "bicubic")
 DECODERS = {"libx264": "h264", "libx265": "hevc"}
@@ -122,6 +124,9 @@ class DegradationConfig:
     first: StageConfig = field(default_factory=StageConfig)
     second: StageConfig = field(default_factory=_second_stage)
     second_prob: float = 1.0
+    # share of pairs whose input is the plain MATLAB-bicubic downscale: keeps clean sources (the eval's
+    # protocol) sharp instead of treating their detail as noise; no random draw when 0, so old pools stay valid
+    clean_prob: float = 0.0
     final_sinc: SincConfig = field(default_factory=SincConfig)
     final_resize_modes: tuple[str, ...] = RESIZE_MODES
     codec: CodecConfig = field(default_factory=CodecConfig)
@@ -443,9 +448,12 @@ def degrade(gt: Tensor, scale: int, config: DegradationConfig, rng: np.random.Ge
 
     First stage: blur, resize, noise, JPEG. Second stage: blur, resize, noise, then the resize to the LR size
     with the final sinc filter and the second JPEG in random order. The result is quantised to 8 bits.
+    With `clean_prob`, the input is instead the plain bicubic downscale.
     """
     height, width = gt.shape[-2:]
     lr_size = (height // scale, width // scale)
+    if config.clean_prob and rng.random() < config.clean_prob:
+        return imresize(gt, size=lr_size, quantize=True)
     img = _blur_resize_noise(gt, (height, width), config.first, rng)
     img = _random_jpeg(img, config.first.jpeg, rng)
     if rng.random() < config.second_prob:

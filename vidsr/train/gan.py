@@ -89,19 +89,27 @@ def degradation_config(spec: str | dict[str, Any]) -> DegradationConfig:
         raise InputError(str(exc)) from None
 
 
-def _check_stage_one(config: TrainConfig) -> ModelDescriptor:
-    """The GAN stage fine-tunes a whole PSNR-trained model: `init_from` must hold one of the configured model."""
+def _check_stage_one(config: TrainConfig, adversarial: bool) -> ModelDescriptor:
+    """The GAN stage fine-tunes a whole PSNR-trained model: `init_from` must hold one of the configured model.
+
+    Without a discriminator (Real-ESRNet) it may hold the same network at another scale: the tensors that match
+    are copied and the upsampling tail is trained anew, as `vidsr train` does."""
     if not config.init_from:
         raise InputError("GAN fine-tuning starts from PSNR-trained weights: set init_from (or --pretrained)")
     tensors, metadata = load_checkpoint(config.init_from)
     source = model_from_state_dict(tensors, metadata)
     wanted = create_model(config.arch, scale=config.scale, **config.hyperparams)
-    if (source.arch, source.hyperparams) != (wanted.arch, wanted.hyperparams):
+    ignored = set() if adversarial else {"scale"}
+    if (source.arch, _without(source.hyperparams, ignored)) != (wanted.arch, _without(wanted.hyperparams, ignored)):
         raise ModelError(
             f"{config.init_from} is {source.arch} {source.hyperparams}, the config trains "
             f"{wanted.arch} {wanted.hyperparams}"
         )
     return source
+
+
+def _without(hyperparams: dict[str, Any], keys: set[str]) -> dict[str, Any]:
+    return {key: value for key, value in hyperparams.items() if key not in keys}
 
 
 def _degrade_patch(hr: torch.Tensor, scale: int, config: DegradationConfig, seed: int) -> DegradedPair:
@@ -143,7 +151,7 @@ class GANTrainer(Trainer):
             raise InputError(f"unknown adversarial loss {gan.adversarial!r}; choose {' or '.join(ADVERSARIAL_KINDS)}")
         if gan.artifact_weight and config.ema_decay <= 0:
             raise InputError("artifact_weight compares with the EMA generator: set ema_decay above 0")
-        stage_one = _check_stage_one(config)  # before the data cache is built
+        stage_one = _check_stage_one(config, gan.adversarial_weight > 0)  # before the data cache is built
         device = resolve_device(config.device)
         torch.manual_seed(config.seed + 1)  # the discriminator's initialisation (spectral norm vectors too)
         self.discriminator = self._build_discriminator(config, stage_one.in_channels).to(device).train()
