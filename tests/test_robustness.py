@@ -20,6 +20,7 @@ from vidsr.cli import main
 from vidsr.errors import OutputError
 from vidsr.media import sink as sink_module
 from vidsr.media.pipeline import Progress, upscale_video
+from vidsr.media.source import PtsRange, Source
 from vidsr.zoo import bundled_weights, load_model, safetensors_metadata
 
 
@@ -165,6 +166,60 @@ def test_skipped_undecodable_frames_are_counted_with_their_times(upscale, random
     code, err = upscale(src, "-m", random_espcn, "--skip-errors", "-o", tmp_path / "out.mkv")
     assert code == 0, err
     assert re.search(r"in\.mkv: \d+ undecodable frame\(s\) skipped, at \d\.\d\d", err), err
+
+
+def h264_mp4_damaged(path: Path, packets: int, keep_lengths: bool) -> Path:
+    """An H.264 MP4 (GOP 8, 24 frames at 24 fps) whose first `packets` video packets are zeroed (after each
+    packet's first NAL length when `keep_lengths`): the index still lists them, the decoder refuses them."""
+    sample.write_clip(path, sample.ClipSpec(width=64, height=48, frames=24, codec="libx264",
+                                            options={"g": "8", "bf": "0"}))
+    with av.open(str(path)) as container:
+        spans = [(p.pos, p.size) for p, _ in zip(container.demux(video=0), range(packets), strict=False)]
+    data = bytearray(path.read_bytes())
+    skip = 4 if keep_lengths else 0
+    for pos, size in spans:
+        data[pos + skip:pos + size] = bytes(size - skip)
+    path.write_bytes(data)
+    return path
+
+
+def test_a_damaged_first_frame_is_probed_past_and_skipped_on_request(upscale, random_espcn, tmp_path, capsys):
+    src = h264_mp4_damaged(tmp_path / "in.mp4", packets=1, keep_lengths=True)
+    assert main(["probe", str(src)]) == 0  # the facts come from the first frame that decodes
+    assert "h264 64x48" in capsys.readouterr().out
+    code, err = upscale(src, "-m", random_espcn, "-o", tmp_path / "out.mp4")
+    assert code != 0 and "decode error at frame 0" in err and "--skip-errors" in err
+    code, err = upscale(src, "-m", random_espcn, "--skip-errors", "-o", tmp_path / "out.mp4")
+    assert code == 0, err
+    assert "in.mp4: 1 undecodable frame(s) skipped, at 0.00 s" in err
+    assert len(packet_times(tmp_path / "out.mp4", "video")) == 23
+
+
+def test_a_lost_first_gop_is_reported_once(upscale, random_espcn, tmp_path):
+    src = h264_mp4_damaged(tmp_path / "in.mp4", packets=8, keep_lengths=False)
+    code, err = upscale(src, "-m", random_espcn, "--skip-errors", "-o", tmp_path / "out.mp4")
+    assert code == 0, err
+    assert "in.mp4: 8 undecodable frame(s) skipped, at 0.00-0.29 s" in err
+    assert "missing" not in err  # the gap they leave is the same 8 frames, not counted twice
+    times = packet_times(tmp_path / "out.mp4", "video")
+    assert len(times) == 16
+
+
+def test_frames_lost_before_the_first_one_out_are_reported(tmp_path):
+    """A chunk whose start does not decode: the frames before the first one out are missing, and said so."""
+    src = ffv1_mkv(tmp_path / "in.mkv", list(range(48)))
+    data = bytearray(src.read_bytes())
+    first = clusters(data)[0]
+    data[first:first + 12] = bytes(12)  # the demuxer resumes at the second cluster
+    src.write_bytes(data)
+    source = Source(src, pts_range=PtsRange(0, None))
+    out: list[int] = []
+    source.run(lambda frame: out.append(frame.pts), lambda packet: None, set())
+    ((reason, spans),) = source.lost.spans.items()
+    first_out = round(out[0] * source.video.time_base * 24)
+    assert "the video starts later" in reason
+    assert spans == [(0.0, pytest.approx((first_out - 1) / 24, abs=1e-3), first_out)]
+    assert len(out) == 48 - first_out
 
 
 # --- 3: every output container gets codecs its muxer takes -------------------------------------------------

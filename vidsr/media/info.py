@@ -194,16 +194,37 @@ def _duration_seconds(container: av.container.InputContainer, stream: av.video.s
 
 
 def _first_frame(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> av.VideoFrame:
-    """PyAV exposes rotation and chroma location only on decoded frames, so decode the first one."""
+    """PyAV exposes rotation and chroma location only on decoded frames, so decode the first one that decodes:
+    a damaged start is the decoder's to report (or skip, with --skip-errors), not a reason to refuse the file."""
     import av
 
+    failure: av.FFmpegError | None = None
+    failed = 0
     try:
-        frame = next(container.decode(stream), None)
-    except av.FFmpegError as exc:
-        raise InputError(f"{container.name}: first video frame does not decode ({ffmpeg_reason(exc)})") from None
-    if frame is None:
-        raise InputError(f"{container.name}: video stream has no frames")
-    return frame
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.FFmpegError as exc:
+                failure, failed = exc, failed + 1
+                if failed == _PROBE_BAD_PACKETS:
+                    break
+                continue
+            if frames:
+                return frames[0]
+        else:
+            frames = stream.codec_context.decode(None)  # end of file: the frames the decoder still holds
+            if frames:
+                return frames[0]
+    except av.FFmpegError as exc:  # the demuxer itself gave up
+        failure = exc
+    if failure is not None:
+        raise InputError(f"{container.name}: no video frame decodes, the file is damaged "
+                         f"({ffmpeg_reason(failure)})") from None
+    raise InputError(f"{container.name}: video stream has no frames")
+
+
+# Undecodable packets the probe reads past before calling the whole stream damaged (a few seconds of video).
+_PROBE_BAD_PACKETS = 250
 
 
 def probe(path: str | Path) -> MediaInfo:

@@ -83,6 +83,12 @@ class Source:
         self._time_base = time_base or self._time_base
         self._frame_step = max(1, round(1 / (Fraction(rate) * self._time_base)))
         self._last_pts: int | None = None
+        # Where the first frame should be: the range's start, else the stream's (from the index where the
+        # container has one), else the first packet's. A damaged first GOP can decode to nothing: that loss is
+        # reported like any other gap.
+        start = pts_range.start if pts_range is not None else None
+        self._first_pts = self._scaled(self.video.start_time) if start is None else start
+        self._skipped: list[int] = []  # pts of frames skipped as undecodable: a gap they explain is reported once
 
     def close(self) -> None:
         self.container.close()
@@ -123,6 +129,8 @@ class Source:
                 continue
             # Frames before the range only give the range's frames their references: damage there is dropped.
             tolerate = span is not None and span.before_start(self._scaled(packet.pts))
+            if self._first_pts is None:
+                self._first_pts = self._scaled(packet.pts)
             for frame in self._decode(packet, decoded, tolerate):
                 decoded += 1
                 pts = self._pts(frame)
@@ -139,16 +147,22 @@ class Source:
         pts = self._scaled(frame.pts)
         if pts is None:
             pts = 0 if self._last_pts is None else self._last_pts + self._frame_step
-        if self._last_pts is not None:
-            if pts <= self._last_pts:
-                self.lost.add("frame(s) dropped: their timestamps repeat or go back", self._seconds(pts))
-                return None
-            missing = round((pts - self._last_pts) / self._frame_step) - 1
-            if missing >= _GAP_FRAMES:
-                self.lost.add("frame(s) missing: the file may be damaged there (the output holds the frame before)",
-                              self._seconds(self._last_pts + self._frame_step), self._seconds(pts - self._frame_step),
+        if self._last_pts is not None and pts <= self._last_pts:
+            self.lost.add("frame(s) dropped: their timestamps repeat or go back", self._seconds(pts))
+            return None
+        previous = self._last_pts
+        if previous is None and self._first_pts is not None:
+            previous = self._first_pts - self._frame_step
+        if previous is not None:
+            gap = round((pts - previous) / self._frame_step) - 1
+            missing = gap - sum(previous < skipped < pts for skipped in self._skipped)
+            if gap >= _GAP_FRAMES and missing > 0:
+                held = "the output holds the frame before" if self._last_pts is not None else "the video starts later"
+                self.lost.add(f"frame(s) missing: the file may be damaged there ({held})",
+                              self._seconds(previous + self._frame_step), self._seconds(pts - self._frame_step),
                               missing)
         self._last_pts = pts
+        self._skipped = [skipped for skipped in self._skipped if skipped > pts]
         return pts
 
     def _scaled(self, pts: int | None) -> int | None:
@@ -173,6 +187,7 @@ class Source:
                               "use --skip-errors to drop broken frames")
         at = self._scaled(packet.pts) if packet.pts is not None else (self._last_pts or 0) + self._frame_step
         self.lost.add("undecodable frame(s) skipped", self._seconds(at))
+        self._skipped.append(at)
         return [f for f in frames if not f.is_corrupt]
 
 
