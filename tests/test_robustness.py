@@ -10,9 +10,12 @@ import subprocess
 import sys
 from fractions import Fraction
 from pathlib import Path
+from types import SimpleNamespace
 
 import av
+import numpy as np
 import pytest
+from av.video.frame import PictureType
 from PIL import Image
 
 from vidsr import sample
@@ -168,13 +171,16 @@ def test_skipped_undecodable_frames_are_counted_with_their_times(upscale, random
     assert re.search(r"in\.mkv: \d+ undecodable frame\(s\) skipped, at \d\.\d\d", err), err
 
 
-def h264_mp4_damaged(path: Path, packets: int, keep_lengths: bool) -> Path:
-    """An H.264 MP4 (GOP 8, 24 frames at 24 fps) whose first `packets` video packets are zeroed (after each
+def h264_mp4_damaged(path: Path, packets: range, keep_lengths: bool) -> Path:
+    """An H.264 MP4 (GOPs of 8 frames, 24 frames at 24 fps) whose video packets `packets` are zeroed (after each
     packet's first NAL length when `keep_lengths`): the index still lists them, the decoder refuses them."""
-    sample.write_clip(path, sample.ClipSpec(width=64, height=48, frames=24, codec="libx264",
-                                            options={"g": "8", "bf": "0"}))
+    y, x = np.mgrid[0:48, 0:64] / 64
+    moving = [np.stack([np.sin(6 * x + i / 4) * 0.4 + 0.5, np.cos(5 * y - i / 5) * 0.4 + 0.5, (x + y) / 2], -1)
+              for i in range(24)]  # testsrc's frames would come marked as keyframes
+    spec = sample.ClipSpec(width=64, height=48, frames=24, codec="libx264", options={"g": "8", "bf": "0"})
+    sample.write_clip(path, spec, frames=moving)
     with av.open(str(path)) as container:
-        spans = [(p.pos, p.size) for p, _ in zip(container.demux(video=0), range(packets), strict=False)]
+        spans = [(p.pos, p.size) for i, p in enumerate(container.demux(video=0)) if i in packets]
     data = bytearray(path.read_bytes())
     skip = 4 if keep_lengths else 0
     for pos, size in spans:
@@ -183,8 +189,15 @@ def h264_mp4_damaged(path: Path, packets: int, keep_lengths: bool) -> Path:
     return path
 
 
-def test_a_damaged_first_frame_is_probed_past_and_skipped_on_request(upscale, random_espcn, tmp_path, capsys):
-    src = h264_mp4_damaged(tmp_path / "in.mp4", packets=1, keep_lengths=True)
+def lost_frames(err: str, name: str) -> int:
+    """How many frames the notices say were lost, over all reasons (each notice counted once: `upscale` gives
+    stderr and the log)."""
+    notices = set(re.findall(rf"{re.escape(name)}: (\d+) ((?:undecodable )?frame\(s\)[^\n]*)", err))
+    return sum(int(count) for count, _ in notices)
+
+
+def test_a_damaged_first_keyframe_is_probed_past_and_its_gop_dropped(upscale, random_espcn, tmp_path, capsys):
+    src = h264_mp4_damaged(tmp_path / "in.mp4", range(1), keep_lengths=True)
     assert main(["probe", str(src)]) == 0  # the facts come from the first frame that decodes
     assert "h264 64x48" in capsys.readouterr().out
     code, err = upscale(src, "-m", random_espcn, "-o", tmp_path / "out.mp4")
@@ -192,17 +205,30 @@ def test_a_damaged_first_frame_is_probed_past_and_skipped_on_request(upscale, ra
     code, err = upscale(src, "-m", random_espcn, "--skip-errors", "-o", tmp_path / "out.mp4")
     assert code == 0, err
     assert "in.mp4: 1 undecodable frame(s) skipped, at 0.00 s" in err
-    assert len(packet_times(tmp_path / "out.mp4", "video")) == 23
+    # the rest of the GOP has no reference: dropped (by the decoder or as orphans) and counted, once
+    assert lost_frames(err, "in.mp4") == 8, err
+    assert len(packet_times(tmp_path / "out.mp4", "video")) == 16
 
 
 def test_a_lost_first_gop_is_reported_once(upscale, random_espcn, tmp_path):
-    src = h264_mp4_damaged(tmp_path / "in.mp4", packets=8, keep_lengths=False)
+    src = h264_mp4_damaged(tmp_path / "in.mp4", range(8), keep_lengths=False)
     code, err = upscale(src, "-m", random_espcn, "--skip-errors", "-o", tmp_path / "out.mp4")
     assert code == 0, err
     assert "in.mp4: 8 undecodable frame(s) skipped, at 0.00-0.29 s" in err
-    assert "missing" not in err  # the gap they leave is the same 8 frames, not counted twice
-    times = packet_times(tmp_path / "out.mp4", "video")
-    assert len(times) == 16
+    assert lost_frames(err, "in.mp4") == 8, err  # the gap they leave is the same 8 frames, not counted twice
+    assert len(packet_times(tmp_path / "out.mp4", "video")) == 16
+
+
+def test_frames_concealed_after_a_lost_keyframe_are_dropped_until_the_next_intra_frame(make_clip):
+    source = Source(make_clip("in.mkv", width=64, height=48, frames=2), skip_errors=True)
+    frames = [SimpleNamespace(pts=pts, key_frame=False, pict_type=kind) for pts, kind in
+              [(1, PictureType.P), (2, PictureType.B), (3, PictureType.I), (4, PictureType.P)]]
+    assert source._without_orphans(frames) == frames  # no keyframe lost: nothing to drop
+    source._keyframe_lost = True
+    assert source._without_orphans(frames) == frames[2:]
+    ((reason, spans),) = source.lost.spans.items()
+    assert "the keyframe they depend on does not decode" in reason and [count for *_, count in spans] == [1, 1]
+    source.close()
 
 
 def test_frames_lost_before_the_first_one_out_are_reported(tmp_path):

@@ -18,6 +18,7 @@ from pathlib import Path
 import av
 import numpy as np
 from av.codec.hwaccel import HWAccel
+from av.video.frame import PictureType
 
 from vidsr.errors import DecodeError
 from vidsr.media.frames import frame_to_planes
@@ -89,6 +90,7 @@ class Source:
         start = pts_range.start if pts_range is not None else None
         self._first_pts = self._scaled(self.video.start_time) if start is None else start
         self._skipped: list[int] = []  # pts of frames skipped as undecodable: a gap they explain is reported once
+        self._keyframe_lost = False  # a keyframe did not decode: what follows it is concealment, not picture
 
     def close(self) -> None:
         self.container.close()
@@ -179,16 +181,35 @@ class Source:
         except av.FFmpegError as exc:
             frames, reason = [], ffmpeg_reason(exc)
         if reason is None:
-            return frames
+            return self._without_orphans(frames)
         if tolerate:
             return [f for f in frames if not f.is_corrupt]
         if not self.skip_errors:
             raise DecodeError(f"{self.path}: decode error at frame {index} ({reason}); "
                               "use --skip-errors to drop broken frames")
-        at = self._scaled(packet.pts) if packet.pts is not None else (self._last_pts or 0) + self._frame_step
-        self.lost.add("undecodable frame(s) skipped", self._seconds(at))
+        self._skip("undecodable frame(s) skipped", packet.pts)
+        self._keyframe_lost |= packet.is_keyframe
+        return self._without_orphans([f for f in frames if not f.is_corrupt])
+
+    def _without_orphans(self, frames: list[av.VideoFrame]) -> list[av.VideoFrame]:
+        """Drop the frames after a lost keyframe up to the next intra frame: decoders conceal the missing
+        reference (a grey or stale picture) without an error, and upscaling that is not what --skip-errors is
+        for."""
+        if not self._keyframe_lost:
+            return frames
+        kept = []
+        for frame in frames:
+            self._keyframe_lost &= not (frame.key_frame or frame.pict_type == PictureType.I)
+            if self._keyframe_lost:
+                self._skip("frame(s) skipped: the keyframe they depend on does not decode", frame.pts)
+            else:
+                kept.append(frame)
+        return kept
+
+    def _skip(self, reason: str, pts: int | None) -> None:
+        at = self._scaled(pts) if pts is not None else (self._last_pts or 0) + self._frame_step
+        self.lost.add(reason, self._seconds(at))
         self._skipped.append(at)
-        return [f for f in frames if not f.is_corrupt]
 
 
 # A stream that jumps this many frame steps or more has lost frames (VFR streams step by up to 1.5 frames).
