@@ -231,6 +231,27 @@ def test_frames_concealed_after_a_lost_keyframe_are_dropped_until_the_next_intra
     source.close()
 
 
+def test_undecodable_audio_being_reencoded_fails_in_one_line_or_leaves_a_reported_gap(upscale, make_clip,
+                                                                                         random_espcn, tmp_path):
+    src = make_clip("in.mp4", width=64, height=48, frames=24, audio=True)
+    with av.open(str(src)) as container:
+        broken = [p for p in container.demux(audio=0) if p.size][10]
+        pos, size, at = broken.pos, broken.size, float(broken.pts * broken.time_base)
+    data = bytearray(src.read_bytes())
+    data[pos:pos + size] = bytes(size)
+    src.write_bytes(data)
+    out = tmp_path / "out.webm"  # WebM takes no AAC: the audio is decoded and re-encoded to Opus
+    code, err = upscale(src, "-m", random_espcn, "-o", out)
+    assert code != 0 and not out.exists() and "Traceback" not in err
+    assert [line for line in err.splitlines() if "error" in line] == [
+        f"vidsr: error: in.mp4: audio stream 1 does not decode at {at:.2f} s (invalid data found when processing "
+        "input); use --skip-errors to leave a silent gap there, or --audio drop"]
+    code, err = upscale(src, "-m", random_espcn, "--skip-errors", "-o", out)
+    assert code == 0, err
+    assert f"in.mp4: 1 undecodable audio packet(s) of stream 1 skipped (silent there), at {at:.2f} s" in err
+    assert stream_codecs(out) == [("video", "vp9"), ("audio", "opus")]
+
+
 def test_frames_lost_before_the_first_one_out_are_reported(tmp_path):
     """A chunk whose start does not decode: the frames before the first one out are missing, and said so."""
     src = ffv1_mkv(tmp_path / "in.mkv", list(range(48)))

@@ -359,7 +359,7 @@ def _run(info: MediaInfo, source: Source, tmp: Path, container_format: str | Non
     finished = False
     try:
         sink = Sink(tmp, container_format, source.container, video, video.width * scale, video.height * scale,
-                    settings, chunk_headers=chunk_headers)
+                    settings, chunk_headers=chunk_headers, skip_errors=source.skip_errors)
         out_layout = plane_layout(working_format(sink.pix_fmt, alpha=True))
         layout = plane_layout(working_format(video.pix_fmt, alpha=out_layout.has_alpha))  # alpha only if kept
         requested, batch_size = batch_size, upscaler.batch_size(batch_size, layout, video.color, video.width,
@@ -548,7 +548,8 @@ class ChunkedJob:
     def _join_into(self, tmp: Path) -> None:
         files = [self.work.chunk_path(c.index) for c in self.chunks]
         with open_container(self.info.path) as source, open_container(files[0]) as first:
-            sink = Sink(tmp, None, source, self.info.video, 0, 0, self.settings, copy_video=first.streams.video[0])
+            sink = Sink(tmp, None, source, self.info.video, 0, 0, self.settings, copy_video=first.streams.video[0],
+                        skip_errors=self.skip_errors)
             try:
                 streams = [s for s in source.streams if s.index in sink.passthrough_indices]
                 others = ((p, False) for p in source.demux(streams) if p.size) if streams else iter(())

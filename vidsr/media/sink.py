@@ -21,12 +21,13 @@ from pathlib import Path
 
 import av
 
-from vidsr.errors import EncodeError
+from vidsr.errors import DecodeError, EncodeError
 from vidsr.formats import UNSPECIFIED, ColorInfo
 from vidsr.media import ENCODERS
 from vidsr.media.chunks import CHUNK_FORMAT, CHUNK_OPTIONS
 from vidsr.media.frames import _is_engine_planar, working_format
 from vidsr.media.info import VideoInfo, codec_name, copy_stream, ffmpeg_reason
+from vidsr.media.lost import LostFrames
 
 log = logging.getLogger("vidsr")
 
@@ -241,8 +242,10 @@ class Sink:
 
     def __init__(self, path: Path, container_format: str | None, source: av.container.InputContainer,
                  video: VideoInfo, width: int, height: int, settings: EncodeSettings, *,
-                 chunk_headers: bool | None = None, copy_video: av.VideoStream | None = None) -> None:
+                 chunk_headers: bool | None = None, copy_video: av.VideoStream | None = None,
+                 skip_errors: bool = False) -> None:
         self.settings = settings
+        self.skip_errors, self.lost, self.source_name = skip_errors, LostFrames(), Path(source.name).name
         self.chunk_headers, self.copy_video = chunk_headers, copy_video
         if settings.encoder and copy_video is None:
             encoder_codec(settings.encoder)  # an unknown encoder is reported before any file is created
@@ -445,9 +448,23 @@ class Sink:
             packet.stream = out
             self._mux([packet])
             return
-        for frame in packet.decode():
+        for frame in self._decode_audio(packet):
             for resampled in resampler.resample(frame):
                 self._mux(out.encode(resampled))
+
+    def _decode_audio(self, packet: av.Packet) -> list[av.AudioFrame]:
+        """The packet's audio, for re-encoding; a packet that does not decode fails the run in one line, or
+        under --skip-errors leaves a silent gap and a notice."""
+        try:
+            return packet.decode()
+        except av.FFmpegError as exc:
+            at = float(packet.pts * packet.time_base) if packet.pts is not None and packet.time_base else 0.0
+            if not self.skip_errors:
+                raise DecodeError(f"{self.source_name}: audio stream {packet.stream.index} does not decode at "
+                                  f"{at:.2f} s ({ffmpeg_reason(exc)}); use --skip-errors to leave a silent gap "
+                                  "there, or --audio drop") from None
+            self.lost.add(f"undecodable audio packet(s) of stream {packet.stream.index} skipped (silent there)", at)
+            return []
 
     def _mux(self, packets: list[av.Packet]) -> None:
         try:
@@ -464,6 +481,7 @@ class Sink:
                 self._mux(self.stream_map[index].encode(None))
         finally:
             self.output.close()
+        self.lost.report(self.source_name)
 
     def abort(self) -> None:
         # The file is deleted next; a failing close must not hide the original error.

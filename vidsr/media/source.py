@@ -23,6 +23,7 @@ from av.video.frame import PictureType
 from vidsr.errors import DecodeError
 from vidsr.media.frames import frame_to_planes
 from vidsr.media.info import ffmpeg_reason, open_container
+from vidsr.media.lost import LostFrames
 
 log = logging.getLogger("vidsr")
 
@@ -214,32 +215,6 @@ class Source:
 
 # A stream that jumps this many frame steps or more has lost frames (VFR streams step by up to 1.5 frames).
 _GAP_FRAMES = 2
-
-
-class LostFrames:
-    """Frames the output will not have, by reason, with the times they were at: reported once, at the end."""
-
-    def __init__(self) -> None:
-        self.spans: dict[str, list[tuple[float, float, int]]] = {}
-
-    def add(self, reason: str, start: float, end: float | None = None, count: int = 1) -> None:
-        self.spans.setdefault(reason, []).append((start, start if end is None else end, count))
-
-    def report(self, name: str) -> None:
-        for reason, spans in self.spans.items():
-            log.warning("%s: %d %s, at %s", name, sum(c for *_, c in spans), reason, _time_ranges(spans))
-
-
-def _time_ranges(spans: list[tuple[float, float, int]], shown: int = 5) -> str:
-    """`1.00-1.13 s, 2.50 s`: spans less than a quarter second apart merged, the first `shown` listed."""
-    merged: list[list[float]] = []
-    for start, end, _ in sorted(spans):
-        if merged and start - merged[-1][1] < 0.25:
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append([start, end])
-    text = ", ".join(f"{a:.2f} s" if b - a < 0.005 else f"{a:.2f}-{b:.2f} s" for a, b in merged[:shown])
-    return text + (f" and {len(merged) - shown} more" if len(merged) > shown else "")
 
 
 # Decoders whose "explode" mode refuses valid files: FFmpeg's TIFF decoder fails on any tag it does not
