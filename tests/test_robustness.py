@@ -160,6 +160,16 @@ def test_a_stretch_the_demuxer_skips_is_reported_with_count_and_times(upscale, r
         assert sum(1 for _ in container.decode(video=0)) == 48 - int(missing[1])
 
 
+def test_a_healthy_avi_whose_nominal_rate_is_wrong_reports_nothing_missing(upscale, make_clip, random_espcn,
+                                                                           tmp_path):
+    src = make_clip("in.avi", width=64, height=48, frames=12)  # B-frames in AVI: FFmpeg guesses 240 fps for 24
+    with av.open(str(src)) as container:
+        assert container.streams.video[0].guessed_rate != 24  # what the check must not trust
+    code, err = upscale(src, "-m", random_espcn, "-o", tmp_path / "out.mkv")
+    assert code == 0, err
+    assert "missing" not in err
+
+
 def test_skipped_undecodable_frames_are_counted_with_their_times(upscale, random_espcn, tmp_path):
     src = ffv1_mkv(tmp_path / "in.mkv", list(range(24)))
     data = bytearray(src.read_bytes())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections import Counter
 from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -90,7 +91,7 @@ class Source:
         # reported like any other gap.
         start = pts_range.start if pts_range is not None else None
         self._first_pts = self._scaled(self.video.start_time) if start is None else start
-        self._skipped: list[int] = []  # pts of frames skipped as undecodable: a gap they explain is reported once
+        self._gaps = _Gaps(self._frame_step)
         self._keyframe_lost = False  # a keyframe did not decode: what follows it is concealment, not picture
 
     def close(self) -> None:
@@ -116,6 +117,7 @@ class Source:
             raise DecodeError(f"{self.path}: cannot read past frame {index} ({ffmpeg_reason(exc)})") from None
         if index == 0:
             raise DecodeError(f"{self.path}: no video frame could be decoded")
+        self._gaps.report(self.lost, self._first_pts, self._seconds)
         self.lost.report(self.path.name)
 
     def _frames(self, streams: list[av.stream.Stream],
@@ -153,19 +155,8 @@ class Source:
         if self._last_pts is not None and pts <= self._last_pts:
             self.lost.add("frame(s) dropped: their timestamps repeat or go back", self._seconds(pts))
             return None
-        previous = self._last_pts
-        if previous is None and self._first_pts is not None:
-            previous = self._first_pts - self._frame_step
-        if previous is not None:
-            gap = round((pts - previous) / self._frame_step) - 1
-            missing = gap - sum(previous < skipped < pts for skipped in self._skipped)
-            if gap >= _GAP_FRAMES and missing > 0:
-                held = "the output holds the frame before" if self._last_pts is not None else "the video starts later"
-                self.lost.add(f"frame(s) missing: the file may be damaged there ({held})",
-                              self._seconds(previous + self._frame_step), self._seconds(pts - self._frame_step),
-                              missing)
+        self._gaps.follow(self._last_pts, pts)
         self._last_pts = pts
-        self._skipped = [skipped for skipped in self._skipped if skipped > pts]
         return pts
 
     def _scaled(self, pts: int | None) -> int | None:
@@ -210,11 +201,61 @@ class Source:
     def _skip(self, reason: str, pts: int | None) -> None:
         at = self._scaled(pts) if pts is not None else (self._last_pts or 0) + self._frame_step
         self.lost.add(reason, self._seconds(at))
-        self._skipped.append(at)
+        self._gaps.skipped.append(at)
 
 
 # A stream that jumps this many frame steps or more has lost frames (VFR streams step by up to 1.5 frames).
 _GAP_FRAMES = 2
+
+
+class _Gaps:
+    """Frames missing between the frames out, or before the first, judged at the end against the stream's
+    typical frame duration: the median pts step seen, as a container's nominal rate can be far off (an AVI
+    muxed with B-frames had FFmpeg guess 240 fps for 24)."""
+
+    def __init__(self, nominal_step: int) -> None:
+        self.nominal_step = nominal_step
+        self.steps: Counter[int] = Counter()
+        self.smallest: int | None = None
+        self.jumps: list[tuple[int, int]] = []  # (pts before, pts after) of steps long enough to be gaps
+        self.first: int | None = None  # the first frame out
+        self.skipped: list[int] = []  # pts of frames skipped as undecodable: a gap they explain is reported once
+
+    def follow(self, previous: int | None, pts: int) -> None:
+        if previous is None:
+            self.first = pts
+            return
+        step = pts - previous
+        self.steps[step] += 1
+        self.smallest = step if self.smallest is None else min(self.smallest, step)
+        # a superset of the gaps: the median step is at least the smallest (once a few steps are known)
+        if self.steps.total() <= 8 or step > (_GAP_FRAMES + 0.5) * self.smallest:
+            self.jumps.append((previous, pts))
+
+    def typical_step(self) -> int:
+        if not self.steps:
+            return self.nominal_step
+        half, seen = self.steps.total() / 2, 0
+        for step in sorted(self.steps):
+            seen += self.steps[step]
+            if seen >= half:
+                return step
+        raise AssertionError("unreachable")
+
+    def report(self, lost: LostFrames, expected_first: int | None, seconds: Callable[[int], float]) -> None:
+        step = self.typical_step()
+        if expected_first is not None and self.first is not None:
+            self._judge(lost, expected_first - step, self.first, step, seconds, "the video starts later")
+        for before, after in self.jumps:
+            self._judge(lost, before, after, step, seconds, "the output holds the frame before")
+
+    def _judge(self, lost: LostFrames, before: int, after: int, step: int, seconds: Callable[[int], float],
+               held: str) -> None:
+        frames = round((after - before) / step) - 1
+        missing = frames - sum(before < skipped < after for skipped in self.skipped)
+        if frames >= _GAP_FRAMES and missing > 0:
+            lost.add(f"frame(s) missing: the file may be damaged there ({held})", seconds(before + step),
+                     seconds(after - step), missing)
 
 
 # Decoders whose "explode" mode refuses valid files: FFmpeg's TIFF decoder fails on any tag it does not
