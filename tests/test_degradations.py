@@ -246,6 +246,6 @@ def test_clean_pairs_are_the_plain_bicubic_downscale_and_off_by_default() -> Non
     assert torch.equal(clean, imresize(hr, size=(16, 16), quantize=True))
     mixed = [deg.degrade(hr, 4, deg.DegradationConfig(clean_prob=0.5), _rng(s)) for s in range(16)]
     assert 0 < sum(torch.equal(lr, clean) for lr in mixed) < 16
-    # 0 draws nothing: pairs (and pool caches) made before the setting existed stay the same
+    # 0 draws nothing: the pairs made before the setting existed stay the same
     assert torch.equal(deg.degrade(hr, 4, deg.DegradationConfig(), _rng(3)),
                        deg.degrade(hr, 4, deg.DegradationConfig(clean_prob=0.0), _rng(3)))

@@ -170,6 +170,21 @@ def test_a_healthy_avi_whose_nominal_rate_is_wrong_reports_nothing_missing(upsca
     assert "missing" not in err
 
 
+def test_a_capture_cut_mid_gop_reports_nothing_missing(upscale, random_espcn, tmp_path):
+    """MPEG-TS cut at a byte offset (a DVB or IPTV capture) starts mid-GOP: the frames before its first keyframe
+    never decode, and that is how such files are, not damage."""
+    src = tmp_path / "in.ts"
+    y, x = np.mgrid[0:48, 0:64] / 64
+    moving = [np.stack([np.sin(6 * x + i / 4) * 0.4 + 0.5, np.cos(5 * y - i / 5) * 0.4 + 0.5, (x + y) / 2], -1)
+              for i in range(48)]
+    spec = sample.ClipSpec(width=64, height=48, frames=48, codec="libx264", options={"g": "12", "bf": "2"})
+    data = sample.write_clip(src, spec, frames=moving).read_bytes()
+    src.write_bytes(data[len(data) // 3 // 188 * 188:])  # whole TS packets from a third in
+    code, err = upscale(src, "-m", random_espcn, "-o", tmp_path / "out.mkv")
+    assert code == 0, err
+    assert "missing" not in err and "skipped" not in err
+
+
 def test_skipped_undecodable_frames_are_counted_with_their_times(upscale, random_espcn, tmp_path):
     src = ffv1_mkv(tmp_path / "in.mkv", list(range(24)))
     data = bytearray(src.read_bytes())
@@ -229,15 +244,25 @@ def test_a_lost_first_gop_is_reported_once(upscale, random_espcn, tmp_path):
     assert len(packet_times(tmp_path / "out.mp4", "video")) == 16
 
 
-def test_frames_concealed_after_a_lost_keyframe_are_dropped_until_the_next_intra_frame(make_clip):
+def test_frames_decoded_after_a_lost_keyframe_are_dropped_until_the_next_keyframe_decodes(make_clip):
     source = Source(make_clip("in.mkv", width=64, height=48, frames=2), skip_errors=True)
-    frames = [SimpleNamespace(pts=pts, key_frame=False, pict_type=kind) for pts, kind in
-              [(1, PictureType.P), (2, PictureType.B), (3, PictureType.I), (4, PictureType.P)]]
-    assert source._without_orphans(frames) == frames  # no keyframe lost: nothing to drop
-    source._keyframe_lost = True
-    assert source._without_orphans(frames) == frames[2:]
+
+    def frames(*orders: int) -> list[SimpleNamespace]:
+        return [SimpleNamespace(pts=o, dts=o, key_frame=False, pict_type=PictureType.P) for o in orders]
+
+    before = frames(7, 8)
+    assert source._without_orphans(before) == before  # no keyframe lost: nothing to drop
+    source._orphans_from = 10  # the keyframe decoded 10th did not decode
+    assert source._without_orphans(frames(8, 10, 12)) == frames(8)  # decoded before it: kept (reordering)
+    source._orphans_until = 14  # the next keyframe decoded
+    assert source._without_orphans(frames(13, 14, 15)) == frames(14, 15)
+    assert source._orphans_from is None
     ((reason, spans),) = source.lost.spans.items()
-    assert "the keyframe they depend on does not decode" in reason and [count for *_, count in spans] == [1, 1]
+    assert "the keyframe they depend on does not decode" in reason and len(spans) == 3
+    # a second lost keyframe; a frame without decode order (no dts or pts) ends the span if it is intra
+    source._orphans_from, source._orphans_until = 20, None
+    intra = SimpleNamespace(pts=None, dts=None, key_frame=False, pict_type=PictureType.I)
+    assert source._without_orphans([*frames(21), intra]) == [intra]
     source.close()
 
 

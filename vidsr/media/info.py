@@ -209,11 +209,7 @@ def _first_frame(container: av.container.InputContainer, stream: av.video.stream
                 if failed == _PROBE_BAD_PACKETS:
                     break
                 continue
-            if frames:
-                return frames[0]
-        else:
-            frames = stream.codec_context.decode(None)  # end of file: the frames the decoder still holds
-            if frames:
+            if frames:  # demux ends with an empty packet, which flushes the frames the decoder still holds
                 return frames[0]
     except av.FFmpegError as exc:  # the demuxer itself gave up
         failure = exc

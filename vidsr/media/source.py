@@ -86,13 +86,15 @@ class Source:
         self._time_base = time_base or self._time_base
         self._frame_step = max(1, round(1 / (Fraction(rate) * self._time_base)))
         self._last_pts: int | None = None
-        # Where the first frame should be: the range's start, else the stream's (from the index where the
-        # container has one), else the first packet's. A damaged first GOP can decode to nothing: that loss is
-        # reported like any other gap.
-        start = pts_range.start if pts_range is not None else None
-        self._first_pts = self._scaled(self.video.start_time) if start is None else start
+        # Where the first frame should be: the range's start, else the first keyframe packet's or the first
+        # undecodable packet's (a damaged first GOP can decode to nothing, and that loss is reported like any
+        # other gap; the frames before a stream's first keyframe, as in a capture cut mid-GOP, are not a loss).
+        self._first_pts = pts_range.start if pts_range is not None else None
         self._gaps = _Gaps(self._frame_step)
-        self._keyframe_lost = False  # a keyframe did not decode: what follows it is concealment, not picture
+        # Under --skip-errors, a keyframe that did not decode leaves the frames decoded after it (by dts) up to
+        # the next keyframe that decodes without their reference: [from, until), in the stream's time base.
+        self._orphans_from: int | None = None
+        self._orphans_until: int | None = None
 
     def close(self) -> None:
         self.container.close()
@@ -134,7 +136,7 @@ class Source:
                 continue
             # Frames before the range only give the range's frames their references: damage there is dropped.
             tolerate = span is not None and span.before_start(self._scaled(packet.pts))
-            if self._first_pts is None:
+            if self._first_pts is None and packet.is_keyframe:
                 self._first_pts = self._scaled(packet.pts)
             for frame in self._decode(packet, decoded, tolerate):
                 decoded += 1
@@ -173,6 +175,8 @@ class Source:
         except av.FFmpegError as exc:
             frames, reason = [], ffmpeg_reason(exc)
         if reason is None:
+            if packet.is_keyframe and self._orphans_from is not None and self._orphans_until is None:
+                self._orphans_until = _decode_order(packet)
             return self._without_orphans(frames)
         if tolerate:
             return [f for f in frames if not f.is_corrupt]
@@ -180,28 +184,48 @@ class Source:
             raise DecodeError(f"{self.path}: decode error at frame {index} ({reason}); "
                               "use --skip-errors to drop broken frames")
         self._skip("undecodable frame(s) skipped", packet.pts)
-        self._keyframe_lost |= packet.is_keyframe
+        if packet.is_keyframe and (self._orphans_from is None or self._orphans_until is not None):
+            self._orphans_from, self._orphans_until = _decode_order(packet), None
         return self._without_orphans([f for f in frames if not f.is_corrupt])
 
     def _without_orphans(self, frames: list[av.VideoFrame]) -> list[av.VideoFrame]:
-        """Drop the frames after a lost keyframe up to the next intra frame: decoders conceal the missing
-        reference (a grey or stale picture) without an error, and upscaling that is not what --skip-errors is
-        for."""
-        if not self._keyframe_lost:
-            return frames
+        """Drop the frames decoded after a lost keyframe and before the next one that decodes: decoders conceal
+        the missing reference (a grey or stale picture) without an error, and upscaling that is not what
+        --skip-errors is for."""
         kept = []
         for frame in frames:
-            self._keyframe_lost &= not (frame.key_frame or frame.pict_type == PictureType.I)
-            if self._keyframe_lost:
+            if self._is_orphan(frame):
                 self._skip("frame(s) skipped: the keyframe they depend on does not decode", frame.pts)
             else:
                 kept.append(frame)
         return kept
 
+    def _is_orphan(self, frame: av.VideoFrame) -> bool:
+        start, end = self._orphans_from, self._orphans_until
+        if start is None:
+            return False
+        order = _decode_order(frame)
+        if order is None:  # nothing to order by: an intra frame ends the span
+            if frame.key_frame or frame.pict_type == PictureType.I:
+                self._orphans_from = None
+            return self._orphans_from is not None
+        if end is not None and order >= end:
+            self._orphans_from = None
+            return False
+        return order >= start
+
     def _skip(self, reason: str, pts: int | None) -> None:
         at = self._scaled(pts) if pts is not None else (self._last_pts or 0) + self._frame_step
+        if at in self._gaps.skipped:  # a frame whose packet failed can still come out of the decoder later
+            return
         self.lost.add(reason, self._seconds(at))
-        self._gaps.skipped.append(at)
+        self._gaps.skipped.add(at)
+        if self._first_pts is None:  # a loss before any keyframe: the first frames are missing from here
+            self._first_pts = at
+
+
+def _decode_order(item: av.Packet | av.VideoFrame) -> int | None:
+    return item.dts if item.dts is not None else item.pts
 
 
 # A stream that jumps this many frame steps or more has lost frames (VFR streams step by up to 1.5 frames).
@@ -219,7 +243,7 @@ class _Gaps:
         self.smallest: int | None = None
         self.jumps: list[tuple[int, int]] = []  # (pts before, pts after) of steps long enough to be gaps
         self.first: int | None = None  # the first frame out
-        self.skipped: list[int] = []  # pts of frames skipped as undecodable: a gap they explain is reported once
+        self.skipped: set[int] = set()  # pts of frames skipped as undecodable: a gap they explain is reported once
 
     def follow(self, previous: int | None, pts: int) -> None:
         if previous is None:

@@ -125,7 +125,8 @@ class DegradationConfig:
     second: StageConfig = field(default_factory=_second_stage)
     second_prob: float = 1.0
     # share of pairs whose input is the plain MATLAB-bicubic downscale: keeps clean sources (the eval's
-    # protocol) sharp instead of treating their detail as noise; no random draw when 0, so old pools stay valid
+    # protocol) sharp instead of treating their detail as noise; no random draw when 0, so the pairs are
+    # those made before the setting existed
     clean_prob: float = 0.0
     final_sinc: SincConfig = field(default_factory=SincConfig)
     final_resize_modes: tuple[str, ...] = RESIZE_MODES
