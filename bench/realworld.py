@@ -1,13 +1,16 @@
-"""How x2 models do on compressed video: Set5 / Set14 through a real codec, and crops from real video frames.
+"""How models do on compressed video: Set5 / Set14 through a real codec, and crops from real video frames.
 
 1. Quality on coded input: the standard protocol (`vidsr.evaluate`), except that each MATLAB-bicubic LR image
    becomes the middle frame of a short libx264 pan clip at CRF `--crf` before the model sees it.
-   Y-PSNR / SSIM against the HR image, shave 2. The first row is the clean protocol (no codec) for reference.
+   Y-PSNR / SSIM against the HR image, shave = scale. The first row is the clean protocol (no codec) for
+   reference.
 2. Crops: Set14's two video frames (foreman and coastguard, CIF sequences) as pan clips at their own size,
-   coded with libx264 at CRF `--crf`, then upscaled x2 by the engine (`vidsr.upscale_video`) with each model.
-   The middle frame's crop, bicubic and each model side by side, shown at 2x (nearest neighbour).
+   coded with libx264 at CRF `--crf`, then upscaled by `--scale` by the engine (`vidsr.upscale_video`) with each
+   model. The middle frame's crop (256 output pixels a side), bicubic and each model side by side, the input
+   shown at the output's size (nearest neighbour).
 
     python bench/realworld.py --models espcn-x2 srvgg-x2 srvgg-x2-video --image docs/img/realworld_x2.png
+    python bench/realworld.py --scale 4 --models srvgg-x4 srvgg-x4-video --image docs/img/realworld_x4.png
 """
 
 from __future__ import annotations
@@ -29,10 +32,9 @@ from vidsr.resize import imresize_np
 from vidsr.train.degradations import CodecConfig, random_codec
 from vidsr.zoo import load_model
 
-SCALE = 2
 EVAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "eval"
 FRAMES = {"foreman.png": (150, 40), "coastguard.png": (60, 60)}  # crop origin (x, y) in the CIF frame
-CROP = 128  # LR crop side
+TILE = 256  # output crop side
 MIDDLE = 4  # the pan clip's unshifted frame: frames // 2
 
 
@@ -51,15 +53,15 @@ def coded(crf: int) -> Callable[[np.ndarray], np.ndarray]:
     return code
 
 
-def quality_table(models: list[str], crf: int, datasets: list[Path]) -> None:
-    predictors: dict[str, LumaPredictor] = {"bicubic": bicubic_predictor(SCALE)}
+def quality_table(models: list[str], crf: int, datasets: list[Path], scale: int) -> None:
+    predictors: dict[str, LumaPredictor] = {"bicubic": bicubic_predictor(scale)}
     predictors |= {name: model_predictor(load_model(name)) for name in models}
     code = coded(crf)
     print(f"| model | input | {' | '.join(d.name for d in datasets)} |")
     print(f"|---|---|{'---|' * len(datasets)}")
     for name, predict in predictors.items():
         for label, feed in (("clean", predict), (f"x264 CRF {crf}", lambda lr, p=predict: p(code(lr)))):
-            cells = [evaluate_dataset(feed, d, SCALE) for d in datasets]
+            cells = [evaluate_dataset(feed, d, scale) for d in datasets]
             print(f"| {name} | {label} | {' | '.join(f'{r.psnr:.2f} / {r.ssim:.4f}' for r in cells)} |")
 
 
@@ -85,8 +87,8 @@ def _frame(path: Path, index: int) -> np.ndarray:
     raise ValueError(f"{path} has no frame {index}")
 
 
-def _nearest(rgb: np.ndarray) -> np.ndarray:
-    return rgb.repeat(SCALE, axis=0).repeat(SCALE, axis=1)
+def _nearest(rgb: np.ndarray, scale: int) -> np.ndarray:
+    return rgb.repeat(scale, axis=0).repeat(scale, axis=1)
 
 
 def _labelled(rgb: np.ndarray, label: str) -> Image.Image:
@@ -97,24 +99,25 @@ def _labelled(rgb: np.ndarray, label: str) -> Image.Image:
     return tile
 
 
-def crop_sheet(models: list[str], crf: int, out: Path) -> None:
+def crop_sheet(models: list[str], crf: int, out: Path, scale: int) -> None:
     """One row a frame: the coded input (nearest), bicubic, then each model through the engine."""
+    crop = TILE // scale  # input pixels
     labels = [f"input, x264 CRF {crf} (nearest)", "bicubic", *(Path(model).stem for model in models)]
     rows: list[list[np.ndarray]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, (x, y) in FRAMES.items():
             clip = Path(tmp) / f"{Path(name).stem}.mp4"
             _pan_clip(clip, read_rgb(EVAL / "Set14" / name), crf)
-            lr = _frame(clip, MIDDLE)[y : y + CROP, x : x + CROP]
-            row = [_nearest(lr), imresize_np(lr, SCALE)]
+            lr = _frame(clip, MIDDLE)[y : y + crop, x : x + crop]
+            row = [_nearest(lr, scale), imresize_np(lr, scale)]
             for model in models:
                 output = Path(tmp) / f"{clip.stem}.{Path(model).stem}.mkv"
                 result = upscale_video(clip, output, model=model, device="cpu", precision="fp32", encoder="ffv1",
                                        pix_fmt="yuv444p", progress=False)
                 up = _frame(result, MIDDLE)
-                row.append(up[SCALE * y : SCALE * (y + CROP), SCALE * x : SCALE * (x + CROP)])
+                row.append(up[scale * y : scale * (y + crop), scale * x : scale * (x + crop)])
             rows.append(row)
-    side = SCALE * CROP
+    side = TILE
     sheet = Image.new("RGB", (side * len(labels), side * len(rows)))
     for row_index, row in enumerate(rows):
         for column, (rgb, label) in enumerate(zip(row, labels, strict=True)):
@@ -130,11 +133,12 @@ def main() -> None:
     parser.add_argument("--crf", type=int, default=28)
     parser.add_argument("--image", type=Path, help="write the crop sheet here")
     parser.add_argument("--no-table", action="store_true")
+    parser.add_argument("--scale", type=int, default=2, help="the models' scale (default 2)")
     args = parser.parse_args()
     if not args.no_table:
-        quality_table(args.models, args.crf, [EVAL / "Set5", EVAL / "Set14"])
+        quality_table(args.models, args.crf, [EVAL / "Set5", EVAL / "Set14"], args.scale)
     if args.image:
-        crop_sheet(args.models, args.crf, args.image)
+        crop_sheet(args.models, args.crf, args.image, args.scale)
 
 
 if __name__ == "__main__":
