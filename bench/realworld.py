@@ -33,7 +33,7 @@ from vidsr.train.degradations import CodecConfig, random_codec
 from vidsr.zoo import load_model
 
 EVAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "eval"
-FRAMES = {"foreman.png": (150, 40), "coastguard.png": (60, 60)}  # crop origin (x, y) in the CIF frame
+FRAMES = {"foreman.png": (214, 104), "coastguard.png": (124, 124)}  # crop centre (x, y) in the CIF frame
 TILE = 256  # output crop side
 MIDDLE = 4  # the pan clip's unshifted frame: frames // 2
 
@@ -105,7 +105,8 @@ def crop_sheet(models: list[str], crf: int, out: Path, scale: int) -> None:
     labels = [f"input, x264 CRF {crf} (nearest)", "bicubic", *(Path(model).stem for model in models)]
     rows: list[list[np.ndarray]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (x, y) in FRAMES.items():
+        for name, centre in FRAMES.items():
+            x, y = (c - crop // 2 for c in centre)
             clip = Path(tmp) / f"{Path(name).stem}.mp4"
             _pan_clip(clip, read_rgb(EVAL / "Set14" / name), crf)
             lr = _frame(clip, MIDDLE)[y : y + crop, x : x + crop]
