@@ -287,6 +287,25 @@ def test_undecodable_audio_being_reencoded_fails_in_one_line_or_leaves_a_reporte
     assert stream_codecs(out) == [("video", "vp9"), ("audio", "opus")]
 
 
+def test_rebuilt_audio_timestamps_survive_a_packet_that_does_not_decode():
+    """Rebuilding timestamps from the sample count decodes packets that carry no duration (codecs without a
+    fixed frame size): a damaged one takes its predecessor's duration instead of ending the run."""
+    packets = iter([[SimpleNamespace(samples=480)], av.error.InvalidDataError(1094995529, "Invalid data")])
+
+    def decode(packet):
+        result = next(packets)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    ctx = SimpleNamespace(frame_size=0, sample_rate=48000, decode=decode)
+    clock = sink_module._AudioClock(SimpleNamespace(index=1, codec_context=ctx))
+    tb = Fraction(1, 48000)
+    for _ in range(2):
+        clock.fix(SimpleNamespace(pts=0, dts=0, duration=0, time_base=tb))  # OpenCV-style: every pts 0
+    assert clock.next_dts == 960
+
+
 def test_frames_lost_before_the_first_one_out_are_reported(tmp_path):
     """A chunk whose start does not decode: the frames before the first one out are missing, and said so."""
     src = ffv1_mkv(tmp_path / "in.mkv", list(range(48)))

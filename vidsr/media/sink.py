@@ -523,6 +523,7 @@ class _AudioClock:
         self.last_dts: int | None = None
         self.next_dts = 0
         self.rebuilt = 0
+        self.last_duration = 0
 
     def fix(self, packet: av.Packet) -> None:
         broken = packet.dts is None or (self.last_dts is not None and packet.dts <= self.last_dts)
@@ -540,8 +541,12 @@ class _AudioClock:
         if packet.duration:
             return packet.duration
         ctx = self.stream.codec_context  # a fixed frame size (AAC 1024, MP3 1152), else count what it decodes to
-        samples = ctx.frame_size or sum(frame.samples for frame in ctx.decode(packet))
-        return round(Fraction(samples, ctx.sample_rate) / packet.time_base)
+        try:
+            samples = ctx.frame_size or sum(frame.samples for frame in ctx.decode(packet))
+        except av.FFmpegError:  # a damaged packet: as long as the one before, as good a guess as any
+            return self.last_duration
+        self.last_duration = round(Fraction(samples, ctx.sample_rate) / packet.time_base)
+        return self.last_duration
 
 
 @dataclass(frozen=True)
