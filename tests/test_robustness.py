@@ -306,6 +306,30 @@ def test_rebuilt_audio_timestamps_survive_a_packet_that_does_not_decode():
     assert clock.next_dts == 960
 
 
+def test_a_damaged_audio_packet_copied_from_mpeg_ts_fails_in_one_line_or_is_dropped(upscale, make_clip,
+                                                                                       random_espcn, tmp_path):
+    """ADTS AAC from MPEG-TS goes through the muxer's aac_adtstoasc filter into Matroska, which refuses a packet
+    whose ADTS header is damaged: that failed the run as "writing the output failed", even with --skip-errors."""
+    src = make_clip("in.ts", width=64, height=48, frames=24, audio=True)
+    with av.open(str(src)) as container:
+        broken = [p for p in container.demux(audio=0) if p.size][10]
+        pos, at = broken.pos, float(broken.pts * broken.time_base)
+    data = bytearray(src.read_bytes())
+    header = data.find(b"\xff\xf1", pos)  # the packet's ADTS syncword: keep it, break the fields after it
+    data[header + 2:header + 7] = b"\xff" * 5
+    src.write_bytes(data)
+    out = tmp_path / "out.mkv"
+    code, err = upscale(src, "-m", random_espcn, "-o", out)
+    assert code != 0 and not out.exists() and "Traceback" not in err
+    assert [line for line in err.splitlines() if "error" in line] == [
+        f"vidsr: error: in.ts: stream 1 (audio aac) has a damaged packet at {at:.2f} s (invalid data found when "
+        "processing input); use --skip-errors to drop it, or --audio drop"]
+    code, err = upscale(src, "-m", random_espcn, "--skip-errors", "-o", out)
+    assert code == 0, err
+    assert re.search(rf"in\.ts: \d+ damaged packet\(s\) of stream 1 \(audio aac\) dropped, at {at:.2f} s", err), err
+    assert stream_codecs(out) == [("video", "h264"), ("audio", "aac")]
+
+
 def test_frames_lost_before_the_first_one_out_are_reported(tmp_path):
     """A chunk whose start does not decode: the frames before the first one out are missing, and said so."""
     src = ffv1_mkv(tmp_path / "in.mkv", list(range(48)))

@@ -445,12 +445,28 @@ class Sink:
             self._audio_clocks.setdefault(packet.stream.index, _AudioClock(packet.stream)).fix(packet)
         resampler = self._resamplers.get(packet.stream.index)
         if resampler is None:
-            packet.stream = out
-            self._mux([packet])
+            self._copy(packet, out)
             return
         for frame in self._decode_audio(packet):
             for resampled in resampler.resample(frame):
                 self._mux(out.encode(resampled))
+
+    def _copy(self, packet: av.Packet, out: av.stream.Stream) -> None:
+        """Remux a packet of another stream. A damaged one can fail the muxer's bitstream filter (ADTS AAC from
+        MPEG-TS into MP4 / Matroska): the run stops in one line, or under --skip-errors drops it with a notice."""
+        index, kind, codec = packet.stream.index, packet.stream.type, codec_name(packet.stream)
+        at = float(packet.pts * packet.time_base) if packet.pts is not None and packet.time_base else 0.0
+        packet.stream = out
+        try:
+            self.output.mux([packet])
+        except av.InvalidDataError as exc:
+            if not self.skip_errors:
+                drop = ", or --audio drop" if kind == "audio" else ""
+                raise DecodeError(f"{self.source_name}: stream {index} ({kind} {codec}) has a damaged packet at "
+                                  f"{at:.2f} s ({ffmpeg_reason(exc)}); use --skip-errors to drop it{drop}") from None
+            self.lost.add(f"damaged packet(s) of stream {index} ({kind} {codec}) dropped", at)
+        except av.FFmpegError as exc:
+            raise EncodeError(f"writing the output failed ({ffmpeg_reason(exc)})") from None
 
     def _decode_audio(self, packet: av.Packet) -> list[av.AudioFrame]:
         """The packet's audio, for re-encoding; a packet that does not decode fails the run in one line, or
