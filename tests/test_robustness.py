@@ -266,6 +266,17 @@ def test_frames_decoded_after_a_lost_keyframe_are_dropped_until_the_next_keyfram
     source.close()
 
 
+def fails_in_one_line_unless_skipping(upscale, src: Path, model: Path, out: Path, error: str) -> str:
+    """Upscale `src` twice: without --skip-errors it must fail with exactly `error` and leave no output; with
+    it, succeed. Returns what the second run told the user."""
+    code, err = upscale(src, "-m", model, "-o", out)
+    assert code != 0 and not out.exists() and "Traceback" not in err
+    assert [line for line in err.splitlines() if "error" in line] == [error]
+    code, err = upscale(src, "-m", model, "--skip-errors", "-o", out)
+    assert code == 0, err
+    return err
+
+
 def test_undecodable_audio_being_reencoded_fails_in_one_line_or_leaves_a_reported_gap(upscale, make_clip,
                                                                                          random_espcn, tmp_path):
     src = make_clip("in.mp4", width=64, height=48, frames=24, audio=True)
@@ -276,13 +287,10 @@ def test_undecodable_audio_being_reencoded_fails_in_one_line_or_leaves_a_reporte
     data[pos:pos + size] = bytes(size)
     src.write_bytes(data)
     out = tmp_path / "out.webm"  # WebM takes no AAC: the audio is decoded and re-encoded to Opus
-    code, err = upscale(src, "-m", random_espcn, "-o", out)
-    assert code != 0 and not out.exists() and "Traceback" not in err
-    assert [line for line in err.splitlines() if "error" in line] == [
+    err = fails_in_one_line_unless_skipping(
+        upscale, src, random_espcn, out,
         f"vidsr: error: in.mp4: audio stream 1 does not decode at {at:.2f} s (invalid data found when processing "
-        "input); use --skip-errors to leave a silent gap there, or --audio drop"]
-    code, err = upscale(src, "-m", random_espcn, "--skip-errors", "-o", out)
-    assert code == 0, err
+        "input); use --skip-errors to leave a silent gap there, or --audio drop")
     assert f"in.mp4: 1 undecodable audio packet(s) of stream 1 skipped (silent there), at {at:.2f} s" in err
     assert stream_codecs(out) == [("video", "vp9"), ("audio", "opus")]
 
@@ -319,13 +327,10 @@ def test_a_damaged_audio_packet_copied_from_mpeg_ts_fails_in_one_line_or_is_drop
     data[header + 2:header + 7] = b"\xff" * 5
     src.write_bytes(data)
     out = tmp_path / "out.mkv"
-    code, err = upscale(src, "-m", random_espcn, "-o", out)
-    assert code != 0 and not out.exists() and "Traceback" not in err
-    assert [line for line in err.splitlines() if "error" in line] == [
+    err = fails_in_one_line_unless_skipping(
+        upscale, src, random_espcn, out,
         f"vidsr: error: in.ts: stream 1 (audio aac) has a damaged packet at {at:.2f} s (invalid data found when "
-        "processing input); use --skip-errors to drop it, or --audio drop"]
-    code, err = upscale(src, "-m", random_espcn, "--skip-errors", "-o", out)
-    assert code == 0, err
+        "processing input); use --skip-errors to drop it, or --audio drop")
     assert re.search(rf"in\.ts: \d+ damaged packet\(s\) of stream 1 \(audio aac\) dropped, at {at:.2f} s", err), err
     assert stream_codecs(out) == [("video", "h264"), ("audio", "aac")]
 
