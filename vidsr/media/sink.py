@@ -455,7 +455,7 @@ class Sink:
         """Remux a packet of another stream. A damaged one can fail the muxer's bitstream filter (ADTS AAC from
         MPEG-TS into MP4 / Matroska): the run stops in one line, or under --skip-errors drops it with a notice."""
         index, kind, codec = packet.stream.index, packet.stream.type, codec_name(packet.stream)
-        at = float(packet.pts * packet.time_base) if packet.pts is not None and packet.time_base else 0.0
+        at = _seconds(packet)
         packet.stream = out
         try:
             self.output.mux([packet])
@@ -474,7 +474,7 @@ class Sink:
         try:
             return packet.decode()
         except av.FFmpegError as exc:
-            at = float(packet.pts * packet.time_base) if packet.pts is not None and packet.time_base else 0.0
+            at = _seconds(packet)
             if not self.skip_errors:
                 raise DecodeError(f"{self.source_name}: audio stream {packet.stream.index} does not decode at "
                                   f"{at:.2f} s ({ffmpeg_reason(exc)}); use --skip-errors to leave a silent gap "
@@ -528,6 +528,11 @@ class _EncoderDts:
     def _plausible(self, dts: int | None, pts: int) -> bool:
         return (dts is not None and dts <= pts and pts - dts < self.max_reorder
                 and (self.last_dts is None or dts > self.last_dts))
+
+
+def _seconds(packet: av.Packet) -> float:
+    """Where a packet is, in seconds, for messages (0 when it has no timestamp)."""
+    return float(packet.pts * packet.time_base) if packet.pts is not None and packet.time_base else 0.0
 
 
 class _AudioClock:
