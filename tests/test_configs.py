@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from vidsr.archs import create_model
-from vidsr.train.gan import _check_stage_one, degradation_config, load_gan_config
+from vidsr.train.gan import check_stage_one, degradation_config, load_gan_config
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.toml"))
@@ -30,4 +30,4 @@ def test_config_parses_and_builds(path: Path, monkeypatch: pytest.MonkeyPatch) -
     if config.init_from and config.init_from.startswith("weights/"):
         assert Path(config.init_from).is_file()
         if gan is not None:  # a GAN or Real-ESRNet stage fine-tunes that very network (a PSNR stage copies what fits)
-            _check_stage_one(config, adversarial=gan.adversarial_weight > 0)
+            check_stage_one(config, adversarial=gan.adversarial_weight > 0)

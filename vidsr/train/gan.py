@@ -89,7 +89,7 @@ def degradation_config(spec: str | dict[str, Any]) -> DegradationConfig:
         raise InputError(str(exc)) from None
 
 
-def _check_stage_one(config: TrainConfig, adversarial: bool) -> ModelDescriptor:
+def check_stage_one(config: TrainConfig, adversarial: bool) -> ModelDescriptor:
     """The GAN stage fine-tunes a whole PSNR-trained model: `init_from` must hold one of the configured model.
 
     Without a discriminator (Real-ESRNet) it may hold the same network at another scale: the tensors that match
@@ -151,7 +151,7 @@ class GANTrainer(Trainer):
             raise InputError(f"unknown adversarial loss {gan.adversarial!r}; choose {' or '.join(ADVERSARIAL_KINDS)}")
         if gan.artifact_weight and config.ema_decay <= 0:
             raise InputError("artifact_weight compares with the EMA generator: set ema_decay above 0")
-        stage_one = _check_stage_one(config, gan.adversarial_weight > 0)  # before the data cache is built
+        stage_one = check_stage_one(config, gan.adversarial_weight > 0)  # before the data cache is built
         device = resolve_device(config.device)
         torch.manual_seed(config.seed + 1)  # the discriminator's initialisation (spectral norm vectors too)
         self.discriminator = self._build_discriminator(config, stage_one.in_channels).to(device).train()
