@@ -135,6 +135,31 @@ def test_config_file_with_overrides(tmp_path: Path) -> None:
         load_config(path)
 
 
+def test_config_extends_other_files_in_order_and_merges_tables(tmp_path: Path) -> None:
+    (tmp_path / "parts").mkdir()
+    (tmp_path / "parts" / "base.toml").write_text(
+        'extends = "inner.toml"\nlr = 0.1\n[hyperparams]\nchannels = 1\nfeatures = 8\n')
+    (tmp_path / "parts" / "inner.toml").write_text('arch = "fsrcnn"\nbatch_size = 4\n')
+    (tmp_path / "second.toml").write_text("lr = 0.2\nwarmup = 5\n")
+    path = tmp_path / "c.toml"  # paths are relative to the file that names them, not the working folder
+    path.write_text('extends = ["parts/base.toml", "second.toml"]\nwarmup = 7\n[hyperparams]\nfeatures = 16\n')
+    config = load_config(path)
+    assert (config.arch, config.batch_size, config.lr, config.warmup) == ("fsrcnn", 4, 0.2, 7)
+    assert config.hyperparams == {"channels": 1, "features": 16}
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('extends = "c.toml"\n', "extends itself"),
+    ('extends = "missing.toml"\n', "missing.toml"),
+    ("extends = 3\n", "extends must be a file name"),
+])
+def test_config_extends_refuses_loops_and_bad_names(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(InputError, match=message):
+        load_config(path)
+
+
 class FakeClock:
     """time.monotonic that advances a fixed step per call: a trainer that runs at a known, steady speed."""
 

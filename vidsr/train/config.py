@@ -45,14 +45,38 @@ class TrainConfig:
         return asdict(self)
 
 
-def read_toml(path: str | Path | None) -> dict[str, Any]:
-    """A config file's tables (none without a file), or one clear error."""
+def read_toml(path: str | Path | None, _including: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file's tables (none without a file), or one clear error.
+
+    `extends = "file.toml"` (or a list of files, applied in order; paths relative to the including file) starts
+    from those files' tables, so recipes share a degradation pool or a loss set instead of repeating it. Tables
+    merge key by key; any other value in the including file replaces the extended one."""
     if path is None:
         return {}
+    path = Path(path)
+    if path.resolve() in _including:
+        raise InputError(f"cannot read config {path}: it extends itself")
     try:
-        return tomllib.loads(Path(path).read_text())
+        values = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise InputError(f"cannot read config {path}: {exc}") from None
+    bases = values.pop("extends", [])
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(base, str) for base in bases):
+        raise InputError(f"cannot read config {path}: extends must be a file name or a list of file names")
+    merged: dict[str, Any] = {}
+    for base in bases:
+        merged = _merge(merged, read_toml(path.parent / base, (*_including, path.resolve())))
+    return _merge(merged, values)
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        both_tables = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _merge(merged[key], value) if both_tables else value
+    return merged
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
