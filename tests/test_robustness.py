@@ -582,3 +582,134 @@ def test_a_folder_run_names_the_files_it_skips(upscale, make_clip, random_espcn,
     code, err = upscale(folder, "-m", random_espcn)
     assert code == 0, err
     assert "skipped 2 file(s) that are not video or images by their suffix: cover.xyz, notes.txt" in err
+
+
+# --- pictures and folders, a second review --------------------------------------------------------------------
+
+
+def test_a_png_with_an_icc_profile_is_probed_and_upscaled(upscale, random_espcn, tmp_path):
+    """Reading the side data of such a frame crashed the process (PyAV 19 frees the profile's name twice)."""
+    from PIL import ImageCms
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.new("RGB", (32, 24), (200, 30, 30)).save(tmp_path / "icc.png", icc_profile=profile)
+    probed = subprocess.run([sys.executable, "-m", "vidsr", "probe", str(tmp_path / "icc.png")],
+                            capture_output=True, text=True, timeout=120)
+    assert probed.returncode == 0 and "png 32x24" in probed.stdout, probed.stderr
+    code, err = upscale(tmp_path / "icc.png", "-m", random_espcn)
+    assert code == 0, err
+    assert Image.open(tmp_path / "icc_x2.png").size == (64, 48)
+
+
+def _animation(path: Path, frames: int = 3) -> Path:
+    pictures = [Image.new("RGB", (32, 24), (70 * i, 100, 200 - 60 * i)) for i in range(frames)]
+    pictures[0].save(path, save_all=True, append_images=pictures[1:], duration=100, loop=0)
+    return path
+
+
+@pytest.mark.parametrize("name", ["anim.webp", "anim.png"])
+def test_an_animated_picture_becomes_a_video_with_every_frame(upscale, random_espcn, tmp_path, name):
+    code, err = upscale(_animation(tmp_path / name), "-m", random_espcn)
+    assert code == 0, err
+    with av.open(str(tmp_path / "anim_x2.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 3
+
+
+@pytest.mark.parametrize(("source", "target"), [("anim.webp", "out.webp"), ("clip.mp4", "out.png")])
+def test_several_frames_into_one_picture_is_one_clear_error(upscale, make_clip, random_espcn, tmp_path, source,
+                                                           target):
+    """image2 overwrote the picture with every frame: the last frame won, exit 0."""
+    src = _animation(tmp_path / source) if source.endswith(".webp") else make_clip(source, width=32, height=24,
+                                                                                  frames=4)
+    code, err = upscale(src, "-m", random_espcn, "-o", tmp_path / target)
+    assert code == 1 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(f"vidsr: error: {source} has more than one frame")
+    assert not (tmp_path / target).exists() and not list(tmp_path.glob(".*partial*"))
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".webp"])
+def test_jpeg_and_webp_keep_their_colours_at_hd_sizes(upscale, tmp_path, suffix):
+    """Their decoders read YUV as BT.601 (WebP: limited range) whatever the tags say; the engine picked BT.709
+    from 720 lines up and kept a PNG's full range, which shifted hue and stretched contrast."""
+    colours = [(220, 30, 30), (30, 200, 40), (30, 40, 220), (230, 200, 30), (128, 128, 128), (20, 20, 20)]
+    bars = np.repeat(np.array(colours, np.uint8), 120, axis=0)[:, None].repeat(16, axis=1)  # 16 x 720
+    Image.fromarray(bars).save(tmp_path / "bars.png")
+    code, err = upscale(tmp_path / "bars.png", "-m", "espcn-x2", "-o", tmp_path / f"out{suffix}")
+    assert code == 0, err
+    out = np.asarray(Image.open(tmp_path / f"out{suffix}").convert("RGB")).astype(int)
+    middles = out[120::240, 16]  # the middle row of each bar, scaled x2
+    assert np.abs(middles - np.array(colours)).max() <= 4, middles
+
+
+@pytest.mark.parametrize(("orientation", "upright"), [(6, Image.Transpose.ROTATE_270), (8, Image.Transpose.ROTATE_90),
+                                                      (3, Image.Transpose.ROTATE_180)])
+def test_a_photos_exif_orientation_turns_the_picture(upscale, tmp_path, orientation, upright):
+    """Picture writers keep no display rotation: the output showed a phone photo on its side."""
+    stored = np.full((32, 48, 3), 200, np.uint8)
+    stored[:8, :8], stored[-8:, :8] = (255, 0, 0), (0, 0, 255)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(stored).save(tmp_path / "photo.jpg", exif=exif, quality=95)
+    code, err = upscale(tmp_path / "photo.jpg", "-m", "espcn-x2", "-o", tmp_path / "out.png")
+    assert code == 0, err
+    seen = Image.fromarray(stored).transpose(upright)
+    out = Image.open(tmp_path / "out.png")
+    assert out.size == (2 * seen.width, 2 * seen.height)
+    difference = np.abs(np.asarray(out.resize(seen.size, Image.Resampling.BOX)).astype(int) - np.asarray(seen))
+    assert difference.mean() < 8
+
+
+def test_grey_with_alpha_keeps_its_alpha(upscale, random_espcn, tmp_path):
+    grey = np.tile(np.linspace(0, 255, 48).astype(np.uint8), (32, 1))
+    alpha = np.tile(np.linspace(255, 30, 32).astype(np.uint8)[:, None], (1, 48))
+    Image.fromarray(np.stack([grey, alpha], -1), "LA").save(tmp_path / "la.png")
+    code, err = upscale(tmp_path / "la.png", "-m", random_espcn)
+    assert code == 0, err
+    out = Image.open(tmp_path / "la_x2.png")
+    assert out.mode == "LA"
+    expected = np.asarray(Image.fromarray(alpha).resize(out.size, Image.Resampling.BICUBIC)).astype(int)
+    assert np.abs(np.asarray(out)[..., 1] - expected).mean() < 1
+
+
+@pytest.mark.parametrize(("name", "mode", "magic"), [("out.ppm", "RGB", b"P6"), ("out.pgm", "L", b"P5"),
+                                                     ("out.tga", "RGB", None)])
+def test_netpbm_and_targa_outputs_are_what_their_suffix_says(upscale, random_espcn, tmp_path, name, mode, magic):
+    """They were JPEG files: image2 falls back to its default codec for suffixes vidsr had no encoder for."""
+    Image.new(mode, (32, 24), 120).save(tmp_path / f"in{Path(name).suffix}")
+    code, err = upscale(tmp_path / f"in{Path(name).suffix}", "-m", random_espcn, "-o", tmp_path / name)
+    assert code == 0, err
+    out = Image.open(tmp_path / name)
+    assert (out.format, out.mode, out.size) == ({".tga": "TGA"}.get(Path(name).suffix, "PPM"), mode, (64, 48))
+    assert magic is None or (tmp_path / name).read_bytes().startswith(magic)
+
+
+def test_a_picture_suffix_without_an_encoder_is_refused(upscale, random_espcn, tmp_path):
+    Image.new("RGB", (32, 24), (10, 200, 30)).save(tmp_path / "in.png")
+    code, err = upscale(tmp_path / "in.png", "-m", random_espcn, "-o", tmp_path / "out.pcx")
+    assert code == 1 and "vidsr writes no '.pcx' pictures" in one_line_error(err)
+    assert list(tmp_path.iterdir()) == [tmp_path / "in.png"]
+
+
+def test_a_folder_run_gives_clashing_outputs_their_own_names(upscale, make_clip, random_espcn, tmp_path):
+    folder = tmp_path / "media"
+    folder.mkdir()
+    make_clip("media/a.mp4", width=32, height=24, frames=2)
+    _animation(folder / "a.webp")
+    (folder / "drafts").mkdir()
+    code, err = upscale(folder, "-m", random_espcn)
+    assert code == 0, err
+    assert "a.webp: written as a_webp.mp4, since a.mp4 is another file's output" in err
+    assert "skipped 1 subfolder(s); a folder run does not go into them: drafts" in err
+    frames = {}
+    for name in ("a.mp4", "a_webp.mp4"):
+        with av.open(str(tmp_path / "media_x2" / name)) as container:
+            frames[name] = sum(1 for _ in container.decode(video=0))
+    assert frames == {"a.mp4": 2, "a_webp.mp4": 3}
+
+
+def test_a_folder_run_into_a_file_is_one_clear_error(upscale, make_clip, random_espcn, tmp_path):
+    (tmp_path / "media").mkdir()
+    make_clip("media/a.mp4", width=32, height=24, frames=2)
+    (tmp_path / "taken.png").write_bytes(b"")
+    code, err = upscale(tmp_path / "media", "-m", random_espcn, "-o", tmp_path / "taken.png")
+    assert code == 1 and "taken.png: is a file" in one_line_error(err)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,14 +22,32 @@ MEDIA_SUFFIXES = VIDEO_SUFFIXES | set(IMAGE_ENCODERS) | {".gif"}
 
 
 def folder_media(folder: Path) -> list[Path]:
-    """Video and image files directly inside `folder`, sorted by name; the other files are named in a notice
-    (hidden and partial files are skipped silently)."""
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-    skipped = [p.name for p in files if p.suffix.lower() not in MEDIA_SUFFIXES]
-    if skipped:
-        log.warning("%s: skipped %d file(s) that are not video or images by their suffix: %s", folder, len(skipped),
-                    ", ".join(skipped[:10]) + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""))
+    """Video and image files directly inside `folder`, sorted by name; the other files and the subfolders are
+    named in a notice (hidden and partial files are skipped silently)."""
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    files = [p for p in entries if p.is_file()]
+    _name_skipped(folder, [p.name for p in files if p.suffix.lower() not in MEDIA_SUFFIXES],
+                  "file(s) that are not video or images by their suffix")
+    _name_skipped(folder, [p.name for p in entries if p.is_dir()], "subfolder(s); a folder run does not go into them")
     return [p for p in files if p.suffix.lower() in MEDIA_SUFFIXES]
+
+
+def _name_skipped(folder: Path, names: list[str], what: str) -> None:
+    if names:
+        log.warning("%s: skipped %d %s: %s", folder, len(names), what,
+                    ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else ""))
+
+
+def output_names(files: list[Path]) -> dict[Path, str]:
+    """Each file's output name in the output folder. Where two would share one (a.gif and a.mp4 both make
+    a.mp4), those whose suffix changes keep it in the name (a_gif.mp4), said in a notice."""
+    names = {file: output_name(file) for file in files}
+    taken = Counter(names.values())
+    for file, name in names.items():
+        if taken[name] > 1 and Path(name).suffix != file.suffix:
+            names[file] = f"{file.stem}_{file.suffix[1:]}{Path(name).suffix}"
+            log.warning("%s: written as %s, since %s is another file's output", file.name, names[file], name)
+    return names
 
 
 def upscale_path(input: str | Path, output: str | Path | None = None, *,
@@ -75,11 +94,16 @@ def upscale_path(input: str | Path, output: str | Path | None = None, *,
     out_dir = Path(output) if output is not None else input_path.with_name(f"{input_path.name}_x{upscaler.scale}")
     if out_dir.resolve() == input_path.resolve():
         raise OutputError(f"{out_dir}: output folder must differ from the input folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"{out_dir}: is a file; a folder's results go into a folder (-o FOLDER)")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{out_dir}: cannot create the output folder ({exc.strerror.lower()})") from None
     written, failed = [], []
     todo = []
-    for file in files:
-        target = out_dir / output_name(file)
+    for file, name in output_names(files).items():
+        target = out_dir / name
         if target.exists() and not options.get("overwrite"):
             log.warning("%s: exists, skipped (--overwrite redoes it)", target)
             continue

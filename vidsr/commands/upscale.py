@@ -42,8 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="cap CUDA memory use at GIB gibibytes; frames are tiled to fit")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the model: seconds (CPU) to a minute (RRDBNet on a GPU) to start, "
-                        "then faster: about 2x for ESPCN on the CPU, 1.6x for RRDBNet on a GPU; needs a C++ "
-                        "compiler on the CPU")
+                        "then faster: about 5%% for ESPCN on the CPU (its activations are fused anyway), 1.6x "
+                        "for RRDBNet on a GPU; needs a C++ compiler on the CPU")
     parser.add_argument("-c", "--encoder", help=f"video encoder: {', '.join(ENCODERS)}, ... (default: libx264, or "
                         "VP9 for .webm; png/mjpeg/... for image outputs, from the suffix)")
     parser.add_argument("--crf", type=int, help="quality (CRF, or CQ for NVENC); default: 18 for libx264")

@@ -20,9 +20,11 @@ _PLANAR_EQUIVALENT = {
     "rgb0": "gbrp", "bgr0": "gbrp", "0rgb": "gbrp", "pal8": "gbrp", "rgb48le": "gbrp16le", "rgba64le": "gbrp16le",
     "ya8": "gray", "ya16le": "gray16le", "monob": "gray", "monow": "gray",
 }
-# The same with the alpha kept, where a planar format can hold it (FFmpeg has no planar grey + alpha).
+# The same with the alpha kept. FFmpeg has no planar grey + alpha, so that is worked on as GBR + alpha and
+# written back as grey + alpha where the encoder takes it (`GREY_WITH_ALPHA`).
 _PLANAR_WITH_ALPHA = {"rgba": "gbrap", "bgra": "gbrap", "argb": "gbrap", "abgr": "gbrap", "pal8": "gbrap",
-                      "rgba64le": "gbrap16le"}
+                      "rgba64le": "gbrap16le", "ya8": "gbrap", "ya16le": "gbrap16le"}
+GREY_WITH_ALPHA = ("ya8", "ya16be", "ya16le")
 
 
 def _is_engine_planar(fmt: av.VideoFormat) -> bool:

@@ -130,6 +130,7 @@ def video_info(container: av.container.InputContainer, path: Path) -> VideoInfo:
         raise InputError(f"{path}: damaged file: its video stream's parameters (picture size and format) cannot "
                          "be read")
     first = _first_frame(container, stream)
+    side_data = _hdr_side_data(first, stream)
     return VideoInfo(
         index=stream.index,
         codec=codec_name(stream),
@@ -150,24 +151,32 @@ def video_info(container: av.container.InputContainer, path: Path) -> VideoInfo:
             full_range=int(ctx.color_range) == 2 or ctx.pix_fmt.startswith("yuvj"),
             chroma_location=int(first.chroma_location or 0),
         ),
-        mastering_display=_mastering_display(first),
-        content_light=_content_light(first),
+        mastering_display=_mastering_display(side_data),
+        content_light=_content_light(side_data),
         interlaced=bool(first.interlaced_frame),
         sar_tagged=bool(stream.sample_aspect_ratio or ctx.sample_aspect_ratio),
     )
 
 
-def _side_data(frame: av.VideoFrame, kind: str) -> bytes | None:
+def _hdr_side_data(frame: av.VideoFrame, stream: av.video.stream.VideoStream) -> dict[str, bytes]:
+    """The frame's side data by type name, read from a copy without its ICC profile: PyAV 19 frees the metadata
+    of side data that has any (a PNG's ICC profile carries its name) a second time, so merely reading
+    `side_data` on such a frame crashes the process. Empty if the copy cannot be made."""
     import av
 
-    data = frame.side_data.get(getattr(av.sidedata.sidedata.Type, kind))
-    return bytes(data) if data is not None else None
+    from vidsr.media.filters import filter_one
+
+    try:
+        copy = filter_one(frame, dict(template=stream), [("sidedata", "mode=delete:type=ICC_PROFILE")])
+    except (av.FFmpegError, ValueError):
+        return {}
+    return {kind.name: bytes(data) for kind, data in copy.side_data.items()}
 
 
-def _mastering_display(frame: av.VideoFrame) -> MasteringDisplay | None:
+def _mastering_display(side_data: dict[str, bytes]) -> MasteringDisplay | None:
     """AVMasteringDisplayMetadata: R, G, B and white xy, then min and max luminance, as int32 rationals,
     then the has_primaries / has_luminance flags."""
-    data = _side_data(frame, "MASTERING_DISPLAY_METADATA")
+    data = side_data.get("MASTERING_DISPLAY_METADATA")
     if data is None or len(data) < 88:
         return None
     values = struct.unpack_from("=22i", data)
@@ -178,8 +187,8 @@ def _mastering_display(frame: av.VideoFrame) -> MasteringDisplay | None:
                             min_luminance=q[8], max_luminance=q[9])
 
 
-def _content_light(frame: av.VideoFrame) -> ContentLight | None:
-    data = _side_data(frame, "CONTENT_LIGHT_LEVEL")
+def _content_light(side_data: dict[str, bytes]) -> ContentLight | None:
+    data = side_data.get("CONTENT_LIGHT_LEVEL")
     if data is None or len(data) < 8:
         return None
     return ContentLight(*struct.unpack_from("=2I", data))

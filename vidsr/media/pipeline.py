@@ -29,7 +29,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from vidsr.errors import Cancelled, InputError, OutputError
 from vidsr.media.chunks import Chunk, keyframe_times, plan_chunks, resolve_chunk_seconds, wants_global_header
 from vidsr.media.frames import crop_planes, plane_layout, planes_to_frame, working_format
-from vidsr.media.info import MediaInfo, open_container, probe
+from vidsr.media.info import MediaInfo, is_image_demuxer, open_container, probe
 from vidsr.media.sink import AUDIO_MODES, EncodeSettings, Sink
 from vidsr.media.source import DecodedFrame, Source
 from vidsr.runner import Batch, BatchRunner
@@ -39,7 +39,8 @@ from vidsr.workfolder import WorkFolder, input_fingerprint
 log = logging.getLogger("vidsr")
 
 IMAGE_ENCODERS = {".png": "png", ".jpg": "mjpeg", ".jpeg": "mjpeg", ".bmp": "bmp", ".tif": "tiff", ".tiff": "tiff",
-                  ".webp": "libwebp"}
+                  ".webp": "libwebp", ".ppm": "ppm", ".pgm": "pgm", ".pam": "pam", ".tga": "targa", ".dpx": "dpx",
+                  ".qoi": "qoi", ".sgi": "sgi"}
 _END = object()
 
 
@@ -116,13 +117,23 @@ class _Stage(threading.Thread):
             self._stopping.set()
 
 
-# Inputs whose own format cannot hold the upscaled result (GIF: a 256-colour palette) are written as MP4.
-_OUTPUT_SUFFIX = {".gif": ".mp4"}
-
-
 def output_name(input_path: Path, tag: str = "") -> str:
-    """The output file's name for `input_path`: its stem, `tag`, and its suffix (GIF: MP4)."""
-    return f"{input_path.stem}{tag}{_OUTPUT_SUFFIX.get(input_path.suffix.lower(), input_path.suffix)}"
+    """The output file's name for `input_path`: its stem, `tag`, and its suffix, or .mp4 for inputs whose own
+    format cannot hold the upscaled result: GIF (a 256-colour palette) and animated PNG / WebP (vidsr writes
+    one picture to a picture file)."""
+    suffix = input_path.suffix
+    if suffix.lower() == ".gif" or (suffix.lower() in IMAGE_ENCODERS and _is_animation(input_path)):
+        suffix = ".mp4"
+    return f"{input_path.stem}{tag}{suffix}"
+
+
+def _is_animation(path: Path) -> bool:
+    """FFmpeg reads an animated PNG or WebP with a video demuxer (apng, webp_anim), a still one as a picture."""
+    try:
+        with av.open(str(path)) as container:
+            return not is_image_demuxer(container.format.name)
+    except (av.FFmpegError, OSError):
+        return False  # the upscale itself reports what is wrong with the file
 
 
 def default_output(input_path: Path, scale: int) -> Path:

@@ -25,7 +25,8 @@ from vidsr.errors import DecodeError, EncodeError
 from vidsr.formats import UNSPECIFIED, ColorInfo
 from vidsr.media import ENCODERS
 from vidsr.media.chunks import CHUNK_FORMAT, CHUNK_OPTIONS
-from vidsr.media.frames import _is_engine_planar, working_format
+from vidsr.media.filters import filter_chain
+from vidsr.media.frames import GREY_WITH_ALPHA, _is_engine_planar, working_format
 from vidsr.media.info import VideoInfo, codec_name, copy_stream, ffmpeg_reason
 from vidsr.media.lost import LostFrames
 
@@ -45,6 +46,10 @@ _CONSTANT_QUALITY = {"libvpx-vp9": {"b": "0", "row-mt": "1"}, "libvpx": {"b": "1
 _QUIET_PARAMS = {"libx265": ("x265-params", "log-level", "error")}
 # Primaries / transfer that go with a matrix when the input leaves them unspecified.
 _IMPLIED = {1: (1, 1), 5: (5, 6), 6: (6, 6), 9: (9, 14), 10: (9, 14)}
+# Picture codecs whose YUV has one meaning and no tags (matrix, full range): JPEG (JFIF) is BT.601 in full range,
+# WebP's VP8 BT.601 in limited range. Their decoders ignore tags, so the engine's usual choice (BT.709 from 720
+# lines up, the input's range) would shift hue and contrast.
+_FIXED_YUV = {"mjpeg": (5, True), "libwebp": (5, False), "libwebp_anim": (5, False)}
 
 # ISO media containers, where HEVC is tagged hvc1 rather than FFmpeg's default hev1.
 _ISO_MEDIA = {"mp4", "mov", "ipod", "3gp", "3g2"}
@@ -120,10 +125,11 @@ def available_encoders() -> list[str]:
     return found
 
 
-def choose_pix_fmt(codec: av.Codec, source_format: str, requested: str | None) -> str:
+def choose_pix_fmt(codec: av.Codec, source_format: str, requested: str | None, input_format: str | None = None) -> str:
     """The encoder pix_fmt: the requested one, else the source's planar format when the encoder takes it
-    (10-bit in -> 10-bit out), else the encoder's format that keeps the most of the source: its colour
-    first, then its depth, its alpha (or lack of it), its chroma sampling and its colour model."""
+    (10-bit in -> 10-bit out), else grey + alpha for such an input (`input_format`) where the encoder takes it,
+    else the encoder's format that keeps the most of the source: its colour first, then its depth, its alpha
+    (or lack of it), its chroma sampling and its colour model."""
     supported = [f.name for f in codec.video_formats or ()]
     if requested:
         if supported and requested not in supported:
@@ -133,6 +139,12 @@ def choose_pix_fmt(codec: av.Codec, source_format: str, requested: str | None) -
         return requested
     if not supported or source_format in supported:
         return source_format
+    if input_format in GREY_WITH_ALPHA:
+        depth = av.VideoFormat(input_format).components[0].bits
+        grey = [name for name in supported if name in GREY_WITH_ALPHA]
+        same = [name for name in grey if av.VideoFormat(name).components[0].bits == depth]
+        if same:
+            return same[0]
     source = av.VideoFormat(source_format)
 
     def distance(name: str) -> tuple[bool, bool, bool, int, bool, bool]:
@@ -251,7 +263,8 @@ class Sink:
             encoder_codec(settings.encoder)  # an unknown encoder is reported before any file is created
         try:
             # image2 writes a single picture to a plain filename only with update=1
-            options = {"update": "1"} if container_format == "image2" else {}
+            self.pictures_left = 1 if container_format == "image2" else None  # a picture file holds one
+            options = {"update": "1"} if self.pictures_left else {}
             if chunk_headers is not None:
                 container_format, options = CHUNK_FORMAT, CHUNK_OPTIONS
             self.output = av.open(str(path), "w", format=container_format, options=options)
@@ -260,6 +273,10 @@ class Sink:
                               ".mkv or .png") from None
         except av.FFmpegError as exc:
             raise EncodeError(f"cannot create the output file ({ffmpeg_reason(exc)})") from None
+        if self.output.format.name == "image2" and not self.pictures_left and chunk_headers is None:
+            self.abort()  # FFmpeg knows the suffix as a picture, but vidsr picks no encoder for it (it would be JPEG)
+            raise EncodeError(f"vidsr writes no '{path.suffix}' pictures; use .png, .tif, .jpg, .webp or .dpx, "
+                              "or a video suffix such as .mp4")
         try:
             self._set_up(source, video, width, height)
         except BaseException:
@@ -267,24 +284,31 @@ class Sink:
             raise
 
     def _set_up(self, source: av.container.InputContainer, video: VideoInfo, width: int, height: int) -> None:
+        self.turner: _Turner | None = None
         if self.copy_video is None:
             codec, self.stream = self._add_video_stream(video)
             source_format = working_format(video.pix_fmt, alpha=True)
-            self.pix_fmt = choose_pix_fmt(codec, source_format, self.settings.pix_fmt)
+            self.pix_fmt = choose_pix_fmt(codec, source_format, self.settings.pix_fmt, video.pix_fmt)
             if not self.settings.pix_fmt and self.chunk_headers is not True:  # said once, not once per chunk
                 _warn_of_losses(source_format, self.pix_fmt, codec.name)
             self.width, self.height = _whole_chroma_size(width, height, self.pix_fmt)
+            quarters = round(video.rotation / 90) % 4
+            if self.pictures_left and quarters:
+                if quarters % 2:  # the turned picture needs whole chroma samples as well
+                    self.height, self.width = _whole_chroma_size(self.height, self.width, self.pix_fmt)
+                self.turner = _Turner(quarters, self.width, self.height, self.pix_fmt, video.time_base)
         else:
             self.stream = copy_stream(self.output, self.copy_video)
             ctx = self.copy_video.codec_context
             self.pix_fmt, self.width, self.height = ctx.pix_fmt, ctx.width, ctx.height
-        self.color = _output_color(video, av.VideoFormat(self.pix_fmt).is_rgb)
+        encoder = codec.name if self.copy_video is None else None
+        self.color = _output_color(video, av.VideoFormat(self.pix_fmt).is_rgb, encoder)
         if self.copy_video is None:
             self._configure_video(codec, video)
         else:  # chunk files (NUT) do not carry these
             self._tag_video(self.stream.codec_context, video)
             self.stream.time_base = video.time_base
-        if video.rotation:
+        if video.rotation and self.turner is None:
             self.stream.set_display_rotation(video.rotation)
         _copy_identity(source.streams.video[0], self.stream, _VIDEO_TAGS)
         self._resamplers: dict[int, av.AudioResampler] = {}  # input audio stream index -> for re-encoding
@@ -322,7 +346,8 @@ class Sink:
     def _configure_video(self, codec: av.Codec, video: VideoInfo) -> None:
         stream = self.stream
         ctx = stream.codec_context
-        ctx.width, ctx.height, ctx.pix_fmt = self.width, self.height, self.pix_fmt
+        ctx.width, ctx.height = self.turner.size if self.turner else (self.width, self.height)
+        ctx.pix_fmt = self.pix_fmt
         ctx.time_base = video.time_base
         stream.time_base = video.time_base
         if self.chunk_headers is False:  # NUT asks for global headers; the output's format does not
@@ -427,9 +452,17 @@ class Sink:
     # --- writing -----------------------------------------------------------------------------------------
 
     def write_frame(self, frame: av.VideoFrame, pts: int, time_base: Fraction) -> None:
+        if self.pictures_left is not None:
+            if not self.pictures_left:  # image2 would overwrite the picture with each frame, keeping the last
+                raise EncodeError(f"{self.source_name} has more than one frame (an animation or a video), and a "
+                                  f"{Path(self.output.name).suffix} file holds one picture; write a "
+                                  "video (.mp4, .mkv)")
+            self.pictures_left -= 1
         if frame.format.name != self.pix_fmt:
             frame = frame.reformat(format=self.pix_fmt)
         frame.pts, frame.time_base = pts, time_base
+        if self.turner:
+            frame = self.turner.turn(frame)
         frame.colorspace, frame.color_range = self.color.matrix, 2 if self.color.full_range else 1
         frame.chroma_location = self.color.chroma_location
         self._mux(self._encoder_dts.fix(self.stream.encode(frame)))
@@ -634,15 +667,32 @@ def _whole_chroma_size(width: int, height: int, pix_fmt: str) -> tuple[int, int]
     return cropped
 
 
-def _output_color(video: VideoInfo, rgb_output: bool) -> ColorInfo:
+class _Turner:
+    """Turns a picture upright. Picture files keep no display rotation (FFmpeg's JPEG, PNG and WebP writers drop
+    it, and a phone photo's EXIF orientation with it), so the pixels are turned instead, as the input is seen."""
+
+    _FILTERS = {1: [("transpose", "cclock")], 2: [("hflip", None), ("vflip", None)], 3: [("transpose", "clock")]}
+
+    def __init__(self, quarters: int, width: int, height: int, pix_fmt: str, time_base: Fraction) -> None:
+        """`quarters`: the display matrix's angle in quarter turns, counter-clockwise."""
+        self.size = (height, width) if quarters % 2 else (width, height)
+        self.turn = filter_chain(dict(width=width, height=height, format=pix_fmt, time_base=time_base),
+                                 self._FILTERS[quarters])
+
+
+def _output_color(video: VideoInfo, rgb_output: bool, encoder: str | None = None) -> ColorInfo:
     """Tags for the output: the input's, with the matrix the engine used (and what it implies) filled in,
-    so players don't re-guess from the new, larger frame size."""
+    so players don't re-guess from the new, larger frame size. An encoder whose YUV has one fixed meaning gets
+    that meaning."""
     matrix = 0 if rgb_output else video.color.resolved_matrix(video.height)
+    full_range = video.color.full_range
+    if not rgb_output and encoder in _FIXED_YUV:
+        matrix, full_range = _FIXED_YUV[encoder]
     implied_primaries, implied_transfer = _IMPLIED.get(matrix, (UNSPECIFIED, UNSPECIFIED))
     return ColorInfo(
         matrix=matrix,
         primaries=video.color.primaries if video.color.primaries != UNSPECIFIED else implied_primaries,
         transfer=video.color.transfer if video.color.transfer != UNSPECIFIED else implied_transfer,
-        full_range=video.color.full_range,
+        full_range=full_range,
         chroma_location=video.color.chroma_location,
     )
