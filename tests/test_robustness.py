@@ -713,3 +713,14 @@ def test_a_folder_run_into_a_file_is_one_clear_error(upscale, make_clip, random_
     (tmp_path / "taken.png").write_bytes(b"")
     code, err = upscale(tmp_path / "media", "-m", random_espcn, "-o", tmp_path / "taken.png")
     assert code == 1 and "taken.png: is a file" in one_line_error(err)
+
+
+def test_a_cmyk_jpeg_gives_rgb_without_a_false_alpha_notice(upscale, tmp_path):
+    """FFmpeg decodes CMYK JPEG to RGB + an opaque alpha: the output was RGBA, or 'alpha dropped' was said."""
+    Image.new("CMYK", (32, 24), (10, 200, 30, 0)).save(tmp_path / "cmyk.jpg")
+    for target in ("out.png", "out.jpg"):
+        code, err = upscale(tmp_path / "cmyk.jpg", "-m", "espcn-x2", "-o", tmp_path / target)
+        assert code == 0 and "alpha" not in err, err
+    out = Image.open(tmp_path / "out.png")
+    expected = Image.open(tmp_path / "cmyk.jpg").convert("RGB").getpixel((5, 5))
+    assert out.mode == "RGB" and np.abs(np.subtract(out.getpixel((10, 10)), expected)).max() <= 3

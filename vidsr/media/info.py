@@ -62,6 +62,7 @@ class VideoInfo:
     content_light: ContentLight | None = None
     interlaced: bool = False  # the first frame is coded as two fields
     sar_tagged: bool = False  # the file states its SAR (an explicit 1:1 is kept as such)
+    alpha_unused: bool = False  # an alpha channel the decoder adds, opaque everywhere (CMYK JPEG)
 
     @property
     def estimated_frames(self) -> int | None:
@@ -155,7 +156,18 @@ def video_info(container: av.container.InputContainer, path: Path) -> VideoInfo:
         content_light=_content_light(side_data),
         interlaced=bool(first.interlaced_frame),
         sar_tagged=bool(stream.sample_aspect_ratio or ctx.sample_aspect_ratio),
+        alpha_unused=ctx.name == "mjpeg" and _opaque(first),  # JPEG has no alpha: CMYK decodes to RGB + alpha
     )
+
+
+def _opaque(frame: av.VideoFrame) -> bool:
+    """Whether the frame has an alpha channel that is opaque everywhere."""
+    if not any(c.is_alpha for c in frame.format.components):
+        return False
+    alpha = frame.reformat(format="gbrap").planes[3]
+    data, width = bytes(alpha), alpha.width
+    return all(data[start : start + width].count(255) == width
+               for start in range(0, alpha.line_size * alpha.height, alpha.line_size))
 
 
 def _hdr_side_data(frame: av.VideoFrame, stream: av.video.stream.VideoStream) -> dict[str, bytes]:

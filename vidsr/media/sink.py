@@ -287,7 +287,7 @@ class Sink:
         self.turner: _Turner | None = None
         if self.copy_video is None:
             codec, self.stream = self._add_video_stream(video)
-            source_format = working_format(video.pix_fmt, alpha=True)
+            source_format = working_format(video.pix_fmt, alpha=not video.alpha_unused)
             self.pix_fmt = choose_pix_fmt(codec, source_format, self.settings.pix_fmt, video.pix_fmt)
             if not self.settings.pix_fmt and self.chunk_headers is not True:  # said once, not once per chunk
                 _warn_of_losses(source_format, self.pix_fmt, codec.name)
