@@ -601,6 +601,22 @@ def test_a_png_with_an_icc_profile_is_probed_and_upscaled(upscale, random_espcn,
     assert Image.open(tmp_path / "icc_x2.png").size == (64, 48)
 
 
+@pytest.mark.parametrize(("source", "target"), [("in.jpg", "out.png"), ("in.png", "out.jpg"), ("in.png", "out.png")])
+def test_a_pictures_icc_profile_is_carried_into_png_and_jpeg(upscale, random_espcn, tmp_path, source, target):
+    """A photo's profile (Display P3 from a phone) was dropped: its colours were then shown as sRGB."""
+    from PIL import ImageCms
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    Image.new("RGB", (32, 24), (200, 60, 90)).save(tmp_path / source, icc_profile=profile)
+    code, err = upscale(tmp_path / source, "-m", random_espcn, "-o", tmp_path / target)
+    assert code == 0 and "ICC" not in err, err
+    with Image.open(tmp_path / target) as out:
+        out.load()  # every chunk's CRC is checked
+        assert out.info.get("icc_profile") == profile and out.size == (64, 48)
+    code, err = upscale(tmp_path / source, "-m", random_espcn, "-o", tmp_path / "out.webp")
+    assert code == 0 and f"{source}: its ICC colour profile is not carried into the output" in err
+
+
 def _animation(path: Path, frames: int = 3) -> Path:
     pictures = [Image.new("RGB", (32, 24), (70 * i, 100, 200 - 60 * i)) for i in range(frames)]
     pictures[0].save(path, save_all=True, append_images=pictures[1:], duration=100, loop=0)
@@ -724,3 +740,14 @@ def test_a_cmyk_jpeg_gives_rgb_without_a_false_alpha_notice(upscale, tmp_path):
     out = Image.open(tmp_path / "out.png")
     expected = Image.open(tmp_path / "cmyk.jpg").convert("RGB").getpixel((5, 5))
     assert out.mode == "RGB" and np.abs(np.subtract(out.getpixel((10, 10)), expected)).max() <= 3
+
+
+def test_a_large_icc_profile_is_split_over_jpeg_segments(tmp_path):
+    from vidsr.media.icc import embed_profile
+
+    Image.new("RGB", (16, 8), (10, 20, 30)).save(tmp_path / "out.jpg")
+    profile = bytes(range(256)) * 600  # 153,600 bytes: three APP2 segments
+    assert embed_profile(tmp_path / "out.jpg", profile)
+    with Image.open(tmp_path / "out.jpg") as out:
+        out.load()
+        assert out.info["icc_profile"] == profile and out.getpixel((3, 3)) == pytest.approx((10, 20, 30), abs=2)

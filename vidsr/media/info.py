@@ -63,6 +63,7 @@ class VideoInfo:
     interlaced: bool = False  # the first frame is coded as two fields
     sar_tagged: bool = False  # the file states its SAR (an explicit 1:1 is kept as such)
     alpha_unused: bool = False  # an alpha channel the decoder adds, opaque everywhere (CMYK JPEG)
+    icc_profile: bool = False  # the first frame carries an ICC colour profile
 
     @property
     def estimated_frames(self) -> int | None:
@@ -157,6 +158,7 @@ def video_info(container: av.container.InputContainer, path: Path) -> VideoInfo:
         interlaced=bool(first.interlaced_frame),
         sar_tagged=bool(stream.sample_aspect_ratio or ctx.sample_aspect_ratio),
         alpha_unused=ctx.name == "mjpeg" and _opaque(first),  # JPEG has no alpha: CMYK decodes to RGB + alpha
+        icc_profile=_has_icc_profile(first, stream),
     )
 
 
@@ -168,6 +170,19 @@ def _opaque(frame: av.VideoFrame) -> bool:
     data, width = bytes(alpha), alpha.width
     return all(data[start : start + width].count(255) == width
                for start in range(0, alpha.line_size * alpha.height, alpha.line_size))
+
+
+def _has_icc_profile(frame: av.VideoFrame, stream: av.video.stream.VideoStream) -> bool:
+    """Asked of a filter that passes only frames with a profile: reading `side_data` could crash (below)."""
+    import av
+
+    from vidsr.media.filters import filter_one
+
+    try:
+        filter_one(frame, dict(template=stream), [("sidedata", "mode=select:type=ICC_PROFILE")])
+    except (av.FFmpegError, ValueError):  # EAGAIN: the frame did not pass
+        return False
+    return True
 
 
 def _hdr_side_data(frame: av.VideoFrame, stream: av.video.stream.VideoStream) -> dict[str, bytes]:

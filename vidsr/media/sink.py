@@ -27,6 +27,7 @@ from vidsr.media import ENCODERS
 from vidsr.media.chunks import CHUNK_FORMAT, CHUNK_OPTIONS
 from vidsr.media.filters import filter_chain
 from vidsr.media.frames import GREY_WITH_ALPHA, _is_engine_planar, working_format
+from vidsr.media.icc import embed_profile, read_profile
 from vidsr.media.info import VideoInfo, codec_name, copy_stream, ffmpeg_reason
 from vidsr.media.lost import LostFrames
 
@@ -259,6 +260,7 @@ class Sink:
         self.settings = settings
         self.skip_errors, self.lost, self.source_name = skip_errors, LostFrames(), Path(source.name).name
         self.chunk_headers, self.copy_video = chunk_headers, copy_video
+        self.path, self.profile = path, None
         if settings.encoder and copy_video is None:
             encoder_codec(settings.encoder)  # an unknown encoder is reported before any file is created
         try:
@@ -303,6 +305,8 @@ class Sink:
             self.pix_fmt, self.width, self.height = ctx.pix_fmt, ctx.width, ctx.height
         encoder = codec.name if self.copy_video is None else None
         self.color = _output_color(video, av.VideoFormat(self.pix_fmt).is_rgb, encoder)
+        if video.icc_profile and self.chunk_headers is not True:
+            self._keep_profile(Path(source.name), encoder)
         if self.copy_video is None:
             self._configure_video(codec, video)
         else:  # chunk files (NUT) do not carry these
@@ -321,6 +325,14 @@ class Sink:
         self.stream_map = self._add_passthrough_streams(source)
         self.output.metadata.update(source.metadata)
         self._copy_chapters(source)
+
+    def _keep_profile(self, source: Path, encoder: str | None) -> None:
+        """Read the input's ICC profile for writing into a PNG or JPEG picture (`close`), or say it is lost."""
+        if self.pictures_left and encoder in ("png", "mjpeg"):
+            self.profile = read_profile(source)
+        if self.profile is None:
+            log.warning("%s: its ICC colour profile is not carried into the output (PNG and JPEG pictures keep it)",
+                        source.name)
 
     @property
     def passthrough_indices(self) -> set[int]:
@@ -530,6 +542,8 @@ class Sink:
                 self._mux(self.stream_map[index].encode(None))
         finally:
             self.output.close()
+        if self.profile:
+            embed_profile(self.path, self.profile)
         self.lost.report(self.source_name)
 
     def abort(self) -> None:
