@@ -751,3 +751,14 @@ def test_a_large_icc_profile_is_split_over_jpeg_segments(tmp_path):
     with Image.open(tmp_path / "out.jpg") as out:
         out.load()
         assert out.info["icc_profile"] == profile and out.getpixel((3, 3)) == pytest.approx((10, 20, 30), abs=2)
+
+
+def test_an_upscaler_given_is_used_and_conflicting_settings_are_refused(tmp_path):
+    import vidsr
+
+    Image.new("RGB", (20, 16), (10, 20, 30)).save(tmp_path / "in.png")
+    upscaler = vidsr.Upscaler("espcn-x2", device="cpu")
+    assert vidsr.upscale_path(tmp_path / "in.png", tmp_path / "a.png", upscaler=upscaler) == [tmp_path / "a.png"]
+    with pytest.raises(vidsr.VidsrError, match="leave out model, tile"):
+        vidsr.upscale_video(tmp_path / "in.png", tmp_path / "b.png", upscaler=upscaler, model="espcn-x4", tile=64)
+    assert not (tmp_path / "b.png").exists()

@@ -244,6 +244,18 @@ def test_face_and_inpainting_models_are_refused() -> None:
             _refuse_unusable(SimpleNamespace(purpose=purpose, scale=1, input_channels=3, output_channels=3), "X")
 
 
+@pytest.mark.parametrize(("in_nc", "out_nc"), [(3, 1), (1, 3)])
+def test_models_that_mix_grey_and_colour_are_refused_in_one_line(tmp_path, in_nc, out_nc) -> None:
+    """A 3 -> 1 model returned HxWx1 from an RGB image; 1 -> 3 failed deep inside the engine."""
+    from spandrel.architectures.ESRGAN import ESRGAN
+
+    torch.manual_seed(0)
+    torch.save(ESRGAN(in_nc=in_nc, out_nc=out_nc, num_filters=8, num_blocks=1, scale=2).state_dict(),
+               tmp_path / "mixed.pth")
+    with pytest.raises(ModelError, match=f"maps {in_nc} to {out_nc} channels \\(grey and colour mixed\\)"):
+        vidsr.load_model(tmp_path / "mixed.pth")
+
+
 def test_own_checkpoint_with_header_still_loads_own_module(tmp_path) -> None:
     path = save_checkpoint(tmp_path / "own.safetensors", create_model("srvgg", scale=2, features=8, convs=1))
     loaded = vidsr.load_model(path)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from vidsr.archs import create_model
-from vidsr.errors import VidsrError
+from vidsr.errors import InputError, VidsrError
 from vidsr.media.frames import plane_layout
 from vidsr.media.info import ColorInfo
 from vidsr.metrics import psnr
@@ -262,3 +262,41 @@ def test_importing_vidsr_makes_openmp_threads_wait_passively_unless_told(preset,
     code = "import os, vidsr; print(os.environ['OMP_WAIT_POLICY'])"
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == expected
+
+
+def test_an_upscaler_leaves_the_callers_model_as_it_was(espcn):
+    """A descriptor passed in was cast and fused in place: an earlier fp32 Upscaler then ran bf16 weights."""
+    import vidsr
+
+    descriptor = vidsr.load_model("espcn-x2")
+    image = np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    first = Upscaler(descriptor, device="cpu", precision="fp32")
+    before = first.upscale_image(image)
+    Upscaler(descriptor, device="cpu", precision="bf16")
+    assert next(descriptor.model.parameters()).dtype == torch.float32
+    np.testing.assert_array_equal(first.upscale_image(image), before)
+
+
+@pytest.mark.parametrize(("image", "message"), [
+    (np.zeros((4, 4, 3), np.int16), "uint8, uint16 or float image, got int16"),
+    (np.full((4, 4, 3), 200.0, np.float32), "float images are expected in 0..1, this one spans 200..200"),
+    (np.array([[0.5, np.nan]], np.float32), "NaN or infinite"),
+    (np.zeros((0, 4, 3), np.uint8), "got shape \\(0, 4, 3\\)"),
+    (np.zeros((4, 4, 2), np.uint8), "got shape \\(4, 4, 2\\)"),
+    (torch.zeros(4, 4, 3), "tensors go to upscale_rgb"),
+])
+def test_upscale_image_refuses_what_it_would_garble_in_one_line(espcn, image, message):
+    with pytest.raises(InputError, match=message):
+        espcn.upscale_image(image)
+
+
+def test_upscale_image_takes_hxwx1_and_upscale_rgb_checks_its_shape(espcn):
+    assert espcn.upscale_image(np.zeros((4, 5, 1), np.uint8)).shape == (8, 10, 1)
+    with pytest.raises(InputError, match="expected an \\(N,3,H,W\\) float RGB tensor"):
+        espcn.upscale_rgb(torch.zeros(3, 4, 4))
+
+
+@pytest.mark.parametrize("settings", [{"tile": 40.5}, {"tile_pad": 2.5}, {"tile": True}])
+def test_tile_settings_must_be_whole_pixels(settings):
+    with pytest.raises(VidsrError, match="must be a whole number of pixels"):
+        Upscaler("espcn-x2", device="cpu", **settings)

@@ -314,6 +314,19 @@ def test_strength_blends_a_model_pair_or_is_a_vs_error(models, tmp_path):
     np.testing.assert_allclose(np.stack(plane_arrays(out.get_frame(0))), expected[0.5], atol=1e-6)
     with pytest.raises(vs.Error, match="no PSNR model to interpolate with"):
         sr.upscale(clip, model=models["rgb"], strength=0.5)
+    with pytest.raises(vs.Error, match="strength must be a number from 0 to 1, not '0.5'"):
+        sr.upscale(clip, model=gan, strength="0.5")  # what vspipe -a passes
+
+
+def test_an_untagged_clip_keeps_its_matrix_at_720_lines_out_and_its_chroma_siting():
+    """An RGB model re-encoded untagged 360-line YUV as BT.709 (resolved at the output's 720 lines), unlike
+    the CLI; and _ChromaLocation was ignored."""
+    red = vs.core.std.BlankClip(width=32, height=360, format=vs.YUV420P8, color=[81, 90, 240], length=1)
+    frame = sr.upscale(red, model="srvgg-x2", device="cpu", precision="fp32").get_frame(0)
+    assert [int(np.asarray(frame[p])[frame[p].shape[0] // 2, frame[p].shape[1] // 2]) for p in range(3)] == \
+        pytest.approx([81, 90, 240], abs=2)
+    props = {"_ChromaLocation": 2, "_Matrix": 9, "_Range": vs.RANGE_LIMITED}  # top-left, as BT.2020 sources
+    assert sr.filter.color_info(props).chroma_location == 3  # FFmpeg's AVCHROMA_LOC_TOPLEFT
 
 
 def test_streams_run_batches_at_the_same_time(models, monkeypatch):

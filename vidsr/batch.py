@@ -11,7 +11,7 @@ from typing import Any
 
 from vidsr.errors import Cancelled, InputError, OutputError, VidsrError
 from vidsr.media.info import probe
-from vidsr.media.pipeline import IMAGE_ENCODERS, output_name, upscale_video
+from vidsr.media.pipeline import IMAGE_ENCODERS, output_name, refuse_model_settings, upscale_video
 from vidsr.upscaler import Upscaler
 
 log = logging.getLogger("vidsr")
@@ -55,7 +55,7 @@ def upscale_path(input: str | Path, output: str | Path | None = None, *,
                  device: str = "auto", precision: str = "auto", tile: int | None = None, tile_pad: int = 16,
                  max_memory: float | None = None, compile: bool = False, strength: float | None = None,
                  workers: int | None = None, cluster: str | None = None, gpus_per_worker: float = 1.0,
-                 shared_path: bool = False,
+                 shared_path: bool = False, upscaler: Upscaler | None = None,
                  **options: Any) -> list[Path]:
     """Upscale a file (like `upscale_video`) or a folder of files into an output folder, with one model or a
     chain of models (a list, run in order in one pass).
@@ -64,6 +64,7 @@ def upscale_path(input: str | Path, output: str | Path | None = None, *,
     its name (GIFs become MP4). A folder run can be resumed: outputs that exist are skipped unless
     `overwrite`, and a file that fails is reported and the others still run (the run then raises a
     VidsrError naming the failures). `options` are passed to `upscale_video`. Returns the paths written.
+    `upscaler` runs an Upscaler already built (then leave the model settings out).
     With `workers` or `cluster` the videos run on Ray (`vidsr.distributed.upscale_files`), every file's
     chunks spread over the workers at once.
     """
@@ -85,8 +86,12 @@ def upscale_path(input: str | Path, output: str | Path | None = None, *,
         on_ray = functools.partial(distributed.upscale_files, workers=workers, cluster=cluster,
                                    gpus_per_worker=gpus_per_worker, shared_path=shared_path,
                                    upscaler_options=model_options, **options)
-    upscaler = Upscaler(model, device=device, precision=precision, tile=tile, tile_pad=tile_pad,
-                        max_memory=max_memory, compile=compile, strength=strength)
+    model_settings = dict(model=model, device=device, precision=precision, tile=tile, tile_pad=tile_pad,
+                          max_memory=max_memory, compile=compile, strength=strength)
+    if upscaler is None:
+        upscaler = Upscaler(**model_settings)
+    else:
+        refuse_model_settings(model_settings)
     if not input_path.is_dir():
         if on_ray:
             return on_ray([(input_path, Path(output) if output is not None else None)], upscaler)

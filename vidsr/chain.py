@@ -5,7 +5,9 @@ stages run on the luma of BT.601 Y'CbCr with the chroma resampled around them (a
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -76,7 +78,9 @@ def load_models(models: ModelSpec | Sequence[ModelSpec], strength: float | None 
         models = [models]
     if strength is not None and (len(models) != 1 or isinstance(models[0], ModelDescriptor)):
         raise ModelError("strength applies to one model given by name or file, not to a chain or a loaded model")
-    stages = [model if isinstance(model, ModelDescriptor) else load_model(model, strength) for model in models]
+    # A caller's descriptor is copied: an Upscaler moves, casts and fuses its network in place.
+    stages = [replace(model, model=copy.deepcopy(model.model)) if isinstance(model, ModelDescriptor)
+              else load_model(model, strength) for model in models]
     if not stages:
         raise ModelError("no model given")
     return stages[0] if len(stages) == 1 else chain(stages)

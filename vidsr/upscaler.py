@@ -10,6 +10,7 @@ import copy
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -170,6 +171,9 @@ class Upscaler:
         self.descriptor = load_models(model, strength)
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device, self.descriptor)
+        for name, value in (("tile", tile), ("tile_pad", tile_pad)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise VidsrError(f"{name} must be a whole number of pixels (got {value!r})")
         if tile is not None and tile < MIN_TILE:
             raise VidsrError(f"tile must be at least {MIN_TILE} pixels (got {tile})")
         if tile_pad < 0:
@@ -332,6 +336,8 @@ class Upscaler:
     @torch.inference_mode()
     def upscale_rgb(self, x: torch.Tensor) -> torch.Tensor:
         """(N,3,H,W) float RGB in [0,1] -> (N,3,sH,sW) float RGB in [0,1], on the upscaler's device."""
+        if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != 3 or not x.is_floating_point():
+            raise InputError(f"expected an (N,3,H,W) float RGB tensor, got {_describe(x)}")
         x = x.to(self.device, torch.float32)
         if self.descriptor.color == "rgb":
             return self.run_model(x).clamp_(0, 1)
@@ -350,12 +356,13 @@ class Upscaler:
         return colorops.luma_from_model(out.squeeze(1))
 
     def upscale_image(self, image: np.ndarray) -> np.ndarray:
-        """HxWx3 RGB, HxWx4 RGBA or HxW grey image, uint8 / uint16 / float in [0,1] -> upscaled image of the
-        same shape and dtype. Alpha is resampled (sited cubic, like chroma), not run through the model."""
+        """HxWx3 RGB, HxWx4 RGBA or HxW (HxWx1) grey image, uint8 / uint16 / float in [0,1] -> upscaled image of
+        the same shape and dtype. Alpha is resampled (sited cubic, like chroma), not run through the model."""
+        _check_image(image)
+        if image.ndim == 3 and image.shape[2] == 1:
+            return self.upscale_image(image[..., 0])[..., None]
         if image.ndim == 2:
             return self.upscale_image(image[..., None].repeat(3, axis=2))[..., 0]
-        if image.ndim != 3 or image.shape[2] not in (3, 4):
-            raise InputError(f"expected an HxWx3 RGB or HxWx4 RGBA image, got shape {image.shape}")
         peak = float(np.iinfo(image.dtype).max) if image.dtype.kind in "ui" else 1.0
         x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / peak
         rgb = self.upscale_rgb(x[:, :3])
@@ -376,9 +383,12 @@ class Upscaler:
         Y-channel models on YUV keep the frame in Y'CbCr: the luma plane goes through the model and the
         chroma planes are resampled (sited cubic). RGB models convert with the stream's matrix and range.
         An alpha plane is resampled like chroma (not modelled); it is dropped, or made opaque, to match
-        `out_layout`.
+        `out_layout`. Without `out_color` the output is described as the input, with the matrix the input was
+        read with (untagged 360p is BT.601, and stays so at 720p out).
         """
-        out_layout, out_color = out_layout or layout, out_color or color
+        if out_color is None:
+            out_color = color if layout.is_rgb else replace(color, matrix=color.resolved_matrix(planes[0].shape[-2]))
+        out_layout = out_layout or layout
         colour_layout = layout.without_alpha()
         colour = self._upscale_colour_planes(planes[:colour_layout.planes], colour_layout, color,
                                              out_layout.without_alpha(), out_color)
@@ -419,3 +429,25 @@ class Upscaler:
                                              color.chroma_siting)
             out.append(colorops.encode_chroma(chroma, out_layout.bit_depth, out_color.full_range))
         return out
+
+
+def _describe(x: object) -> str:
+    shape = getattr(x, "shape", None)
+    return f"{type(x).__name__} of shape {tuple(shape)} and dtype {x.dtype}" if shape is not None else type(x).__name__
+
+
+def _check_image(image: object) -> None:
+    """One InputError for what `upscale_image` cannot take, instead of clipped or scaled garbage out."""
+    if not isinstance(image, np.ndarray):
+        raise InputError(f"expected a numpy image (np.asarray a PIL image; tensors go to upscale_rgb), "
+                         f"got {_describe(image)}")
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)) or 0 in image.shape:
+        raise InputError(f"expected an HxW grey, HxWx3 RGB or HxWx4 RGBA image, got shape {image.shape}")
+    if image.dtype not in (np.uint8, np.uint16) and image.dtype.kind != "f":
+        raise InputError(f"expected a uint8, uint16 or float image, got {image.dtype}")
+    if image.dtype.kind == "f":
+        low, high = float(np.min(image)), float(np.max(image))
+        if not (np.isfinite(low) and np.isfinite(high)):
+            raise InputError("the image holds NaN or infinite values")
+        if low < -1e-3 or high > 1 + 1e-3:  # a rounding error past the range is no reason to refuse
+            raise InputError(f"float images are expected in 0..1, this one spans {low:g}..{high:g}")

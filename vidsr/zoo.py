@@ -82,8 +82,8 @@ def _with_strength(gan: ModelDescriptor, path: Path, strength: float) -> ModelDe
     if not partner:
         raise ModelError(f"{name} has no PSNR model to interpolate with: strength needs a GAN model whose weights "
                          "name one (psnr_model)")
-    if not 0.0 <= strength <= 1.0:
-        raise ModelError(f"strength must be between 0 and 1, got {strength:g}")
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
+        raise ModelError(f"strength must be a number from 0 to 1, got {strength!r}")
     beside = path.parent / partner
     blended = blend_models(load_model(beside if beside.is_file() else partner), gan, strength)
     blended.metadata = {**gan.metadata, "strength": strength}

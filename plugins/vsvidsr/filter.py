@@ -43,8 +43,8 @@ def upscale(
     Args:
         clip: constant-format, constant-size clip: RGBS/RGBH, or YUV/GRAY/RGB of 8-16 bit integer or
             float samples. YUV colour is interpreted with the frames' `_Matrix`, `_Range` (or legacy
-            `_ColorRange`), `_Primaries` and `_Transfer` props; an unspecified matrix means BT.709 from
-            720 lines up and BT.601 below.
+            `_ColorRange`), `_ChromaLocation`, `_Primaries` and `_Transfer` props; an unspecified matrix
+            means BT.709 from 720 lines up and BT.601 below (of the input: the output keeps its matrix).
         model: bundled model name (see `vidsr models`) or a weight file (.safetensors / .pth, vidsr's or a
             community one: `vidsr models --architectures`); "A,B" chains models in one pass.
         device_index: CUDA GPU to run on when `device` is "auto" (with a GPU present) or "cuda".
@@ -56,7 +56,8 @@ def upscale(
         tile: tile size in input pixels for frames too large for GPU memory; None runs whole frames
             (and the engine falls back to halving tiles on out-of-memory).
         tile_pad: overlap in input pixels between tiles, cross-faded.
-        precision: "auto" (fp16 on CUDA where the model supports it, else fp32), "fp32", "fp16", "bf16".
+        precision: "auto" (fp16 on CUDA where the model supports it; bf16 on a CPU with native bf16, such as
+            AVX512-BF16 or AMX; else fp32), "fp32", "fp16", "bf16".
         device: "auto" (GPU `device_index` when CUDA is available, else CPU), "cpu" or "cuda".
         strength: for a GAN model whose weights name a PSNR model: interpolate their weights, 0 (PSNR model)
             to 1 (GAN model as trained).
@@ -66,7 +67,7 @@ def upscale(
         props (durations, colour, SAR; a uniform scale leaves the sample aspect ratio unchanged).
     """
     _check_clip(clip)
-    _check_arguments(model, device_index, num_streams, batch_size, tile, tile_pad, precision, device)
+    _check_arguments(model, device_index, num_streams, batch_size, tile, tile_pad, precision, device, strength)
     try:
         descriptor = load_models(model, strength)
         target = resolve_device(_device_name(device, device_index))
@@ -99,7 +100,7 @@ def upscale(
 
 
 def _check_arguments(model: object, device_index: object, num_streams: object, batch_size: object, tile: object,
-                     tile_pad: object, precision: object, device: object) -> None:
+                     tile_pad: object, precision: object, device: object, strength: object) -> None:
     """Wrong types and values as vs.Error, as VapourSynth users expect (not TypeError from deep inside)."""
     if not isinstance(model, (str, os.PathLike)):
         raise vs.Error(f"vsvidsr.upscale: model must be a model name or a file path, not {type(model).__name__}")
@@ -113,6 +114,8 @@ def _check_arguments(model: object, device_index: object, num_streams: object, b
     for name, value in (("precision", precision), ("device", device)):
         if not isinstance(value, str):
             raise vs.Error(f"vsvidsr.upscale: {name} must be a string, not {value!r}")
+    if strength is not None and (isinstance(strength, bool) or not isinstance(strength, (int, float))):
+        raise vs.Error(f"vsvidsr.upscale: strength must be a number from 0 to 1, not {strength!r}")
 
 
 def _check_clip(clip: vs.VideoNode) -> None:
@@ -179,6 +182,8 @@ def color_info(props: vs.FrameProps) -> ColorInfo:
         full_range = props["_Range"] == vs.RANGE_FULL
     else:  # before R81 the prop was _ColorRange, 0 = full, 1 = limited (reading it warns, so only if set)
         full_range = "_ColorRange" in props and props["_ColorRange"] == 0
+    location = props.get("_ChromaLocation")  # VapourSynth counts from left = 0, FFmpeg from unspecified = 0
     return ColorInfo(matrix=int(props.get("_Matrix", UNSPECIFIED)),
                      primaries=int(props.get("_Primaries", UNSPECIFIED)),
-                     transfer=int(props.get("_Transfer", UNSPECIFIED)), full_range=full_range)
+                     transfer=int(props.get("_Transfer", UNSPECIFIED)), full_range=full_range,
+                     chroma_location=0 if location is None else int(location) + 1)

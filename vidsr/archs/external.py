@@ -98,3 +98,6 @@ def _refuse_unusable(loaded: Any, name: str) -> None:
     if loaded.input_channels not in CHANNELS or loaded.output_channels not in CHANNELS:
         raise ModelError(f"{name} maps {loaded.input_channels} to {loaded.output_channels} channels: vidsr runs "
                          "grey (1), RGB (3) and RGBA (4) models")
+    if (loaded.input_channels == 1) != (loaded.output_channels == 1):
+        raise ModelError(f"{name} maps {loaded.input_channels} to {loaded.output_channels} channels (grey and colour "
+                         "mixed): vidsr runs models whose output has the input's colours")

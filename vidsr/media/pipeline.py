@@ -11,6 +11,7 @@ import contextlib
 import glob
 import hashlib
 import heapq
+import inspect
 import logging
 import os
 import queue
@@ -308,8 +309,12 @@ def upscale_video(
     than 5 minutes, else off; 0: off. See `ChunkedJob`.
     """
     info = probe_input(Path(input))
-    upscaler = upscaler or Upscaler(model, device=device, precision=precision, tile=tile, tile_pad=tile_pad,
-                                    max_memory=max_memory, compile=compile, strength=strength)
+    model_settings = dict(model=model, device=device, precision=precision, tile=tile, tile_pad=tile_pad,
+                          max_memory=max_memory, compile=compile, strength=strength)
+    if upscaler is None:
+        upscaler = Upscaler(**model_settings)
+    else:
+        refuse_model_settings(model_settings)
     output_path, settings, image_encoder = plan_output(info, output, upscaler, encoder=encoder, crf=crf,
                                                        preset=preset, pix_fmt=pix_fmt, audio=audio,
                                                        encoder_options=encoder_options, overwrite=overwrite)
@@ -325,6 +330,17 @@ def upscale_video(
         source = Source(info.path, skip_errors=skip_errors, hwdec=hwdec)
         _run(info, source, tmp, "image2" if image_encoder else None, upscaler, settings, batch_size, progress, cancel)
     return output_path
+
+
+def refuse_model_settings(settings: dict[str, object]) -> None:
+    """With `upscaler` given, model settings would be ignored: say so rather than run another model."""
+    given = [name for name, value in settings.items() if value != _MODEL_DEFAULTS[name]]
+    if given:
+        raise InputError(f"upscaler= holds a loaded model with its settings; leave out {', '.join(given)} "
+                         "(or build the Upscaler with them)")
+
+
+_MODEL_DEFAULTS = {name: parameter.default for name, parameter in inspect.signature(upscale_video).parameters.items()}
 
 
 def probe_input(path: Path) -> MediaInfo:
