@@ -242,7 +242,7 @@ def test_strength_interpolates_a_gan_model_with_the_psnr_model_its_weights_name(
     assert torch.equal(weights(0.0), a.model.state_dict()[key]) and torch.equal(weights(1.0), b.model.state_dict()[key])
     torch.testing.assert_close(weights(0.25), 0.75 * a.model.state_dict()[key] + 0.25 * b.model.state_dict()[key])
     assert load_model(gan, strength=0.25).metadata["strength"] == 0.25
-    with pytest.raises(ModelError, match="between 0 and 1"):
+    with pytest.raises(ModelError, match="strength must be a number from 0 to 1, got 1.5"):
         load_model(gan, strength=1.5)
     with pytest.raises(ModelError, match="psnr has no PSNR model to interpolate with"):
         load_model(psnr, strength=0.5)
