@@ -22,7 +22,7 @@ from vidsr.media.chunks import keyframe_times, plan_chunks
 from vidsr.media.info import probe
 from vidsr.sample import ClipSpec, pattern_frame, write_clip
 from vidsr.upscaler import Upscaler
-from vidsr.workfolder import work_folder_of
+from vidsr.workfolder import input_fingerprint, work_folder_of
 
 FONT = b"\x00\x01\x00\x00 not really a font"
 ROOT = Path(__file__).resolve().parents[1]
@@ -248,7 +248,8 @@ def test_read_only_folder_is_one_clear_error(vfr_mkv, random_espcn, tmp_path):
         (tmp_path / "ro").chmod(0o755)
 
 
-def test_second_process_on_the_same_output_is_refused(vfr_mkv, random_espcn, tmp_path):
+@pytest.mark.parametrize("chunk_seconds", [1, 0], ids=["chunked", "whole"])
+def test_second_process_on_the_same_output_is_refused(vfr_mkv, random_espcn, tmp_path, chunk_seconds):
     out = tmp_path / "out.mkv"
     work = interrupted_job(vfr_mkv, out, random_espcn, 1)
     holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time\n"
@@ -258,10 +259,34 @@ def test_second_process_on_the_same_output_is_refused(vfr_mkv, random_espcn, tmp
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(OutputError, match="another vidsr process is writing it"):
-            vidsr.upscale_video(vfr_mkv, out, model=random_espcn, encoder="ffv1", chunk_seconds=1)
+            vidsr.upscale_video(vfr_mkv, out, model=random_espcn, encoder="ffv1", chunk_seconds=chunk_seconds)
     finally:
         holder.kill()
         holder.wait(timeout=30)
+    assert not out.exists() and manifest_done(work) == 1
+
+
+def test_a_run_in_one_piece_removes_an_earlier_chunked_runs_leftovers(vfr_mkv, random_espcn, tmp_path, caplog):
+    out = tmp_path / "out.mkv"
+    work = interrupted_job(vfr_mkv, out, random_espcn, 2)
+    vidsr.upscale_video(vfr_mkv, out, model=random_espcn, encoder="ffv1", chunk_seconds=0)
+    assert len(frames_of(out)) == 30
+    assert not work.exists() and "removed .out.mkv.vidsr, the finished chunks of an earlier chunked run" in caplog.text
+
+
+def test_the_input_fingerprint_sees_a_change_in_the_middle(tmp_path):
+    """Size and both ends stay the same when a tool patches a long file in place: its time of change does not."""
+    path = tmp_path / "in.bin"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 3 << 20, dtype=np.uint8).tobytes())
+    before = input_fingerprint(path)
+    with path.open("r+b") as f:
+        f.seek(3 << 19)
+        f.write(b"patched")
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, max(stat.st_mtime_ns, before["mtime_ns"] + 1_000_000)))  # a later edit
+    after = input_fingerprint(path)
+    assert after["size"] == before["size"] and after["ends_sha256"] == before["ends_sha256"]
+    assert after != before
 
 
 def test_elementary_stream_without_timestamps_runs_whole_with_a_notice(random_espcn, tmp_path, caplog):
@@ -342,3 +367,49 @@ def test_a_cancelled_chunk_leaves_no_partial_file(vfr_mkv, random_espcn, tmp_pat
     work = work_folder_of(tmp_path / "out.mkv")
     assert (work / "manifest.json").is_file()  # kept for a rerun
     assert not list(work.glob("*chunk-*"))
+
+
+@pytest.mark.parametrize("suffix", [".webm", ".ogv"])
+def test_chunks_are_encoded_as_a_single_run_would_for_the_output_format(random_espcn, tmp_path, suffix):
+    """Chunks are written to NUT files, whose own default codec (H.264) WebM and Ogg cannot hold: the job
+    must pick the encoder for the output's format, as a single run does."""
+    src = h264_clip(tmp_path / "in.mp4", ())
+    single = vidsr.upscale_video(src, tmp_path / f"single{suffix}", model=random_espcn, chunk_seconds=0)
+    chunked = vidsr.upscale_video(src, tmp_path / f"chunked{suffix}", model=random_espcn, chunk_seconds=1)
+    assert probe(chunked).video.codec == probe(single).video.codec in ("vp9", "vp8")
+    assert [t for t, _ in frames_of(chunked)] == [t for t, _ in frames_of(single)]
+    assert not work_folder_of(chunked).exists()
+
+
+def test_a_raw_frame_output_runs_in_one_piece_with_a_notice(random_espcn, tmp_path, caplog):
+    src = h264_clip(tmp_path / "in.mp4", ())
+    out = vidsr.upscale_video(src, tmp_path / "out.y4m", model=random_espcn, chunk_seconds=1)
+    assert "in.mp4: .y4m files hold raw frames, which chunks cannot keep; upscaled in one piece" in caplog.text
+    assert len(frames_of(out)) == 32 and not work_folder_of(out).exists()
+
+
+def test_what_the_pixel_format_loses_is_said_once_per_chunked_job(vfr_mkv, random_espcn, tmp_path, caplog):
+    vidsr.upscale_video(vfr_mkv, tmp_path / "out.mkv", model=random_espcn, encoder="mpeg4", chunk_seconds=1)
+    said = [r.getMessage() for r in caplog.records if "takes no yuv420p10le" in r.getMessage()]
+    assert said == ["mpeg4 takes no yuv420p10le: 10-bit samples become 8-bit (-c ffv1 into .mkv keeps everything; "
+                    "--pix-fmt to choose)"]
+
+
+def test_a_last_chunk_of_one_frame_keeps_the_encoders_dts(random_espcn, tmp_path):
+    """A one-frame GOP at the end is a chunk whose only packet NUT gives back without its dts: it is rebuilt
+    with the other chunks' reordering delay, as one encoder run would have set it (not pts-like stamps one
+    tick apart, which MP4 stores as frame durations)."""
+    spec = ClipSpec(width=64, height=48, frames=25, rate=Fraction(8),
+                    options=(("crf", "20"), ("g", "8"), ("keyint_min", "8"), ("sc_threshold", "0"), ("bf", "3")))
+    src = write_clip(tmp_path / "in.mp4", spec, frames=[pattern_frame(64, 48, t) for t in range(spec.frames)])
+    assert len(keyframe_times(src)) == 4
+    single = vidsr.upscale_video(src, tmp_path / "single.mp4", model=random_espcn)
+    chunked = vidsr.upscale_video(src, tmp_path / "chunked.mp4", model=random_espcn, chunk_seconds=1)
+
+    def stamps(path: Path) -> tuple[list[int], list[int]]:
+        """Sorted pts, and dts in decode order (the two encoders may place their B-frames apart)."""
+        with av.open(str(path)) as c:
+            packets = [p for p in c.demux(video=0) if p.size]
+        return sorted(p.pts for p in packets), [p.dts for p in packets]
+
+    assert stamps(chunked) == stamps(single)

@@ -8,6 +8,7 @@ import re
 import struct
 import subprocess
 import sys
+import threading
 from fractions import Fraction
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,7 +21,7 @@ from PIL import Image
 
 from vidsr import sample
 from vidsr.cli import main
-from vidsr.errors import OutputError
+from vidsr.errors import Cancelled, DecodeError, OutputError
 from vidsr.media import sink as sink_module
 from vidsr.media.pipeline import Progress, upscale_video
 from vidsr.media.source import PtsRange, Source
@@ -762,3 +763,41 @@ def test_an_upscaler_given_is_used_and_conflicting_settings_are_refused(tmp_path
     with pytest.raises(vidsr.VidsrError, match="leave out model, tile"):
         vidsr.upscale_video(tmp_path / "in.png", tmp_path / "b.png", upscaler=upscaler, model="espcn-x4", tile=64)
     assert not (tmp_path / "b.png").exists()
+
+
+def loss_notices(caplog, name: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"{name}: ") and "frame(s)" in
+            r.getMessage()]
+
+
+@pytest.mark.parametrize("chunk_seconds", [0, 0.3], ids=["whole", "chunked"])
+def test_a_lost_middle_gop_is_said_once_whole_or_in_chunks(random_espcn, tmp_path, caplog, chunk_seconds):
+    """In 0.3 s chunks the middle GOP is a chunk of its own that decodes to nothing: the job goes on, and the
+    loss is said once, as a single run says it (not by each chunk, nor again as a gap by its neighbours)."""
+    src = h264_mp4_damaged(tmp_path / "in.mp4", range(8, 16), keep_lengths=False)
+    out = upscale_video(src, tmp_path / "out.mp4", model=random_espcn, skip_errors=True, chunk_seconds=chunk_seconds)
+    assert loss_notices(caplog, "in.mp4") == ["in.mp4: 8 undecodable frame(s) skipped, at 0.33-0.62 s"]
+    assert len(packet_times(out, "video")) == 16
+
+
+def test_a_resumed_chunked_job_still_says_what_its_earlier_chunks_lost(random_espcn, tmp_path, caplog):
+    src = h264_mp4_damaged(tmp_path / "in.mp4", range(8), keep_lengths=False)
+    out = tmp_path / "out.mp4"
+    cancel = threading.Event()
+    with pytest.raises(Cancelled):  # stopped in the last chunk: the first, all lost, is done
+        upscale_video(src, out, model=random_espcn, skip_errors=True, chunk_seconds=0.3, batch_size=1, cancel=cancel,
+                      progress=lambda p: cancel.set() if p.frames >= 9 else None)
+    assert loss_notices(caplog, "in.mp4") == []  # said by the job at its end, not by a chunk
+    caplog.clear()
+    upscale_video(src, out, model=random_espcn, skip_errors=True, chunk_seconds=0.3)
+    assert loss_notices(caplog, "in.mp4") == ["in.mp4: 8 undecodable frame(s) skipped, at 0.00-0.29 s"]
+    assert len(packet_times(out, "video")) == 16
+
+
+def test_a_decode_error_in_a_chunk_says_when(random_espcn, tmp_path):
+    """A chunk's frames are not numbered from the video's start: the error gives the time instead."""
+    src = h264_mp4_damaged(tmp_path / "in.mp4", range(8, 9), keep_lengths=True)
+    with pytest.raises(DecodeError, match=r"in\.mp4: decode error at 0\.33 s \(.*\); use --skip-errors"):
+        upscale_video(src, tmp_path / "out.mp4", model=random_espcn, chunk_seconds=0.3)
+    with pytest.raises(DecodeError, match=r"in\.mp4: decode error at frame 8 \(.*\); use --skip-errors"):
+        upscale_video(src, tmp_path / "out.mp4", model=random_espcn, chunk_seconds=0)

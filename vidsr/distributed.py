@@ -86,14 +86,14 @@ class ChunkWorker:
         self.batch_size = batch_size
 
     def run(self, info: MediaInfo, chunk: Chunk, settings: EncodeSettings, chunk_headers: bool, skip_errors: bool,
-            data: bytes | None) -> tuple[bytes, int, str]:
-        """The encoded chunk file's bytes, its frame count and where it ran; `data` None reads the input file
-        itself."""
+            data: bytes | None) -> tuple[bytes, int, dict[str, list], str]:
+        """The encoded chunk file's bytes, its frame count, the frames it lost and where it ran; `data` None
+        reads the input file itself."""
         with tempfile.TemporaryDirectory(prefix="vidsr-chunk-") as folder:
             target = Path(folder) / "chunk.nut"
-            frames = upscale_chunk(info, chunk, target, self.upscaler, settings, self.batch_size, chunk_headers,
-                                   data=data, skip_errors=skip_errors)
-            return target.read_bytes(), frames, f"{socket.gethostname()}:{os.getpid()}"
+            frames, lost = upscale_chunk(info, chunk, target, self.upscaler, settings, self.batch_size,
+                                         chunk_headers, data=data, skip_errors=skip_errors)
+            return target.read_bytes(), frames, lost, f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclasses.dataclass
@@ -164,7 +164,7 @@ class RayRunner:
         """Store a finished chunk (and join its job when that was the last); False when the worker died."""
         exceptions = self.ray.exceptions
         try:
-            data, frames, where = self.ray.get(ref)
+            data, frames, lost, where = self.ray.get(ref)
         except (exceptions.RayActorError, exceptions.WorkerCrashedError, exceptions.ObjectLostError,
                 exceptions.OutOfMemoryError, exceptions.NodeDiedError, exceptions.RaySystemError) as exc:
             if task.attempts >= ATTEMPTS:
@@ -176,7 +176,7 @@ class RayRunner:
             cause = exc.cause if isinstance(exc.cause, VidsrError) else VidsrError(f"{task.name}: {exc.cause}")
             raise cause from None
         log.info("%s: %d frames done on worker %s", task.name, frames, where)
-        task.job.store(task.chunk, data, frames)
+        task.job.store(task.chunk, data, frames, lost)
         bar.update(frames)
         if not task.job.pending():
             task.job.join()
@@ -240,7 +240,8 @@ def _plan(source: Path, target: Path | None, upscaler: Upscaler, chunk_seconds: 
         job = ChunkedJob.plan(info, output, upscaler, settings, seconds, resume, skip_errors,
                               overwrite=encode.get("overwrite", False))
     if job is None:
-        raise InputError(f"{source}: pictures and videos without timestamps run without --workers / --cluster")
+        raise InputError(f"{source}: cannot be cut into chunks (a picture, a video without timestamps or a "
+                         "raw-frame output such as .y4m); run it without --workers / --cluster")
     return job
 
 

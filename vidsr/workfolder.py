@@ -8,12 +8,14 @@ is ever taken for a finished chunk. A lock keeps a second process off the same o
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ log = logging.getLogger("vidsr")
 
 MANIFEST = "manifest.json"
 _FORMAT_VERSION = 1
-_ENDS_BYTES = 1 << 20  # the input is fingerprinted by its size and the hash of its first and last MiB
+_ENDS_BYTES = 1 << 20  # the input is fingerprinted by its size, time of change and the hash of its ends
 
 
 def work_folder_of(output: Path) -> Path:
@@ -32,14 +34,16 @@ def work_folder_of(output: Path) -> Path:
 
 
 def input_fingerprint(path: Path) -> dict[str, Any]:
-    """Size and a hash of both ends: cheap for any length, and changes when the file is replaced or re-cut."""
-    size = path.stat().st_size
+    """Size, modification time and a hash of both ends: cheap for any length, and changes when the file is
+    replaced, re-cut or changed in place (the time: a tool that patches the middle keeps size and ends)."""
+    stat = path.stat()
+    size = stat.st_size
     digest = hashlib.sha256()
     with path.open("rb") as f:
         digest.update(f.read(_ENDS_BYTES))
         f.seek(max(0, size - _ENDS_BYTES))
         digest.update(f.read(_ENDS_BYTES))
-    return {"size": size, "ends_sha256": digest.hexdigest()}
+    return {"size": size, "mtime_ns": stat.st_mtime_ns, "ends_sha256": digest.hexdigest()}
 
 
 def file_sha256(path: Path) -> str:
@@ -58,14 +62,9 @@ class WorkFolder:
         self.output = output
         try:
             self.path.mkdir(exist_ok=True)
-            self._lock = os.open(self.path / "lock", os.O_CREAT | os.O_RDWR, 0o644)
         except OSError as exc:
             raise OutputError(f"{self.path}: cannot create the work folder ({exc.strerror.lower()})") from None
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released by the kernel if we die
-        except BlockingIOError:
-            os.close(self._lock)
-            raise OutputError(f"{output}: another vidsr process is writing it (work folder {self.path})") from None
+        self._lock = _lock(self.path, output)
         table = [{"index": c.index, "start": c.start, "end": c.end, "state": "pending"} for c in chunks]
         self.manifest = {"version": _FORMAT_VERSION, "identity": identity, "chunks": table}
         self._resume(resume)
@@ -121,18 +120,24 @@ class WorkFolder:
     def pending(self) -> list[int]:
         return [e["index"] for e in self.manifest["chunks"] if e["state"] != "done"]
 
-    def frames(self) -> int:
-        return sum(e.get("frames", 0) for e in self.manifest["chunks"] if e["state"] == "done")
+    def frames(self, index: int | None = None) -> int:
+        """The frames of the done chunks, or of chunk `index`."""
+        return sum(e.get("frames", 0) for e in self.manifest["chunks"]
+                   if e["state"] == "done" and index in (None, e["index"]))
 
     def partial_path(self, index: int) -> Path:
         return self.path / f".chunk-{index:05d}.partial-{os.getpid()}.nut"
 
-    def finish(self, index: int, written: Path, frames: int) -> None:
-        """Move the chunk file `written` into place, then record it as done."""
+    def lost(self) -> list[dict[str, list]]:
+        """The frames each done chunk lost (`LostFrames.spans`)."""
+        return [e.get("lost", {}) for e in self.manifest["chunks"] if e["state"] == "done"]
+
+    def finish(self, index: int, written: Path, frames: int, lost: dict[str, list]) -> None:
+        """Move the chunk file `written` into place, then record it as done, with what it lost."""
         path = self.chunk_path(index)
         os.replace(written, path)
         entry = self.manifest["chunks"][index]
-        entry.update(state="done", sha256=file_sha256(path), frames=frames)
+        entry.update(state="done", sha256=file_sha256(path), frames=frames, lost=lost)
         self._save()
 
     def _save(self) -> None:
@@ -159,6 +164,37 @@ class WorkFolder:
         for path in self.path.iterdir():
             if path.name not in keep and path.is_file():
                 path.unlink(missing_ok=True)
+
+
+def _lock(folder: Path, output: Path) -> int:
+    """Hold the work folder's lock (the kernel releases it if we die); refused while another process does."""
+    try:
+        lock = os.open(folder / "lock", os.O_CREAT | os.O_RDWR, 0o644)
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot create the work folder ({exc.strerror.lower()})") from None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock)
+        raise OutputError(f"{output}: another vidsr process is writing it (work folder {folder})") from None
+    return lock
+
+
+@contextlib.contextmanager
+def unchunked_run(output: Path) -> Iterator[None]:
+    """Around a run in one piece: refused while a chunked run holds `output`'s work folder; an earlier chunked
+    run's leftovers (its folder, resumable until now) are removed once the output is complete."""
+    folder = work_folder_of(output)
+    if not folder.is_dir():
+        yield
+        return
+    lock = _lock(folder, output)
+    try:
+        yield
+        shutil.rmtree(folder, ignore_errors=True)
+        log.warning("%s: removed %s, the finished chunks of an earlier chunked run of it", output.name, folder.name)
+    finally:
+        os.close(lock)
 
 
 def _ranges(table: list[dict[str, Any]]) -> list[tuple[Any, Any]]:

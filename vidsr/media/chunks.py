@@ -107,19 +107,3 @@ def chunk_packets(path: Path, chunk: Chunk) -> bytes:
                 packet.stream = stream
                 out.mux(packet)
     return buffer.getvalue()
-
-
-def wants_global_header(folder: Path, suffix: str) -> bool:
-    """Whether the muxer for `suffix` files takes codec headers (SPS / PPS) out of band, as MP4 and Matroska
-    do (MPEG-TS wants them in the stream): the chunks' encoder must write them the same way."""
-    probe_path = folder / f"format-probe{suffix}"
-    try:
-        with av.open(str(probe_path), "w") as out:
-            return bool(out.format.flags & _AVFMT_GLOBALHEADER)
-    except ValueError:
-        return True  # no muxer for the suffix: the join reports it
-    finally:
-        probe_path.unlink(missing_ok=True)
-
-
-_AVFMT_GLOBALHEADER = 0x0040

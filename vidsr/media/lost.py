@@ -16,6 +16,12 @@ class LostFrames:
     def add(self, reason: str, start: float, end: float | None = None, count: int = 1) -> None:
         self.spans.setdefault(reason, []).append((start, start if end is None else end, count))
 
+    def merge(self, spans: dict[str, list]) -> None:
+        """Add the `spans` of another part of the job (a chunk's, as its manifest entry keeps them)."""
+        for reason, items in spans.items():
+            for start, end, count in items:
+                self.add(reason, start, end, count)
+
     def report(self, name: str) -> None:
         for reason, spans in self.spans.items():
             log.warning("%s: %d %s, at %s", name, sum(c for *_, c in spans), reason, _time_ranges(spans))

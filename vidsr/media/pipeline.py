@@ -12,13 +12,14 @@ import glob
 import hashlib
 import heapq
 import inspect
+import itertools
 import logging
 import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,15 +28,16 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from vidsr.errors import Cancelled, InputError, OutputError
-from vidsr.media.chunks import Chunk, keyframe_times, plan_chunks, resolve_chunk_seconds, wants_global_header
+from vidsr.errors import Cancelled, DecodeError, InputError, OutputError
+from vidsr.media.chunks import Chunk, keyframe_times, plan_chunks, resolve_chunk_seconds
 from vidsr.media.frames import crop_planes, plane_layout, planes_to_frame, working_format
 from vidsr.media.info import MediaInfo, is_image_demuxer, open_container, probe
-from vidsr.media.sink import AUDIO_MODES, EncodeSettings, Sink
+from vidsr.media.lost import LostFrames
+from vidsr.media.sink import AUDIO_MODES, EncodeSettings, Sink, chunk_encoding
 from vidsr.media.source import DecodedFrame, Source
 from vidsr.runner import Batch, BatchRunner
 from vidsr.upscaler import BatchSize, Upscaler
-from vidsr.workfolder import WorkFolder, input_fingerprint
+from vidsr.workfolder import WorkFolder, input_fingerprint, unchunked_run
 
 log = logging.getLogger("vidsr")
 
@@ -326,7 +328,7 @@ def upscale_video(
     if job:
         job.run_here(upscaler, batch_size, progress, cancel)
         return output_path
-    with temporary_output(output_path, overwrite) as tmp:
+    with unchunked_run(output_path), temporary_output(output_path, overwrite) as tmp:
         source = Source(info.path, skip_errors=skip_errors, hwdec=hwdec)
         _run(info, source, tmp, "image2" if image_encoder else None, upscaler, settings, batch_size, progress, cancel)
     return output_path
@@ -471,12 +473,13 @@ def _start_stages(source: Source, sink: Sink, frames: _Channel, encoded: _Channe
 def upscale_chunk(info: MediaInfo, chunk: Chunk, target: Path, upscaler: Upscaler, settings: EncodeSettings,
                   batch_size: BatchSize, chunk_headers: bool, *, data: bytes | None = None,
                   skip_errors: bool = False, hwdec: str | None = None, progress: ProgressCallback | None = None,
-                  cancel: threading.Event | None = None) -> int:
+                  cancel: threading.Event | None = None) -> tuple[int, dict[str, list]]:
     """One chunk, one engine run: its frames from the input file (or from its packets, `data`) into `target`.
-    Returns the frame count."""
+    Returns the frame count and the frames lost (`LostFrames.spans`: the job reports them all at the end)."""
     source = Source(info.path, skip_errors=skip_errors, hwdec=hwdec, pts_range=chunk.pts_range(seek=data is None),
                     data=data, time_base=info.video.time_base)
-    return _run(info, source, target, None, upscaler, settings, batch_size, progress, cancel, chunk_headers)
+    frames = _run(info, source, target, None, upscaler, settings, batch_size, progress, cancel, chunk_headers)
+    return frames, source.lost.spans
 
 
 def model_identity(upscaler: Upscaler) -> dict[str, Any]:
@@ -495,30 +498,37 @@ class ChunkedJob:
     by stream copy with the input's other streams muxed in once, by the same `Sink` as a single run."""
 
     def __init__(self, info: MediaInfo, output: Path, chunks: list[Chunk], settings: EncodeSettings,
-                 work: WorkFolder, skip_errors: bool = False, hwdec: str | None = None,
+                 chunk_headers: bool, work: WorkFolder, skip_errors: bool = False, hwdec: str | None = None,
                  overwrite: bool = False) -> None:
         self.info, self.output, self.chunks, self.settings, self.work = info, output, chunks, settings, work
-        self.skip_errors, self.hwdec, self.overwrite = skip_errors, hwdec, overwrite
-        self.chunk_headers = wants_global_header(work.path, output.suffix)
+        self.chunk_headers, self.skip_errors, self.hwdec, self.overwrite = chunk_headers, skip_errors, hwdec, overwrite
 
     @classmethod
     def plan(cls, info: MediaInfo, output: Path, upscaler: Upscaler, settings: EncodeSettings, seconds: float,
              resume: bool = True, skip_errors: bool = False, hwdec: str | None = None,
              overwrite: bool = False) -> ChunkedJob | None:
         """Chunks of about `seconds` (0: the whole video as one chunk); None, with a notice, when the video has
-        no timestamps to cut by. `skip_errors`, `hwdec` and `overwrite` as for `upscale_video`."""
+        no timestamps to cut by or the output's codec no packets to keep. `skip_errors`, `hwdec` and
+        `overwrite` as for `upscale_video`."""
+        encoding = chunk_encoding(output.suffix, settings.encoder)
+        if encoding is None:
+            log.warning("%s: %s files hold raw frames, which chunks cannot keep; upscaled in one piece, without "
+                        "resuming", info.path.name, output.suffix)
+            return None
         keyframes = keyframe_times(info.path)
         if keyframes is None:
             log.warning("%s: no timestamps (an elementary stream); upscaled in one piece, without resuming",
                         info.path.name)
             return None
+        encoder, chunk_headers = encoding
+        settings = replace(settings, encoder=encoder)  # a single run's choice for the output's format
         chunks = plan_chunks(keyframes, info.video.time_base, seconds)
         identity = {"input": input_fingerprint(info.path), "output": output.suffix.lower(),
                     # the audio is muxed at the join: it does not change the chunks
                     "settings": {**asdict(settings), "threads": None, "audio": None, "skip_errors": skip_errors},
                     "model": model_identity(upscaler)}
         work = WorkFolder(output, identity, chunks, resume)
-        return cls(info, output, chunks, settings, work, skip_errors, hwdec, overwrite)
+        return cls(info, output, chunks, settings, chunk_headers, work, skip_errors, hwdec, overwrite)
 
     @property
     def total_frames(self) -> int | None:
@@ -527,11 +537,11 @@ class ChunkedJob:
     def pending(self) -> list[Chunk]:
         return [self.chunks[i] for i in self.work.pending()]
 
-    def store(self, chunk: Chunk, data: bytes, frames: int) -> None:
+    def store(self, chunk: Chunk, data: bytes, frames: int, lost: dict[str, list]) -> None:
         """A chunk computed elsewhere (its file's bytes)."""
         partial = self.work.partial_path(chunk.index)
         partial.write_bytes(data)
-        self.work.finish(chunk.index, partial, frames)
+        self.work.finish(chunk.index, partial, frames, lost)
 
     def run_here(self, upscaler: Upscaler, batch_size: BatchSize, progress: ProgressCallback | bool | None,
                  cancel: threading.Event | None) -> None:
@@ -550,10 +560,10 @@ class ChunkedJob:
                     report(Progress(base + p.frames, self.total_frames, time.monotonic() - start))
 
                 partial = self.work.partial_path(chunk.index)
-                frames = upscale_chunk(self.info, chunk, partial, upscaler, self.settings, batch_size,
-                                       self.chunk_headers, skip_errors=self.skip_errors, hwdec=self.hwdec,
-                                       progress=chunk_report, cancel=cancel)
-                self.work.finish(chunk.index, partial, frames)
+                frames, lost = upscale_chunk(self.info, chunk, partial, upscaler, self.settings, batch_size,
+                                             self.chunk_headers, skip_errors=self.skip_errors, hwdec=self.hwdec,
+                                             progress=chunk_report, cancel=cancel)
+                self.work.finish(chunk.index, partial, frames, lost)
                 base += frames
         except BaseException:
             self.work.clear_stale()  # the half-written chunk goes; the finished ones stay for the next run
@@ -565,6 +575,13 @@ class ChunkedJob:
     def join(self) -> None:
         """Join the finished chunks into the output, then remove the work folder. The output was checked
         against --overwrite when the job began; it is replaced only once complete."""
+        if not self.work.frames():
+            self.work.close()
+            raise DecodeError(f"{self.info.path}: no video frame could be decoded")
+        lost = LostFrames()
+        for spans in self.work.lost():
+            lost.merge(spans)
+        lost.report(self.info.path.name)
         try:
             with temporary_output(self.output, self.overwrite) as tmp:
                 self._join_into(tmp)
@@ -573,7 +590,8 @@ class ChunkedJob:
         self.work.remove()
 
     def _join_into(self, tmp: Path) -> None:
-        files = [self.work.chunk_path(c.index) for c in self.chunks]
+        # a chunk that lost every frame (--skip-errors) holds a header only, which no demuxer reads
+        files = [self.work.chunk_path(c.index) for c in self.chunks if self.work.frames(c.index)]
         with open_container(self.info.path) as source, open_container(files[0]) as first:
             sink = Sink(tmp, None, source, self.info.video, 0, 0, self.settings, copy_video=first.streams.video[0],
                         skip_errors=self.skip_errors)
@@ -596,31 +614,36 @@ class ChunkedJob:
 
 
 def _video_packets(files: list[Path]) -> Iterator[av.Packet]:
-    """The chunks' packets in decode order (the sink keeps their dts increasing across chunks)."""
+    """The chunks' packets in decode order (the sink keeps their dts increasing across chunks).
+
+    NUT keeps no negative dts (a B-frame encoder's first packets at pts 0), so a chunk's first packets come
+    back without one: they are rebuilt as the encoder makes them, the display-order pts shifted back by its
+    reordering delay, found in the chunk's first packets that have a dts, or for a chunk too short to have
+    any (its last GOP of one or two frames) the previous chunk's: one encoder, one delay."""
+    delay: int | None = None
     for path in files:
         with open_container(path) as chunk:
-            yield from _with_dts(p for p in chunk.demux(chunk.streams.video[0]) if p.size)
+            packets = (p for p in chunk.demux(chunk.streams.video[0]) if p.size)
+            head = list(itertools.islice(packets, _REORDER_WINDOW))
+            delay = _reorder_delay(head) if any(p.dts is not None for p in head) else delay
+            if delay is not None:
+                shown = sorted(p.pts for p in head)
+                for packet, pts in zip(head, shown, strict=True):
+                    if packet.dts is not None:
+                        break
+                    packet.dts = pts - delay
+            yield from head
+            yield from packets
 
 
 _REORDER_WINDOW = 32  # packets: far more than any encoder's reordering depth
 
 
-def _with_dts(packets: Iterator[av.Packet]) -> Iterator[av.Packet]:
-    """NUT keeps no negative dts (a B-frame encoder's first packets at pts 0): they come back unset and are
-    rebuilt as an encoder makes them, the display-order pts shifted back by the reordering delay."""
-    head: list[av.Packet] = []
-    for packet in packets:
-        head.append(packet)
-        if len(head) == _REORDER_WINDOW:
-            break
-    known = next((i for i, p in enumerate(head) if p.dts is not None), None)
-    if known is not None and known > 0:
-        shown = sorted(p.pts for p in head)
-        delay = shown[known] - head[known].dts
-        for i in range(known):
-            head[i].dts = shown[i] - delay
-    yield from head
-    yield from packets
+def _reorder_delay(head: list[av.Packet]) -> int:
+    """The encoder's reordering delay in ticks: the first packet with a dts has it this far below the pts
+    shown in its place."""
+    known = next(i for i, p in enumerate(head) if p.dts is not None)
+    return sorted(p.pts for p in head)[known] - head[known].dts
 
 
 def _packet_seconds(packet: av.Packet) -> float:

@@ -14,6 +14,7 @@ import glob
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -180,6 +181,43 @@ _HARDWARE_DRIVERS = {
 _RENDER_NODE_ENCODERS = ("_qsv", "_vaapi")  # on Linux these open a GPU's render node
 
 
+def add_video_stream(output: av.container.OutputContainer, encoder: str | None,
+                     rate: Fraction) -> tuple[av.Codec, av.VideoStream]:
+    """The chosen encoder's stream; without a choice libx264, or the container's own codec where it cannot hold
+    H.264 (WebM: VP9)."""
+    default = output.default_video_codec
+    names = [encoder] if encoder else [default] if output.format.name in _NO_H264 else ["libx264", default]
+    for name in names:
+        codec = encoder_codec(name)
+        try:  # FFmpeg knows which codecs a container refuses (its list of accepted ones is incomplete)
+            return codec, output.add_stream(codec.name, rate=rate)
+        except ValueError:
+            continue
+    raise EncodeError(f"the {output.format.name} container cannot hold {names[0]} video; "
+                      "choose another encoder (-c) or output suffix")
+
+
+def chunk_encoding(suffix: str, encoder: str | None) -> tuple[str, bool] | None:
+    """For a chunked job into a `suffix` file: the encoder a single run would use (the chunks are encoded
+    apart from the output's container, so they must be told) and whether the output's muxer takes codec
+    headers (SPS / PPS) out of band, as MP4 and Matroska do and MPEG-TS does not (the chunks' encoder must
+    write them the same way). None when the codec's packets cannot be kept in chunk files (y4m's frames)."""
+    with tempfile.TemporaryDirectory(prefix="vidsr-") as folder:
+        try:
+            output = av.open(str(Path(folder) / f"probe{suffix}"), "w")
+        except ValueError:
+            raise EncodeError(f"no output format is known for '{suffix}' files; use a suffix such as .mp4, "
+                              ".mkv or .png") from None
+        with output:
+            codec, _ = add_video_stream(output, encoder, Fraction(25))
+            if codec.name == "wrapped_avframe":  # pointers to decoded frames, not data
+                return None
+            return codec.name, bool(output.format.flags & _AVFMT_GLOBALHEADER)
+
+
+_AVFMT_GLOBALHEADER = 0x0040
+
+
 def _missing_driver(encoder: str) -> str | None:
     """What keeps a hardware encoder from starting: its driver when none of its libraries loads, or a missing
     GPU render node; None when both are there (or the encoder is not a hardware one)."""
@@ -287,12 +325,10 @@ class Sink:
 
     def _set_up(self, source: av.container.InputContainer, video: VideoInfo, width: int, height: int) -> None:
         self.turner: _Turner | None = None
+        source_format = working_format(video.pix_fmt, alpha=not video.alpha_unused)
         if self.copy_video is None:
             codec, self.stream = self._add_video_stream(video)
-            source_format = working_format(video.pix_fmt, alpha=not video.alpha_unused)
             self.pix_fmt = choose_pix_fmt(codec, source_format, self.settings.pix_fmt, video.pix_fmt)
-            if not self.settings.pix_fmt and self.chunk_headers is not True:  # said once, not once per chunk
-                _warn_of_losses(source_format, self.pix_fmt, codec.name)
             self.width, self.height = _whole_chroma_size(width, height, self.pix_fmt)
             quarters = round(video.rotation / 90) % 4
             if self.pictures_left and quarters:
@@ -303,10 +339,14 @@ class Sink:
             self.stream = copy_stream(self.output, self.copy_video)
             ctx = self.copy_video.codec_context
             self.pix_fmt, self.width, self.height = ctx.pix_fmt, ctx.width, ctx.height
-        encoder = codec.name if self.copy_video is None else None
+        # a join's chunks were encoded by the encoder its settings name (`ChunkedJob.plan`)
+        encoder = codec.name if self.copy_video is None else self.settings.encoder
         self.color = _output_color(video, av.VideoFormat(self.pix_fmt).is_rgb, encoder)
-        if video.icc_profile and self.chunk_headers is not True:
-            self._keep_profile(Path(source.name), encoder)
+        if self.chunk_headers is None:  # said once per output, by a single run or a join, not by every chunk
+            if not self.settings.pix_fmt:
+                _warn_of_losses(source_format, self.pix_fmt, encoder)
+            if video.icc_profile:
+                self._keep_profile(Path(source.name), encoder)
         if self.copy_video is None:
             self._configure_video(codec, video)
         else:  # chunk files (NUT) do not carry these
@@ -341,19 +381,7 @@ class Sink:
     # --- set-up ------------------------------------------------------------------------------------------
 
     def _add_video_stream(self, video: VideoInfo) -> tuple[av.Codec, av.VideoStream]:
-        """The chosen encoder's stream; without a choice libx264, or the container's own codec where it
-        cannot hold H.264 (WebM: VP9)."""
-        default = self.output.default_video_codec
-        names = ([self.settings.encoder] if self.settings.encoder
-                 else [default] if self.output.format.name in _NO_H264 else ["libx264", default])
-        for name in names:
-            codec = encoder_codec(name)
-            try:  # FFmpeg knows which codecs a container refuses (its list of accepted ones is incomplete)
-                return codec, self.output.add_stream(codec.name, rate=video.frame_rate or Fraction(25))
-            except ValueError:
-                continue
-        raise EncodeError(f"the {self.output.format.name} container cannot hold {names[0]} video; "
-                          "choose another encoder (-c) or output suffix")
+        return add_video_stream(self.output, self.settings.encoder, video.frame_rate or Fraction(25))
 
     def _configure_video(self, codec: av.Codec, video: VideoInfo) -> None:
         stream = self.stream
@@ -540,6 +568,7 @@ class Sink:
                 self._mux(self._encoder_dts.fix(self.stream.encode(None)))
             for index in self._resamplers:
                 self._mux(self.stream_map[index].encode(None))
+            self.output.start_encoding()  # the header, even of a file without packets (a chunk that lost all)
         finally:
             self.output.close()
         if self.profile:

@@ -111,16 +111,27 @@ class Source:
                 if size is None:
                     size = (frame.width, frame.height)
                 elif (frame.width, frame.height) != size:
-                    raise DecodeError(f"{self.path}: picture size changes at frame {index} "
+                    raise DecodeError(f"{self.path}: picture size changes at {self._place(index, frame.pts)} "
                                       f"({size[0]}x{size[1]} -> {frame.width}x{frame.height}); not supported")
                 on_frame(DecodedFrame(index, pts, self._time_base, frame_to_planes(frame, alpha), frame))
                 index += 1
         except av.FFmpegError as exc:  # demuxer-level corruption
-            raise DecodeError(f"{self.path}: cannot read past frame {index} ({ffmpeg_reason(exc)})") from None
-        if index == 0:
-            raise DecodeError(f"{self.path}: no video frame could be decoded")
+            raise DecodeError(f"{self.path}: cannot read past {self._place(index)} ({ffmpeg_reason(exc)})") from None
         self._gaps.report(self.lost, self._first_pts, self._seconds)
-        self.lost.report(self.path.name)
+        # A chunk's losses are the job's to report, once, with the other chunks' (a chunk whose every frame
+        # was lost under --skip-errors is one of them).
+        if index == 0 and (self.pts_range is None or not self.lost.spans):
+            raise DecodeError(f"{self.path}: no video frame could be decoded")
+        if self.pts_range is None:
+            self.lost.report(self.path.name)
+
+    def _place(self, index: int, pts: int | None = None) -> str:
+        """Where decoding stands, for messages: the frame number, or in a chunk the time (its frames are not
+        numbered from the video's start): of the packet's `pts` (the stream's), else of the last frame out."""
+        if self.pts_range is None:
+            return f"frame {index}"
+        at = next((t for t in (self._scaled(pts), self._last_pts, self.pts_range.start) if t is not None), 0)
+        return f"{self._seconds(at):.2f} s"
 
     def _frames(self, streams: list[av.stream.Stream],
                 on_packet: Callable[[av.Packet], None]) -> Iterator[tuple[av.VideoFrame, int]]:
@@ -140,26 +151,30 @@ class Source:
                 self._first_pts = self._scaled(packet.pts)
             for frame in self._decode(packet, decoded, tolerate):
                 decoded += 1
-                pts = self._pts(frame)
-                if pts is None:
-                    continue
+                pts = self._frame_pts(frame)
                 if span is not None and span.past_end(pts):
-                    return  # frames come out in presentation order: the rest are later still
-                if span is None or not span.before_start(pts):
+                    return  # frames come out in presentation order: the rest are later still (the next chunk's)
+                if span is not None and span.before_start(pts):
+                    continue  # the previous chunk's, decoded as references: its gaps are counted there
+                if self._follows(pts):
                     yield frame, pts
 
-    def _pts(self, frame: av.VideoFrame) -> int | None:
-        """The frame's pts (following the previous frame where it has none), or None to drop a frame whose
-        timestamp repeats or goes back."""
+    def _frame_pts(self, frame: av.VideoFrame) -> int:
+        """The frame's pts, following the previous frame where it has none."""
         pts = self._scaled(frame.pts)
         if pts is None:
             pts = 0 if self._last_pts is None else self._last_pts + self._frame_step
+        return pts
+
+    def _follows(self, pts: int) -> bool:
+        """Take the frame at `pts` as the next one out; False (said) to drop one whose timestamp repeats or goes
+        back."""
         if self._last_pts is not None and pts <= self._last_pts:
             self.lost.add("frame(s) dropped: their timestamps repeat or go back", self._seconds(pts))
-            return None
+            return False
         self._gaps.follow(self._last_pts, pts)
         self._last_pts = pts
-        return pts
+        return True
 
     def _scaled(self, pts: int | None) -> int | None:
         """A pts of the stream in the time base frames are reported in."""
@@ -181,7 +196,7 @@ class Source:
         if tolerate:
             return [f for f in frames if not f.is_corrupt]
         if not self.skip_errors:
-            raise DecodeError(f"{self.path}: decode error at frame {index} ({reason}); "
+            raise DecodeError(f"{self.path}: decode error at {self._place(index, packet.pts)} ({reason}); "
                               "use --skip-errors to drop broken frames")
         self._skip("undecodable frame(s) skipped", packet.pts)
         if packet.is_keyframe and (self._orphans_from is None or self._orphans_until is not None):
@@ -217,6 +232,8 @@ class Source:
     def _skip(self, reason: str, pts: int | None) -> None:
         at = self._scaled(pts) if pts is not None else (self._last_pts or 0) + self._frame_step
         if at in self._gaps.skipped:  # a frame whose packet failed can still come out of the decoder later
+            return
+        if self.pts_range is not None and self.pts_range.past_end(at):  # the next chunk's loss, counted there
             return
         self.lost.add(reason, self._seconds(at))
         self._gaps.skipped.add(at)
