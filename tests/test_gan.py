@@ -121,6 +121,43 @@ def test_adversarial_weight_zero_is_the_real_esrnet_stage(setup) -> None:
             "on pairs degraded by the realesrgan chain") in card
 
 
+def test_teachers_replace_the_target_with_their_blended_output(setup) -> None:
+    """Distillation: the target is (1 - alpha) * first teacher + alpha * second teacher on the same input."""
+    tmp_path, config, gan = setup
+    gan = replace(gan, adversarial_weight=0.0, pixel_weight=1.0, fft_weight=0.0, ms_ssim_weight=0.0)
+    torch.manual_seed(5)
+    other = save_checkpoint(tmp_path / "other.safetensors", create_model("espcn", scale=2, **HYPERPARAMS))
+    trainer = GANTrainer(replace(config, out_dir=str(tmp_path / "pair")),
+                         replace(gan, teachers=[config.init_from, str(other)], teacher_alpha=0.25))
+    lr = torch.rand(2, 3, 8, 8)
+    with torch.no_grad(), trainer.numerics.autocast():
+        first, second = (load_model(path).model(lr).float() for path in (config.init_from, other))
+    torch.testing.assert_close(trainer._teach(lr), 0.75 * first + 0.25 * second, atol=1e-6, rtol=0)
+    _, target, _ = trainer._batch()
+    assert target.shape[-1] == 2 * config.patch_size
+
+    # a student that already is its only teacher has nothing to learn; towards another one it moves
+    still = _run(config, replace(gan, teachers=[config.init_from]), tmp_path / "same", iterations=2)
+    start, _ = load_checkpoint(config.init_from)
+    assert all(torch.equal(value, start[key]) for key, value in still.model.state_dict().items())
+    moved = _run(config, replace(gan, teachers=[str(other)]), tmp_path / "other", iterations=2)
+    assert not torch.equal(moved.model.state_dict()["first_part.0.weight"], start["first_part.0.weight"])
+    card = model_card(tmp_path / "other" / "last.safetensors")
+    assert f"distilled (no discriminator) towards the output of {other}: L1 x1" in card
+
+
+def test_teachers_must_fit_the_trained_model(setup) -> None:
+    tmp_path, config, gan = setup
+    gan = replace(gan, adversarial_weight=0.0, pixel_weight=1.0)
+    x3 = save_checkpoint(tmp_path / "x3.safetensors", create_model("espcn", scale=3, **HYPERPARAMS))
+    with pytest.raises(ModelError, match="teacher .*x3.safetensors is x3, 3 -> 3 channels; the config trains x2"):
+        GANTrainer(replace(config, out_dir=str(tmp_path / "a")), replace(gan, teachers=[str(x3)]))
+    with pytest.raises(InputError, match="teachers: one model, or two"):
+        GANTrainer(replace(config, out_dir=str(tmp_path / "b")), replace(gan, teachers=[config.init_from] * 3))
+    with pytest.raises(InputError, match="teachers: one model, or two"):
+        GANTrainer(replace(config, out_dir=str(tmp_path / "c")), replace(gan, teachers=["a"], teacher_alpha=2))
+
+
 def test_artifact_loss_trains_against_the_ema_generator(setup) -> None:
     tmp_path, config, gan = setup
     _run(config, replace(gan, artifact_weight=1.0), tmp_path / "run", iterations=2)

@@ -143,7 +143,12 @@ def _gan_clause(recipe: dict) -> str:
                "amplitude spectrum": gan.get("fft_amplitude_weight"), "MS-SSIM": gan.get("ms_ssim_weight"),
                "LDL artefacts": gan.get("artifact_weight")}
     terms = [f"{name} x{weight:g}" for name, weight in weights.items() if weight]
-    if gan.get("adversarial_weight"):
+    teachers = gan.get("teachers")
+    if teachers:
+        alpha = gan.get("teacher_alpha", 0.5)
+        blend = f"{1 - alpha:g} x {teachers[0]} + {alpha:g} x {teachers[1]}" if len(teachers) == 2 else teachers[0]
+        stage = f"distilled (no discriminator) towards the output of {blend}"
+    elif gan.get("adversarial_weight"):
         terms.append(f"{gan['adversarial']} GAN x{gan['adversarial_weight']:g} ({gan['discriminator']} discriminator)")
         stage = "GAN stage"
     else:

@@ -3,7 +3,9 @@
 Stage 1 is `vidsr train` (PSNR-oriented, L1). Stage 2 (`init_from` = stage 1's weights) adds a
 discriminator, a perceptual loss and an adversarial loss. Training pairs are the PSNR trainer's bicubic pairs
 (ESRGAN) or, with a `degradation` setting, its HR patches degraded by the Real-ESRGAN chain (real-world models),
-on the fly or from a pool of degraded pairs made once (`pool_size`, `vidsr.train.pool`).
+on the fly or from a pool of degraded pairs made once (`pool_size`, `vidsr.train.pool`). With `teachers` the
+target is not the HR image but the teachers' output on the same input (distillation): two teachers give
+ESRGAN's PSNR / GAN interpolation in output space, where interpolating the weights fails (docs/PERCEPTUAL.md).
 Everything else (data cache, patches, EMA, schedule, validation, exact resume, export) is the Trainer's.
 
     vidsr train --config configs/rrdbnet_x4_esrgan.toml --vgg-weights vgg19-dcbb9e9d.pth
@@ -35,6 +37,7 @@ from vidsr.train.losses import (
 )
 from vidsr.train.pool import PairPool, PoolSampler, worker_pool
 from vidsr.train.trainer import Trainer, adam, lr_factor, resolve_device
+from vidsr.zoo import load_model
 
 GAN_LOG_FIELDS = [
     "iteration",
@@ -74,6 +77,8 @@ class GANSettings:
     pool_size: int = 0  # > 0: train from a window of this many degraded pairs made once and cached (vidsr.train.pool)
     pool_crop: int = 0  # HR side of a pool pair (0: twice the HR patch side, so patches are random crops of pairs)
     pool_refresh: float = 1.0  # pairs the window slides per iteration (new pairs made in the background)
+    teachers: list[str] = field(default_factory=list)  # models whose output is the target (distillation)
+    teacher_alpha: float = 0.5  # two teachers: the target is (1 - alpha) * first's output + alpha * second's
 
 
 def degradation_config(spec: str | dict[str, Any]) -> DegradationConfig:
@@ -151,6 +156,8 @@ class GANTrainer(Trainer):
             raise InputError(f"unknown adversarial loss {gan.adversarial!r}; choose {' or '.join(ADVERSARIAL_KINDS)}")
         if gan.artifact_weight and config.ema_decay <= 0:
             raise InputError("artifact_weight compares with the EMA generator: set ema_decay above 0")
+        if len(gan.teachers) > 2 or not 0 <= gan.teacher_alpha <= 1:
+            raise InputError("teachers: one model, or two blended by teacher_alpha from 0 to 1")
         stage_one = check_stage_one(config, gan.adversarial_weight > 0)  # before the data cache is built
         device = resolve_device(config.device)
         torch.manual_seed(config.seed + 1)  # the discriminator's initialisation (spectral norm vectors too)
@@ -161,6 +168,7 @@ class GANTrainer(Trainer):
         self._pending: list[dict[str, float]] = []
         super().__init__(config)  # generator, data, EMA; resumes from state.pt when there is one
         self.numerics.layout(self.discriminator)
+        self.teachers = [self._load_teacher(name, config) for name in gan.teachers]
         self.content_loss = ContentLoss(
             self.loss_fn,
             gan.pixel_weight,
@@ -184,6 +192,23 @@ class GANTrainer(Trainer):
                         config.cache_dir or self.out_dir / "cache", gan.degradation_workers)
         return PoolSampler(pool, config.patch_size, config.batch_size, gan.pool_refresh, base.rng, self.iteration)
 
+    def _load_teacher(self, name: str, config: TrainConfig) -> torch.nn.Module:
+        teacher = load_model(name)
+        if (teacher.scale, teacher.in_channels, teacher.out_channels) != (config.scale, *self._channels()):
+            raise ModelError(f"teacher {name} is x{teacher.scale}, {teacher.in_channels} -> "
+                             f"{teacher.out_channels} channels; the config trains x{config.scale}")
+        return self.numerics.layout(teacher.model.to(self.device).eval().requires_grad_(False))
+
+    def _channels(self) -> tuple[int, int]:
+        return self.descriptor.in_channels, self.descriptor.out_channels
+
+    @torch.no_grad()
+    def _teach(self, lr: torch.Tensor) -> torch.Tensor:
+        """The teachers' output on `lr`: the distillation target."""
+        with self.numerics.autocast():
+            outputs = [teacher(self.numerics.layout(lr)).float() for teacher in self.teachers]
+        return outputs[0] if len(outputs) == 1 else torch.lerp(outputs[0], outputs[1], self.gan.teacher_alpha)
+
     def _build_discriminator(self, config: TrainConfig, channels: int) -> torch.nn.Module:
         kwargs: dict[str, Any] = {"in_channels": channels, "num_features": self.gan.d_features}
         if self.gan.discriminator == "vgg":
@@ -203,8 +228,9 @@ class GANTrainer(Trainer):
     # ----- one iteration ----------------------------------------------------------------------------------------
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         batch = self.sampler.batch()
-        lr, target, real = batch if len(batch) == 3 else (*batch, batch[1])
-        return tuple(t.to(self.device, non_blocking=True) for t in (lr, target, real))
+        batch = batch if len(batch) == 3 else (*batch, batch[1])
+        lr, target, real = (t.to(self.device, non_blocking=True) for t in batch)
+        return (lr, self._teach(lr), real) if self.teachers else (lr, target, real)
 
     @property
     def adversarial(self) -> bool:
