@@ -156,6 +156,8 @@ def test_teachers_must_fit_the_trained_model(setup) -> None:
         GANTrainer(replace(config, out_dir=str(tmp_path / "b")), replace(gan, teachers=[config.init_from] * 3))
     with pytest.raises(InputError, match="teachers: one model, or two"):
         GANTrainer(replace(config, out_dir=str(tmp_path / "c")), replace(gan, teachers=["a"], teacher_alpha=2))
+    with pytest.raises(InputError, match="without a discriminator: set adversarial_weight = 0"):
+        GANTrainer(replace(config, out_dir=str(tmp_path / "d")), replace(gan, teachers=["a"], adversarial_weight=0.1))
 
 
 def test_artifact_loss_trains_against_the_ema_generator(setup) -> None:

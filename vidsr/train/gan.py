@@ -158,6 +158,9 @@ class GANTrainer(Trainer):
             raise InputError("artifact_weight compares with the EMA generator: set ema_decay above 0")
         if len(gan.teachers) > 2 or not 0 <= gan.teacher_alpha <= 1:
             raise InputError("teachers: one model, or two blended by teacher_alpha from 0 to 1")
+        if gan.teachers and gan.adversarial_weight:
+            raise InputError("teachers replace the HR target, so they train without a discriminator: "
+                             "set adversarial_weight = 0")
         stage_one = check_stage_one(config, gan.adversarial_weight > 0)  # before the data cache is built
         device = resolve_device(config.device)
         torch.manual_seed(config.seed + 1)  # the discriminator's initialisation (spectral norm vectors too)
