@@ -145,7 +145,7 @@ def _gan_clause(recipe: dict) -> str:
     terms = [f"{name} x{weight:g}" for name, weight in weights.items() if weight]
     teachers = gan.get("teachers")
     if teachers:
-        alpha = gan.get("teacher_alpha", 0.5)
+        alpha = gan["teacher_alpha"]
         blend = f"{1 - alpha:g} x {teachers[0]} + {alpha:g} x {teachers[1]}" if len(teachers) == 2 else teachers[0]
         stage = f"distilled (no discriminator) towards the output of {blend}"
     elif gan.get("adversarial_weight"):

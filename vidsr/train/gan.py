@@ -113,6 +113,15 @@ def check_stage_one(config: TrainConfig, adversarial: bool) -> ModelDescriptor:
     return source
 
 
+def check_teacher(name: str, scale: int, student: ModelDescriptor) -> ModelDescriptor:
+    """A distillation teacher: any model with the trained model's scale and channels."""
+    teacher = load_model(name)
+    if (teacher.scale, teacher.in_channels, teacher.out_channels) != (scale, student.in_channels, student.out_channels):
+        raise ModelError(f"teacher {name} is x{teacher.scale}, {teacher.in_channels} -> "
+                         f"{teacher.out_channels} channels; the config trains x{scale}")
+    return teacher
+
+
 def _without(hyperparams: dict[str, Any], keys: set[str]) -> dict[str, Any]:
     return {key: value for key, value in hyperparams.items() if key not in keys}
 
@@ -162,6 +171,7 @@ class GANTrainer(Trainer):
             raise InputError("teachers replace the HR target, so they train without a discriminator: "
                              "set adversarial_weight = 0")
         stage_one = check_stage_one(config, gan.adversarial_weight > 0)  # before the data cache is built
+        teachers = [check_teacher(name, config.scale, stage_one) for name in gan.teachers]  # so are these
         device = resolve_device(config.device)
         torch.manual_seed(config.seed + 1)  # the discriminator's initialisation (spectral norm vectors too)
         self.discriminator = self._build_discriminator(config, stage_one.in_channels).to(device).train()
@@ -171,7 +181,7 @@ class GANTrainer(Trainer):
         self._pending: list[dict[str, float]] = []
         super().__init__(config)  # generator, data, EMA; resumes from state.pt when there is one
         self.numerics.layout(self.discriminator)
-        self.teachers = [self._load_teacher(name, config) for name in gan.teachers]
+        self.teachers = [self.numerics.layout(t.model.to(self.device).eval().requires_grad_(False)) for t in teachers]
         self.content_loss = ContentLoss(
             self.loss_fn,
             gan.pixel_weight,
@@ -194,16 +204,6 @@ class GANTrainer(Trainer):
         pool = PairPool(base.cache, degradation, gan.pool_size, crop, config.seed,
                         config.cache_dir or self.out_dir / "cache", gan.degradation_workers)
         return PoolSampler(pool, config.patch_size, config.batch_size, gan.pool_refresh, base.rng, self.iteration)
-
-    def _load_teacher(self, name: str, config: TrainConfig) -> torch.nn.Module:
-        teacher = load_model(name)
-        if (teacher.scale, teacher.in_channels, teacher.out_channels) != (config.scale, *self._channels()):
-            raise ModelError(f"teacher {name} is x{teacher.scale}, {teacher.in_channels} -> "
-                             f"{teacher.out_channels} channels; the config trains x{config.scale}")
-        return self.numerics.layout(teacher.model.to(self.device).eval().requires_grad_(False))
-
-    def _channels(self) -> tuple[int, int]:
-        return self.descriptor.in_channels, self.descriptor.out_channels
 
     @torch.no_grad()
     def _teach(self, lr: torch.Tensor) -> torch.Tensor:
