@@ -21,7 +21,7 @@ from PIL import Image
 
 from vidsr import sample
 from vidsr.cli import main
-from vidsr.errors import Cancelled, DecodeError, OutputError
+from vidsr.errors import Cancelled, DecodeError, EncodeError, OutputError
 from vidsr.media import sink as sink_module
 from vidsr.media.pipeline import Progress, upscale_video
 from vidsr.media.source import PtsRange, Source
@@ -294,6 +294,59 @@ def test_undecodable_audio_being_reencoded_fails_in_one_line_or_leaves_a_reporte
         "input); use --skip-errors to leave a silent gap there, or --audio drop")
     assert f"in.mp4: 1 undecodable audio packet(s) of stream 1 skipped (silent there), at {at:.2f} s" in err
     assert stream_codecs(out) == [("video", "vp9"), ("audio", "opus")]
+
+
+def float_audio_mov(path: Path, garbage: float, frame: int) -> Path:
+    """A MOV with 24 frames of H.264 and 1 s of float PCM whose audio frame `frame` (of 1024 samples) holds
+    ten samples of `garbage`, as damaged audio decodes."""
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=24)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        audio = out.add_stream("pcm_f32le", rate=48000)
+        audio.layout = "mono"
+        for i in range(24):
+            picture = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 10, np.uint8), format="rgb24")
+            picture.pts, picture.time_base = i, Fraction(1, 24)
+            out.mux(video.encode(picture))
+        for i in range(47):
+            samples = (np.sin(np.arange(1024, dtype=np.float32) / 10) * 0.3)[None]
+            if i == frame:
+                samples[0, 100:110] = garbage
+            sound = av.AudioFrame.from_ndarray(samples, format="flt", layout="mono")
+            sound.sample_rate, sound.pts = 48000, i * 1024
+            out.mux(audio.encode(sound))
+        out.mux(video.encode(None))
+    return path
+
+
+@pytest.mark.parametrize("garbage", [np.nan, np.inf, 1e20])
+def test_float_audio_garbage_is_silenced_with_a_notice_where_it_is_re_encoded(upscale, random_espcn, tmp_path,
+                                                                              garbage):
+    """FFmpeg's AAC encoder refuses NaN, infinite or absurd samples (EINVAL, which ended the run with a traceback
+    or "invalid argument"): they are made silent, and said so with the time."""
+    src = float_audio_mov(tmp_path / "in.mov", garbage, frame=40)
+    code, err = upscale(src, "-m", random_espcn, "--audio", "reencode", "-o", tmp_path / "out.mp4")
+    assert code == 0, err
+    at = 40 * 1024 / 48000
+    assert (f"in.mov: 1 audio frame(s) of stream 1 with samples that are not finite or far beyond full scale "
+            f"(made silent there), at {at:.2f} s") in err
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        assert container.streams.audio[0].codec_context.name == "aac"
+        sound = np.concatenate([f.to_ndarray() for f in container.decode(audio=0)], axis=1)
+    assert sound.shape[1] >= 47 * 1024 and np.isfinite(sound).all() and np.abs(sound).max() < 0.5
+
+
+def test_an_encoder_refusing_a_frame_fails_in_one_line(tmp_path):
+    with av.open(str(tmp_path / "out.mp4"), "w") as out:
+        stream = out.add_stream("aac", rate=48000)
+        stream.layout = "mono"
+        with pytest.raises(EncodeError) as caught:
+            for pts in (48000, 49024):  # the encoder looks one frame ahead: the second call fails
+                sound = av.AudioFrame.from_ndarray(np.full((1, 1024), np.inf, np.float32), format="fltp",
+                                                   layout="mono")
+                sound.sample_rate, sound.pts, sound.time_base = 48000, pts, Fraction(1, 48000)
+                sink_module.Sink._encode(stream, sound)
+    assert str(caught.value) == "the aac encoder of output stream 0 failed at 1.02 s (invalid argument)"
 
 
 def test_rebuilt_audio_timestamps_survive_a_packet_that_does_not_decode():

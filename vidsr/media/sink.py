@@ -21,6 +21,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 
 from vidsr.errors import DecodeError, EncodeError
 from vidsr.formats import UNSPECIFIED, ColorInfo
@@ -53,6 +54,10 @@ _IMPLIED = {1: (1, 1), 5: (5, 6), 6: (6, 6), 9: (9, 14), 10: (9, 14)}
 # lines up, the input's range) would shift hue and contrast.
 _FIXED_YUV = {"mjpeg": (5, True), "libwebp": (5, False), "libwebp_anim": (5, False)}
 
+# Decoded audio in these formats can hold NaN / infinite samples; beyond _LOUDEST (60 dB over full scale) a
+# sample is damage too, not sound.
+_FLOAT_SAMPLES = {"flt", "fltp", "dbl", "dblp"}
+_LOUDEST = 1000.0
 # ISO media containers, where HEVC is tagged hvc1 rather than FFmpeg's default hev1.
 _ISO_MEDIA = {"mp4", "mov", "ipod", "3gp", "3g2"}
 # What some muxers refuse only when the header is written (the stream is accepted when added), so that a
@@ -395,6 +400,7 @@ class Sink:
         self._tag_video(ctx, video)
         options = encoder_options(self.settings, codec.name)
         ctx.options = options | _hdr10_options(codec.name, video, options)
+        ctx.thread_type = "AUTO"
         if self.settings.threads is not None and "threads" not in self.settings.options:
             ctx.thread_count = self.settings.threads
         try:  # now, so that bad settings fail before any decoding, and as what they are
@@ -505,7 +511,7 @@ class Sink:
             frame = self.turner.turn(frame)
         frame.colorspace, frame.color_range = self.color.matrix, 2 if self.color.full_range else 1
         frame.chroma_location = self.color.chroma_location
-        self._mux(self._encoder_dts.fix(self.stream.encode(frame)))
+        self._mux(self._encoder_dts.fix(self._encode(self.stream, frame)))
 
     def write_video_packet(self, packet: av.Packet) -> None:
         """A packet of the stream `copy_video` (the join of a chunked job), its dts mended as an encoder's."""
@@ -521,8 +527,8 @@ class Sink:
             self._copy(packet, out)
             return
         for frame in self._decode_audio(packet):
-            for resampled in resampler.resample(frame):
-                self._mux(out.encode(resampled))
+            for resampled in resampler.resample(self._silence_garbage(frame, packet.stream.index)):
+                self._mux(self._encode(out, resampled))
 
     def _copy(self, packet: av.Packet, out: av.stream.Stream) -> None:
         """Remux a packet of another stream. A damaged one can fail the muxer's bitstream filter (ADTS AAC from
@@ -555,6 +561,33 @@ class Sink:
             self.lost.add(f"undecodable audio packet(s) of stream {packet.stream.index} skipped (silent there)", at)
             return []
 
+    def _silence_garbage(self, frame: av.AudioFrame, index: int) -> av.AudioFrame:
+        """The frame with NaN, infinite and absurdly loud float samples made silent: damaged audio decodes to
+        them, and FFmpeg's AAC encoder refuses them (EINVAL) where the container needs audio re-encoded."""
+        if frame.format.name not in _FLOAT_SAMPLES:
+            return frame
+        samples = frame.to_ndarray()
+        garbage = ~(np.abs(samples) <= _LOUDEST)  # NaN compares false
+        if not garbage.any():
+            return frame
+        at = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else 0.0
+        self.lost.add(f"audio frame(s) of stream {index} with samples that are not finite or far beyond full "
+                      "scale (made silent there)", at)
+        clean = av.AudioFrame.from_ndarray(np.where(garbage, 0, samples).astype(samples.dtype),
+                                           format=frame.format.name, layout=frame.layout.name)
+        clean.sample_rate, clean.pts, clean.time_base = frame.sample_rate, frame.pts, frame.time_base
+        return clean
+
+    @staticmethod
+    def _encode(stream: av.stream.Stream, frame: av.VideoFrame | av.AudioFrame | None) -> list[av.Packet]:
+        try:
+            return stream.encode(frame)
+        except av.FFmpegError as exc:
+            at = (f"at {float(frame.pts * frame.time_base):.2f} s" if frame is not None and frame.pts is not None
+                  and frame.time_base else "while finishing")
+            raise EncodeError(f"the {stream.codec_context.name} encoder of output stream {stream.index} failed {at} "
+                              f"({ffmpeg_reason(exc)})") from None
+
     def _mux(self, packets: list[av.Packet]) -> None:
         try:
             self.output.mux(packets)
@@ -565,9 +598,9 @@ class Sink:
         """Flush encoders and finish the file."""
         try:
             if self.copy_video is None:
-                self._mux(self._encoder_dts.fix(self.stream.encode(None)))
+                self._mux(self._encoder_dts.fix(self._encode(self.stream, None)))
             for index in self._resamplers:
-                self._mux(self.stream_map[index].encode(None))
+                self._mux(self._encode(self.stream_map[index], None))
             self.output.start_encoding()  # the header, even of a file without packets (a chunk that lost all)
         finally:
             self.output.close()
