@@ -296,6 +296,43 @@ def test_undecodable_audio_being_reencoded_fails_in_one_line_or_leaves_a_reporte
     assert stream_codecs(out) == [("video", "vp9"), ("audio", "opus")]
 
 
+def test_damaged_decoder_set_up_data_fails_in_one_line_or_is_decoded_leniently(upscale, random_espcn, tmp_path):
+    """A damaged SEI in an MP4's hvcC: the strict decoder does not open, and each packet after the first then
+    raised PyAV's "cannot decode unknown codec" (a traceback, at times a segmentation fault)."""
+    src = sample.write_clip(tmp_path / "in.mp4", sample.ClipSpec(width=64, height=48, frames=24, codec="libx265"))
+    data = bytearray(src.read_bytes())
+    sei = data.find(b"\x4e\x01\x05", data.find(b"hvcC"))  # x265's settings: a prefix SEI in the header
+    data[sei + 3] = 0  # its payload size
+    src.write_bytes(data)
+    out = tmp_path / "out.mp4"
+    err = fails_in_one_line_unless_skipping(
+        upscale, src, random_espcn, out,
+        f"vidsr: error: {src}: the video stream's set-up data is damaged (invalid data found when processing "
+        "input); use --skip-errors to decode it anyway")
+    assert "in.mp4: the video stream's set-up data is damaged" in err and "without strict checks" in err
+    with av.open(str(out)) as container:
+        assert sum(1 for _ in container.demux(video=0) if _.size) == 24
+
+
+def test_audio_to_re_encode_whose_set_up_data_is_damaged_fails_in_one_line_or_is_left_out(upscale, make_clip,
+                                                                                           random_espcn, tmp_path):
+    """An AAC stream whose AudioSpecificConfig (in the MP4's esds) is damaged does not open; re-encoded (WebM
+    takes no AAC), each of its packets then raised "cannot decode unknown codec" under --skip-errors."""
+    src = make_clip("in.mp4", width=64, height=48, frames=24, audio=True)
+    with av.open(str(src)) as container:
+        config = container.streams.audio[0].codec_context.extradata
+    data = bytearray(src.read_bytes())
+    data[data.find(config, data.find(b"esds")) + 1] = 0  # sampling frequency index and channels: none valid
+    src.write_bytes(data)
+    out = tmp_path / "out.webm"
+    err = fails_in_one_line_unless_skipping(
+        upscale, src, random_espcn, out,
+        "vidsr: error: in.mp4: stream 1 (audio aac) does not decode (operation not permitted); use --audio drop, "
+        "or --skip-errors to leave it out")
+    assert "in.mp4: stream 1 (audio aac) does not decode (operation not permitted); left out" in err
+    assert stream_codecs(out) == [("video", "vp9")]
+
+
 def float_audio_mov(path: Path, garbage: float, frame: int) -> Path:
     """A MOV with 24 frames of H.264 and 1 s of float PCM whose audio frame `frame` (of 1024 samples) holds
     ten samples of `garbage`, as damaged audio decodes."""

@@ -480,6 +480,8 @@ class Sink:
             log.warning("stream %d (audio %s): the %s container holds no audio; dropped (use .mkv to keep it)",
                         stream.index, codec_name(stream), self.output.format.name)
             return
+        if not self._audio_decoder_opens(stream):
+            return
         if self.settings.audio != "reencode":
             log.warning("stream %d (audio %s): not allowed in %s; re-encoding to %s",
                         stream.index, codec_name(stream), self.output.format.name, codec)
@@ -489,6 +491,22 @@ class Sink:
         ctx = out.codec_context
         self._resamplers[stream.index] = av.AudioResampler(format=ctx.format, layout=ctx.layout, rate=ctx.sample_rate)
         mapping[stream.index] = out
+
+    def _audio_decoder_opens(self, stream: av.AudioStream) -> bool:
+        """Open the decoder of audio to re-encode now: one whose set-up data is damaged does not open, and PyAV
+        then fails each of its packets (a traceback). The run stops in one line, or under --skip-errors goes
+        on without the stream."""
+        codec = codec_name(stream)  # a context that failed to open has lost its codec
+        try:
+            stream.codec_context.open()
+        except av.FFmpegError as exc:
+            problem = f"stream {stream.index} (audio {codec}) does not decode ({ffmpeg_reason(exc)})"
+            if not self.skip_errors:
+                raise DecodeError(f"{self.source_name}: {problem}; use --audio drop, or --skip-errors to leave it "
+                                  "out") from None
+            log.warning("%s: %s; left out", self.source_name, problem)
+            return False
+        return True
 
     def _copy_chapters(self, source: av.container.InputContainer) -> None:
         chapters = source.chapters()

@@ -69,14 +69,7 @@ class Source:
         self.path = Path(path)
         self.skip_errors = skip_errors
         self.pts_range = pts_range
-        if data is not None:
-            self.container = av.open(io.BytesIO(data))
-        else:
-            self.container = _open_with_hwdec(self.path, hwdec) if hwdec else open_container(self.path)
-        self.video = self.container.streams.video[0]
-        # Make the decoder report damage instead of silently concealing it: the job stops (or skips the
-        # frame) rather than upscaling garbage.
-        self.video.codec_context.options = {"err_detect": _error_detection(self.video.codec_context.name)}
+        self.container, self.video = self._open(hwdec, data, strict=True)
         self.lost = LostFrames()
         # Elementary streams (.h264, .hevc) carry no timestamps: missing ones follow the previous frame at the
         # stream's frame rate, in its time base.
@@ -95,6 +88,34 @@ class Source:
         # the next keyframe that decodes without their reference: [from, until), in the stream's time base.
         self._orphans_from: int | None = None
         self._orphans_until: int | None = None
+
+    def _open(self, hwdec: str | None, data: bytes | None,
+              strict: bool) -> tuple[av.container.InputContainer, av.VideoStream]:
+        """The container and its first video stream, the decoder open: `strict`, it reports damage instead of
+        silently concealing it, so that the job stops (or skips the frame) rather than upscaling garbage.
+
+        Opened now, so that damaged decoder set-up data (H.264 / HEVC parameter sets in the file's header,
+        which the strict decoder refuses) fails here as what it is; under --skip-errors such a stream is decoded
+        without the strict checks, as players do."""
+        if data is not None:
+            container = av.open(io.BytesIO(data))
+        else:
+            container = _open_with_hwdec(self.path, hwdec) if hwdec else open_container(self.path)
+        video = container.streams.video[0]
+        video.codec_context.options = {"err_detect": _error_detection(video.codec_context.name, strict)}
+        try:
+            video.codec_context.open()
+        except av.FFmpegError as exc:
+            container.close()  # a decoder that failed to open cannot be opened again: start afresh
+            if not strict:
+                raise DecodeError(f"{self.path}: the video decoder does not start ({ffmpeg_reason(exc)})") from None
+            if not self.skip_errors:
+                raise DecodeError(f"{self.path}: the video stream's set-up data is damaged ({ffmpeg_reason(exc)}); "
+                                  "use --skip-errors to decode it anyway") from None
+            log.warning("%s: the video stream's set-up data is damaged (%s); decoding it without strict checks, "
+                        "so damaged pictures may pass unnoticed", self.path.name, ffmpeg_reason(exc))
+            return self._open(hwdec, data, strict=False)
+        return container, video
 
     def close(self) -> None:
         self.container.close()
@@ -304,8 +325,8 @@ class _Gaps:
 _NO_EXPLODE = {"tiff"}
 
 
-def _error_detection(codec: str) -> str:
-    return "crccheck+bitstream+buffer" + ("" if codec in _NO_EXPLODE else "+explode")
+def _error_detection(codec: str, strict: bool) -> str:
+    return "crccheck+bitstream+buffer" + ("+explode" if strict and codec not in _NO_EXPLODE else "")
 
 
 def _open_with_hwdec(path: Path, device_type: str) -> av.container.InputContainer:
