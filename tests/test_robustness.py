@@ -333,6 +333,64 @@ def test_audio_to_re_encode_whose_set_up_data_is_damaged_fails_in_one_line_or_is
     assert stream_codecs(out) == [("video", "vp9")]
 
 
+def mkv_with_leap(path: Path, leap_ms: int, frames: range) -> Path:
+    """48 frames of H.264 at 42 ms in Matroska, those in `frames` stamped `leap_ms` later, as a damaged
+    fragment's timestamps come out."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        packets = []
+        for i in range(48):
+            picture = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 5, np.uint8), format="rgb24")
+            picture.pts, picture.time_base = i * 42, Fraction(1, 1000)
+            packets += stream.encode(picture)
+        for packet in packets + stream.encode(None):
+            if packet.pts // 42 in frames:
+                packet.pts += leap_ms
+            out.mux(packet)
+    return path
+
+
+def output_pts(path: Path) -> list[int]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return sorted(round(p.pts * p.time_base * 1000) for p in container.demux(stream) if p.size)
+
+
+def test_a_frame_whose_timestamp_leaps_out_of_sequence_is_dropped_alone(upscale, random_espcn, tmp_path):
+    """One frame stamped 10 minutes late: taken, it made the 27 frames after it "go back" (dropped), a chunked
+    job of the 10 minutes, and a failed output ("invalid argument")."""
+    src = mkv_with_leap(tmp_path / "in.mkv", 600_000, range(20, 21))
+    code, err = upscale(src, "-m", random_espcn, "-o", tmp_path / "out.mp4", "--chunk-seconds", "0")
+    assert code == 0, err
+    assert "in.mkv: 1 frame(s) dropped: their timestamps leap far out of sequence, at 0.80 s" in err
+    assert output_pts(tmp_path / "out.mp4") == [i * 42 for i in range(48) if i != 20]
+
+
+def test_a_real_leap_in_the_timestamps_is_kept(upscale, random_espcn, tmp_path):
+    src = mkv_with_leap(tmp_path / "in.mkv", 10_000, range(20, 48))  # a 10 s pause in a recording
+    code, err = upscale(src, "-m", random_espcn, "-o", tmp_path / "out.mkv", "--chunk-seconds", "0")
+    assert code == 0, err
+    assert "dropped" not in err
+    assert output_pts(tmp_path / "out.mkv") == [i * 42 + (10_000 if i >= 20 else 0) for i in range(48)]
+
+
+def test_a_leap_longer_than_mp4_holds_fails_in_one_line(upscale, random_espcn, tmp_path):
+    """MP4 stores a frame's duration in 32 bits of its timescale (here 1/16000 s: 37 hours): a 40-hour leap
+    failed at the end as "writing the output failed (not yet implemented in ffmpeg, patches welcome)"."""
+    src = mkv_with_leap(tmp_path / "in.mkv", 40 * 3600 * 1000, range(47, 48))
+    out = tmp_path / "out.mp4"
+    code, err = upscale(src, "-m", random_espcn, "-o", out, "--chunk-seconds", "0")
+    assert code == 1 and not out.exists()
+    assert [line for line in err.splitlines() if "error" in line] == [
+        "vidsr: error: the video's timestamps leap 40.0 h after 1.93 s, longer than one frame can last in MP4; "
+        "write .mkv"]
+    code, err = upscale(src, "-m", random_espcn, "-o", tmp_path / "out.mkv", "--chunk-seconds", "0")
+    assert code == 0, err
+    assert output_pts(tmp_path / "out.mkv")[-1] == 47 * 42 + 40 * 3600 * 1000
+
+
 def float_audio_mov(path: Path, garbage: float, frame: int) -> Path:
     """A MOV with 24 frames of H.264 and 1 s of float PCM whose audio frame `frame` (of 1024 samples) holds
     ten samples of `garbage`, as damaged audio decodes."""

@@ -363,7 +363,8 @@ class Sink:
         self._resamplers: dict[int, av.AudioResampler] = {}  # input audio stream index -> for re-encoding
         self._audio_clocks: dict[int, _AudioClock] = {}
         # in the time base of the packets it mends: a join's are the chunk files', which NUT may have changed
-        self._encoder_dts = _EncoderDts(video.time_base if self.copy_video is None else self.copy_video.time_base)
+        self._encoder_dts = _EncoderDts(video.time_base if self.copy_video is None else self.copy_video.time_base,
+                                        self.output.format.name, video.time_base)
         if self.chunk_headers is not None:
             self.stream_map: dict[int, av.stream.Stream] = {}
             return
@@ -640,9 +641,12 @@ class _EncoderDts:
     its pts, not after the previous one, or a minute or more before its pts is replaced by the smallest dts
     that keeps the stream valid."""
 
-    def __init__(self, time_base: Fraction) -> None:
+    def __init__(self, time_base: Fraction, container: str = "", track_time_base: Fraction | None = None) -> None:
+        self.time_base, self.container = time_base, container
         self.max_reorder = int(60 / time_base)  # no encoder reorders frames a minute apart
+        self.longest = _longest_frame(container, track_time_base or time_base)
         self.last_dts: int | None = None
+        self.latest_pts: int | None = None
 
     def fix(self, packets: list[av.Packet]) -> list[av.Packet]:
         for packet in packets:
@@ -650,11 +654,37 @@ class _EncoderDts:
                 packet.dts = packet.pts if self.last_dts is None else min(packet.pts, self.last_dts + 1)
             if packet.dts is not None:
                 self.last_dts = packet.dts
+            if packet.pts is not None:
+                self._check_leap(packet.pts)
         return packets
+
+    def _check_leap(self, pts: int) -> None:
+        """MP4 / MOV store a frame's duration and its dts-to-pts offset in 32 bits of the track's timescale: a
+        leap in the timestamps beyond that failed the run as "invalid argument" or "not yet implemented"."""
+        latest, self.latest_pts = self.latest_pts, pts if self.latest_pts is None else max(self.latest_pts, pts)
+        if self.longest is None or latest is None:
+            return
+        leap = (pts - latest) * self.time_base
+        if leap > self.longest:
+            leap, at = float(leap), float(latest * self.time_base)
+            raise EncodeError(f"the video's timestamps leap {leap / 3600:.1f} h after {at:.2f} s, longer than one "
+                              f"frame can last in {self.container.upper()}; write .mkv")
 
     def _plausible(self, dts: int | None, pts: int) -> bool:
         return (dts is not None and dts <= pts and pts - dts < self.max_reorder
                 and (self.last_dts is None or dts > self.last_dts))
+
+
+def _longest_frame(container: str, track_time_base: Fraction) -> Fraction | None:
+    """The longest frame, in seconds, that the container stores (None: none too long). FFmpeg's MP4 / MOV muxer
+    takes the stream's time base as the track's timescale, doubled until it is at least 10000, and stores
+    durations in 32 bits."""
+    if container not in _ISO_MEDIA:
+        return None
+    timescale = track_time_base.denominator
+    while timescale < 10000:
+        timescale *= 2
+    return Fraction(2**31 - 1, timescale)
 
 
 def _seconds(packet: av.Packet) -> float:

@@ -158,6 +158,18 @@ class Source:
                 on_packet: Callable[[av.Packet], None]) -> Iterator[tuple[av.VideoFrame, int]]:
         """Decoded video frames with their pts (those in `pts_range` only), passing other packets on."""
         span = self.pts_range
+        for frame, pts in self._in_sequence(self._decoded(streams, on_packet)):
+            if span is not None and span.past_end(pts):
+                return  # frames come out in presentation order: the rest are later still (the next chunk's)
+            if span is not None and span.before_start(pts):
+                continue  # the previous chunk's, decoded as references: its gaps are counted there
+            if self._follows(pts):
+                yield frame, pts
+
+    def _decoded(self, streams: list[av.stream.Stream],
+                 on_packet: Callable[[av.Packet], None]) -> Iterator[tuple[av.VideoFrame, int]]:
+        """Every video frame the decoder gives, with its pts, from the range's seek point on."""
+        span = self.pts_range
         if span is not None and span.seek is not None:
             self.container.seek(span.seek, stream=self.video)
         decoded = 0
@@ -172,13 +184,35 @@ class Source:
                 self._first_pts = self._scaled(packet.pts)
             for frame in self._decode(packet, decoded, tolerate):
                 decoded += 1
-                pts = self._frame_pts(frame)
-                if span is not None and span.past_end(pts):
-                    return  # frames come out in presentation order: the rest are later still (the next chunk's)
-                if span is not None and span.before_start(pts):
-                    continue  # the previous chunk's, decoded as references: its gaps are counted there
-                if self._follows(pts):
+                yield frame, self._frame_pts(frame)
+
+    def _in_sequence(self, frames: Iterator[tuple[av.VideoFrame, int]]) -> Iterator[tuple[av.VideoFrame, int]]:
+        """The frames less those whose timestamp leaps far ahead of the frames on both sides (damaged: a
+        fragment's timestamps in a damaged MP4, say). Taken, such a frame made every later frame go back, and
+        the gap broke the output. A leap of over a second (and ten frames) is held back until the next frame
+        shows whether the stream goes on from there (a real gap) or from before it."""
+        leap = max(round(1 / self._time_base), 10 * self._frame_step)
+        latest: int | None = None  # the latest pts passed on
+        held: tuple[av.VideoFrame, int] | None = None
+        for frame, pts in frames:
+            if held is not None and latest is not None:
+                if pts <= latest:  # back even from before the leap: dropped as such, the leap still undecided
                     yield frame, pts
+                    continue
+                if pts < held[1]:
+                    self.lost.add("frame(s) dropped: their timestamps leap far out of sequence",
+                                  self._seconds(latest))
+                else:
+                    yield held
+                    latest = held[1]
+                held = None
+            if latest is not None and pts - latest > leap:
+                held = (frame, pts)
+                continue
+            yield frame, pts
+            latest = pts if latest is None else max(latest, pts)
+        if held is not None:
+            yield held
 
     def _frame_pts(self, frame: av.VideoFrame) -> int:
         """The frame's pts, following the previous frame where it has none."""
