@@ -139,23 +139,31 @@ def test_batch_runner_matches_frame_by_frame_in_order(espcn, batch_size, static_
 
 
 def test_cpu_runner_computes_two_batches_at_once(espcn, monkeypatch):
-    """On the CPU the two slots compute in threads of their own, on replicas sharing the weights: both calls
-    meet at a barrier, which one thread at a time could never pass."""
+    """On the CPU two threads compute, each slot on its own replica sharing the weights: calls meet at a barrier,
+    which one thread at a time could never pass, and no more than two run at once (a third slot waits, ready)."""
     layout, color = plane_layout("gray"), ColorInfo(matrix=1)
     meeting = threading.Barrier(2, timeout=20)
-    callers = set()
+    callers, running, most = set(), [0], [0]
+    lock = threading.Lock()
     real = Upscaler.upscale_planes
 
     def meet_then_compute(self, *args):
-        callers.add(id(self))
+        with lock:
+            callers.add(id(self))
+            running[0] += 1
+            most[0] = max(most[0], running[0])
         meeting.wait()
-        return real(self, *args)
+        try:
+            return real(self, *args)
+        finally:
+            with lock:
+                running[0] -= 1
 
     monkeypatch.setattr(Upscaler, "upscale_planes", meet_then_compute)
-    frames = [[np.full((8, 9), 16 * i, np.uint8)] for i in range(4)]
+    frames = [[np.full((8, 9), 16 * i, np.uint8)] for i in range(6)]
     runner = BatchRunner(espcn, layout, color, layout, color, 1)
     out = [planes[0][0].copy() for _, planes in runner.run(Batch([f], [i]) for i, f in enumerate(frames))]
-    assert len(out) == 4 and len(callers) == 2
+    assert len(out) == 6 and len(callers) == 3 and most[0] == 2
     assert all(a.mean() < b.mean() for a, b in itertools.pairwise(out))  # in order
     assert espcn.replica().descriptor.model is espcn.descriptor.model
 

@@ -1,12 +1,14 @@
-"""Batch runner: host planes -> device -> Upscaler.upscale_planes -> host planes, two batches in flight.
+"""Batch runner: host planes -> device -> Upscaler.upscale_planes -> host planes, batches in flight.
 
-Two slots, each with its host input buffers and its Upscaler (on the CPU, the second is a replica over the
-same weights). On CUDA each slot also has device input and pinned host output buffers: the host-to-device copy runs on a
+Slots, each with its host input buffers and its Upscaler (on the CPU, replicas over the same weights). On
+CUDA two slots also have device input and pinned host output buffers: the host-to-device copy runs on a
 copy stream, the model on a compute stream and the device-to-host copy on the copy stream again, ordered by
-events, so that while batch k computes the CPU packs batch k+1 and unpacks batch k-1. On the CPU each slot
-computes in a thread of its own: two batches run at once, so that one fills the cores the other leaves idle
-(oneDNN's serial moments, a core taken by the encoder's threads), and the model reads the packed frames and
-hands out its own output, without the copies a GPU needs. (vspipe with two streams had shown the gain.)
+events, so that while batch k computes the CPU packs batch k+1 and unpacks batch k-1. On the CPU two threads
+compute two batches at once, so that one fills the cores the other leaves idle (oneDNN's serial moments, a
+core taken by the encoder's threads), and the model reads the packed frames and hands out its own output,
+without the copies a GPU needs (vspipe with two streams had shown the gain). A third slot holds the next batch
+ready, so that a thread that finishes starts on it at once instead of waiting while the calling thread hands
+out the finished batch and packs the next.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch
 from vidsr.formats import ColorInfo, PlaneLayout
 from vidsr.upscaler import Upscaler
 
-SLOTS = 2
+COMPUTE_THREADS = 2  # CPU
 
 
 @dataclass
@@ -64,14 +66,16 @@ class BatchRunner:
         self._threads: ThreadPoolExecutor | None = None
 
     def _make_slots(self, first: list[np.ndarray]) -> list[_Slot]:
-        """The slots, for frames like `first`; on the CPU also their compute threads: two, unless the model is
-        compiled (dynamo's guards are not made for concurrent calls) or two batches would not fit in memory."""
+        """The slots, for frames like `first`; on the CPU also their compute threads: two (and three slots),
+        unless the model is compiled (dynamo's guards are not made for concurrent calls) or two batches would
+        not fit in memory (then one thread and two slots)."""
         concurrent = (not self.cuda and not self.upscaler.static_shapes
                       and self.upscaler.fits_twice(self.batch_size, *first[0].shape))
         if not self.cuda:
-            self._threads = ThreadPoolExecutor(SLOTS if concurrent else 1, thread_name_prefix="vidsr-model")
+            self._threads = ThreadPoolExecutor(COMPUTE_THREADS if concurrent else 1, thread_name_prefix="vidsr-model")
+        slots = COMPUTE_THREADS + 1 if concurrent else 2
         return [self._make_slot(first, self.upscaler.replica() if concurrent and i else self.upscaler)
-                for i in range(SLOTS)]
+                for i in range(slots)]
 
     def _make_slot(self, first: list[np.ndarray], upscaler: Upscaler) -> _Slot:
         dtype = torch.from_numpy(first[0][:1, :1]).dtype
@@ -139,8 +143,8 @@ class BatchRunner:
             for k, batch in enumerate(batches):
                 if not self._slots:
                     self._slots = self._make_slots(batch.planes[0])
-                slot = self._slots[k % SLOTS]
-                if len(in_flight) == SLOTS:  # the slot is still in use by batch k-2: hand that one out first
+                slot = self._slots[k % len(self._slots)]
+                if len(in_flight) == len(self._slots):  # the slot is still in use by an earlier batch: hand that out
                     yield self._finish(in_flight.popleft())
                 self._pack(slot, batch)
                 self._launch(slot)
