@@ -1,7 +1,5 @@
 """`python -m vidsr`: the same command line as `vidsr`."""
 
-import sys
+from vidsr.cli import run
 
-from vidsr.cli import main
-
-sys.exit(main())
+run()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib
 import os
 import pkgutil
@@ -11,6 +12,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
+from typing import NoReturn
 
 from vidsr import commands
 from vidsr.errors import VidsrError
@@ -65,5 +67,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def run() -> NoReturn:
+    """The `vidsr` command: `main`, then the usual exit less the garbage collections that tear down the
+    interpreter, which with torch loaded walk its million objects for a second or more (after `import torch`
+    alone, on 2 cores: 3.2-5.8 s to exit, 3.3-3.8 s with the objects frozen, 3.0-3.1 s with `os._exit`).
+    Exit handlers and threads are still waited for; frozen objects are freed with the process."""
+    code = main()
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
