@@ -661,7 +661,8 @@ class _EncoderDts:
     def _check_leap(self, pts: int) -> None:
         """MP4 / MOV store a frame's duration and its dts-to-pts offset in 32 bits of the track's timescale: a
         leap in the timestamps beyond that failed the run as "invalid argument" or "not yet implemented"."""
-        latest, self.latest_pts = self.latest_pts, pts if self.latest_pts is None else max(self.latest_pts, pts)
+        latest = self.latest_pts
+        self.latest_pts = pts if latest is None else max(latest, pts)
         if self.longest is None or latest is None:
             return
         leap = (pts - latest) * self.time_base
