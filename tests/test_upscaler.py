@@ -168,6 +168,33 @@ def test_cpu_runner_computes_two_batches_at_once(espcn, monkeypatch):
     assert espcn.replica().descriptor.model is espcn.descriptor.model
 
 
+@pytest.mark.parametrize(("caller", "each"), [(4, 2), (3, 1), (1, 1)])
+def test_cpu_compute_threads_share_the_callers_torch_threads(espcn, monkeypatch, caller, each):
+    """Two compute threads split the caller's torch thread count instead of each taking all of it (twice the
+    threads the cores hold), and the caller gets its count back, for itself and for threads started later."""
+    layout, color = plane_layout("gray"), ColorInfo(matrix=1)
+    seen = set()
+    real = Upscaler.upscale_planes
+
+    def record(self, *args):
+        seen.add(torch.get_num_threads())
+        return real(self, *args)
+
+    monkeypatch.setattr(Upscaler, "upscale_planes", record)
+    before = torch.get_num_threads()
+    torch.set_num_threads(caller)
+    try:
+        runner = BatchRunner(espcn, layout, color, layout, color, 1)
+        assert len(list(runner.run(Batch([[np.zeros((8, 9), np.uint8)]], [i]) for i in range(5)))) == 5
+        later = []
+        thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+        thread.start()
+        thread.join()
+        assert seen == {each} and torch.get_num_threads() == caller and later == [caller]
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_cpu_runner_computes_one_batch_at_a_time_when_two_would_not_fit(espcn, monkeypatch):
     layout, color = plane_layout("gray"), ColorInfo(matrix=1)
     callers, threads = set(), set()

@@ -6,9 +6,11 @@ copy stream, the model on a compute stream and the device-to-host copy on the co
 events, so that while batch k computes the CPU packs batch k+1 and unpacks batch k-1. On the CPU two threads
 compute two batches at once, so that one fills the cores the other leaves idle (oneDNN's serial moments, a
 core taken by the encoder's threads), and the model reads the packed frames and hands out its own output,
-without the copies a GPU needs (vspipe with two streams had shown the gain). A third slot holds the next batch
-ready, so that a thread that finishes starts on it at once instead of waiting while the calling thread hands
-out the finished batch and packs the next.
+without the copies a GPU needs (vspipe with two streams had shown the gain). The two threads split torch's
+thread count between them: each taking all of it put twice as many threads as cores into the convolutions,
+which then waited on each other's barriers. A third slot holds the next batch ready, so that a thread that
+finishes starts on it at once instead of waiting while the calling thread hands out the finished batch and
+packs the next.
 """
 
 from __future__ import annotations
@@ -26,6 +28,13 @@ from vidsr.formats import ColorInfo, PlaneLayout
 from vidsr.upscaler import Upscaler
 
 COMPUTE_THREADS = 2  # CPU
+
+
+def _use_threads(count: int) -> None:
+    """Make the calling thread compute with `count` threads. The first call reads torch's process-wide count,
+    which a thread otherwise reads at its first parallel operation, undoing this."""
+    torch.get_num_threads()
+    torch.set_num_threads(count)
 
 
 @dataclass
@@ -64,6 +73,7 @@ class BatchRunner:
         self.compute_stream = torch.cuda.Stream(self.device) if self.cuda else None
         self._slots: list[_Slot] = []
         self._threads: ThreadPoolExecutor | None = None
+        self._caller_threads = 0  # torch's thread count before the compute threads split it
 
     def _make_slots(self, first: list[np.ndarray]) -> list[_Slot]:
         """The slots, for frames like `first`; on the CPU also their compute threads: two (and three slots),
@@ -71,8 +81,13 @@ class BatchRunner:
         not fit in memory (then one thread and two slots)."""
         concurrent = (not self.cuda and not self.upscaler.static_shapes
                       and self.upscaler.fits_twice(self.batch_size, *first[0].shape))
-        if not self.cuda:
-            self._threads = ThreadPoolExecutor(COMPUTE_THREADS if concurrent else 1, thread_name_prefix="vidsr-model")
+        if concurrent:
+            self._caller_threads = torch.get_num_threads()
+            self._threads = ThreadPoolExecutor(COMPUTE_THREADS, thread_name_prefix="vidsr-model",
+                                               initializer=_use_threads,
+                                               initargs=(max(1, self._caller_threads // COMPUTE_THREADS),))
+        elif not self.cuda:
+            self._threads = ThreadPoolExecutor(1, thread_name_prefix="vidsr-model")
         slots = COMPUTE_THREADS + 1 if concurrent else 2
         return [self._make_slot(first, self.upscaler.replica() if concurrent and i else self.upscaler)
                 for i in range(slots)]
@@ -155,4 +170,7 @@ class BatchRunner:
             if self._threads is not None:  # a job stopped early waits here for a batch still computing
                 self._threads.shutdown(cancel_futures=True)
                 self._threads = None
+            if self._caller_threads:  # torch's thread count is process-wide: give the caller back its own
+                torch.set_num_threads(self._caller_threads)
+                self._caller_threads = 0
             self._slots = []  # the next run makes its own, for its frames
