@@ -105,6 +105,44 @@ def test_avi_with_repeating_audio_timestamps_upscales_with_the_audio(upscale, ma
     assert len(out) == len(times) and all(b > a for a, b in itertools.pairwise(out))
 
 
+def damage_audio_setup(path: Path) -> Path:
+    """Break the AAC set-up data (the AudioSpecificConfig after the 18 bytes of WAVEFORMATEX in the audio
+    stream's format chunk) of an AVI: FFmpeg's decoder then refuses to open, and the file still demuxes."""
+    data = bytearray(path.read_bytes())
+    wave_format = data.find(b"strf", data.find(b"auds")) + 8
+    data[wave_format + 18:wave_format + 20] = b"\xff\xff"
+    path.write_bytes(data)
+    return path
+
+
+def test_audio_that_does_not_decode_is_copied_while_its_timestamps_hold(upscale, make_clip, random_espcn, tmp_path):
+    src = damage_audio_setup(make_clip("cam.avi", width=64, height=48, frames=8, audio=True))
+    times = packet_times(src, "audio")
+    code, err = upscale(src, "-m", random_espcn, "-o", tmp_path / "out.mkv")
+    assert code == 0, err
+    assert len(packet_times(tmp_path / "out.mkv", "audio")) == len(times)
+
+
+def test_audio_whose_timestamps_need_rebuilding_and_that_does_not_decode(upscale, make_clip, random_espcn,
+                                                                         tmp_path):
+    """Rebuilding timestamps decodes the audio: a stream whose set-up data is damaged failed to open there,
+    which left its codec context without a codec, and the next packet ended the run in a traceback."""
+    src = damage_audio_setup(opencv_style_avi(make_clip))
+    out = tmp_path / "out.mp4"
+    code, err = upscale(src, "-m", random_espcn, "-q", "-o", out)
+    line = one_line_error(err)
+    assert code == 1 and not out.exists()
+    assert "stream 1 (audio aac) has timestamps that repeat or go back, and does not decode" in line
+    assert "--audio drop" in line and "--skip-errors" in line
+    code, err = upscale(src, "-m", random_espcn, "-o", out)  # the bar stays where it stopped, 0 of 8 frames
+    assert code == 1 and "0/8" in err.splitlines()[-2] and "0frame" not in err
+    code, err = upscale(src, "-m", random_espcn, "--skip-errors", "-o", out)
+    assert code == 0, err
+    assert re.search(r"\d+ packet\(s\) left out: stream 1 \(audio aac\) has timestamps that repeat", err), err
+    with av.open(str(out)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 8
+
+
 @pytest.mark.parametrize(("mode", "codecs"), [("drop", []), ("reencode", ["mp3"])])
 def test_audio_option_drops_or_reencodes(upscale, make_clip, random_espcn, tmp_path, mode, codecs):
     src = make_clip("in.mkv", width=64, height=48, frames=4, audio=True)
@@ -447,20 +485,22 @@ def test_an_encoder_refusing_a_frame_fails_in_one_line(tmp_path):
 def test_rebuilt_audio_timestamps_survive_a_packet_that_does_not_decode():
     """Rebuilding timestamps from the sample count decodes packets that carry no duration (codecs without a
     fixed frame size): a damaged one takes its predecessor's duration instead of ending the run."""
-    packets = iter([[SimpleNamespace(samples=480)], av.error.InvalidDataError(1094995529, "Invalid data")])
+    decoded = iter([[SimpleNamespace(samples=480, sample_rate=48000)],
+                    av.error.InvalidDataError(1094995529, "Invalid data")])
 
     def decode(packet):
-        result = next(packets)
+        result = next(decoded)
         if isinstance(result, Exception):
             raise result
         return result
 
-    ctx = SimpleNamespace(frame_size=0, sample_rate=48000, decode=decode)
+    ctx = SimpleNamespace(is_open=True, codec=SimpleNamespace(canonical_name="vorbis"), decode=decode)
     clock = sink_module._AudioClock(SimpleNamespace(index=1, codec_context=ctx))
     tb = Fraction(1, 48000)
-    for _ in range(2):
-        clock.fix(SimpleNamespace(pts=0, dts=0, duration=0, time_base=tb))  # OpenCV-style: every pts 0
-    assert clock.next_dts == 960
+    packets = [SimpleNamespace(pts=0, dts=0, duration=0, time_base=tb) for _ in range(3)]  # OpenCV-style
+    for packet in packets:
+        clock.fix(packet)
+    assert [p.dts for p in packets] == [0, 480, 960]
 
 
 def test_a_damaged_audio_packet_copied_from_mpeg_ts_fails_in_one_line_or_is_dropped(upscale, make_clip,

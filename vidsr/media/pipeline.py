@@ -237,11 +237,11 @@ def _batches(frames: _Channel, size: int) -> Iterator[Batch]:
 
 
 def _progress_reporter(progress: ProgressCallback | bool | None, info: MediaInfo) -> tuple[ProgressCallback, Callable]:
-    """A callback for the chosen kind of progress report, and a function that closes it."""
+    """A callback for the chosen kind of progress report, and a function that closes it (completed: bool)."""
     if callable(progress):
-        return progress, lambda: None
+        return progress, lambda completed: None
     if not progress or info.is_image:  # a single picture: no frames to count
-        return lambda p: None, lambda: None
+        return lambda p: None, lambda completed: None
     bar = tqdm(total=info.video.estimated_frames, unit="frame", desc=info.path.name, dynamic_ncols=True,
                leave=True)
     notices = contextlib.ExitStack()
@@ -252,8 +252,9 @@ def _progress_reporter(progress: ProgressCallback | bool | None, info: MediaInfo
             bar.total = None  # the estimate was short: fall back to a count without ETA
         bar.update(p.frames - bar.n)
 
-    def close() -> None:
-        bar.total = bar.n  # an estimated total was only an estimate: end the bar at what was done
+    def close(completed: bool) -> None:
+        if completed:  # an estimated total was only an estimate: end the bar at what was done
+            bar.total = bar.n  # (a failed run's bar stays where it stopped)
         bar.close()
         notices.close()
 
@@ -382,7 +383,7 @@ def _run(info: MediaInfo, source: Source, tmp: Path, container_format: str | Non
     def stopping() -> bool:
         return failed.is_set() or (cancel is not None and cancel.is_set())
 
-    close_report: Callable[[], None] = lambda: None  # noqa: E731
+    close_report: Callable[[bool], None] = lambda completed: None  # noqa: E731
     sink: Sink | None = None
     stages: list[_Stage] = []
     finished = False
@@ -423,7 +424,7 @@ def _run(info: MediaInfo, source: Source, tmp: Path, container_format: str | Non
             failed.set()
         for stage in stages:
             stage.join()
-        close_report()
+        close_report(finished)
         source.close()
         if sink is not None and not finished:
             sink.abort()
@@ -554,6 +555,7 @@ class ChunkedJob:
         """Every pending chunk in this process; the work folder stays open (locked) when they succeed."""
         report, close_report = _progress_reporter(progress, self.info)
         start, base = time.monotonic(), self.work.frames()
+        completed = False
         try:
             for chunk in self.pending():
                 def chunk_report(p: Progress, base: int = base) -> None:
@@ -565,12 +567,13 @@ class ChunkedJob:
                                              progress=chunk_report, cancel=cancel)
                 self.work.finish(chunk.index, partial, frames, lost)
                 base += frames
+            completed = True
         except BaseException:
             self.work.clear_stale()  # the half-written chunk goes; the finished ones stay for the next run
             self.work.close()
             raise
         finally:
-            close_report()
+            close_report(completed)
 
     def join(self) -> None:
         """Join the finished chunks into the output, then remove the work folder. The output was checked

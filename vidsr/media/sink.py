@@ -539,8 +539,8 @@ class Sink:
 
     def write_packet(self, packet: av.Packet) -> None:
         out = self.stream_map[packet.stream.index]
-        if packet.stream.type == "audio":
-            self._audio_clocks.setdefault(packet.stream.index, _AudioClock(packet.stream)).fix(packet)
+        if packet.stream.type == "audio" and not self._time_audio(packet):
+            return
         resampler = self._resamplers.get(packet.stream.index)
         if resampler is None:
             self._copy(packet, out)
@@ -548,6 +548,25 @@ class Sink:
         for frame in self._decode_audio(packet):
             for resampled in resampler.resample(self._silence_garbage(frame, packet.stream.index)):
                 self._mux(self._encode(out, resampled))
+
+    def _time_audio(self, packet: av.Packet) -> bool:
+        """Mend the audio packet's timestamps if they repeat or go back; False if it is to be left out: they
+        need rebuilding from its samples and the stream does not decode. The run then stops in one line, or
+        under --skip-errors goes on without the stream's packets, reported with their times."""
+        clock = self._audio_clocks.get(packet.stream.index)
+        if clock is None:
+            clock = self._audio_clocks[packet.stream.index] = _AudioClock(packet.stream)
+        if clock.undecodable is None:
+            try:
+                clock.fix(packet)
+                return True
+            except _UndecodableAudio as exc:
+                clock.undecodable = f"stream {packet.stream.index} (audio {clock.codec}) {exc}"
+                if not self.skip_errors:
+                    raise DecodeError(f"{self.source_name}: {clock.undecodable}; use --audio drop, or "
+                                      "--skip-errors to leave it out") from None
+        self.lost.add(f"packet(s) left out: {clock.undecodable}", _seconds(packet))
+        return False
 
     def _copy(self, packet: av.Packet, out: av.stream.Stream) -> None:
         """Remux a packet of another stream. A damaged one can fail the muxer's bitstream filter (ADTS AAC from
@@ -693,39 +712,55 @@ def _seconds(packet: av.Packet) -> float:
     return float(packet.pts * packet.time_base) if packet.pts is not None and packet.time_base else 0.0
 
 
+class _UndecodableAudio(Exception):
+    """Audio whose timestamps need rebuilding from its samples does not decode."""
+
+
 class _AudioClock:
     """An audio stream's timestamps, rebuilt from its sample count once the container's repeat or go back
-    (OpenCV-written AVIs give every AAC packet pts = dts = 0): muxers refuse such packets."""
+    (OpenCV-written AVIs give every AAC packet pts = dts = 0): muxers refuse such packets. Packets are decoded
+    only then: one whose stream does not decode is copied as it is while its timestamps hold."""
 
     def __init__(self, stream: av.AudioStream) -> None:
         self.stream = stream
+        self.codec = codec_name(stream)  # before any decoding: a context that fails to open loses its codec
+        self.undecodable: str | None = None  # why the timestamps cannot be rebuilt, once known
         self.last_dts: int | None = None
-        self.next_dts = 0
+        self.last_duration = 0  # the last packet's, or an estimate: the gap before it
         self.rebuilt = 0
-        self.last_duration = 0
 
     def fix(self, packet: av.Packet) -> None:
         broken = packet.dts is None or (self.last_dts is not None and packet.dts <= self.last_dts)
-        if broken and not self.rebuilt:
-            log.warning("stream %d (audio): its timestamps repeat or go back; rebuilt from the sample count "
-                        "(--audio drop leaves the audio out)", self.stream.index)
         if broken or self.rebuilt:
+            duration = self._duration(packet)
+            if not self.rebuilt:
+                log.warning("stream %d (audio): its timestamps repeat or go back; rebuilt from the sample count "
+                            "(--audio drop leaves the audio out)", self.stream.index)
             self.rebuilt += 1
-            packet.pts = packet.dts = self.next_dts
+            dts = 0 if self.last_dts is None else self.last_dts + (self.last_duration or duration)
+            packet.pts = packet.dts = dts
+            self.last_duration = duration
+        else:
+            gap = 0 if self.last_dts is None else packet.dts - self.last_dts
+            self.last_duration = packet.duration or gap
         self.last_dts = packet.dts
-        self.next_dts = packet.dts + self._duration(packet)
 
     def _duration(self, packet: av.Packet) -> int:
         """The packet's duration in its time base: as stored, else from the samples it decodes to."""
         if packet.duration:
             return packet.duration
-        ctx = self.stream.codec_context  # a fixed frame size (AAC 1024, MP3 1152), else count what it decodes to
+        ctx = self.stream.codec_context
+        if not ctx.is_open:
+            try:
+                ctx.open()
+            except av.FFmpegError as exc:  # damaged set-up data; the context must not be touched again
+                raise _UndecodableAudio(f"has timestamps that repeat or go back, and does not decode "
+                                        f"({ffmpeg_reason(exc)}) to rebuild them from its samples") from None
         try:
-            samples = ctx.frame_size or sum(frame.samples for frame in ctx.decode(packet))
+            seconds = sum(Fraction(frame.samples, frame.sample_rate) for frame in ctx.decode(packet))
         except av.FFmpegError:  # a damaged packet: as long as the one before, as good a guess as any
             return self.last_duration
-        self.last_duration = round(Fraction(samples, ctx.sample_rate) / packet.time_base)
-        return self.last_duration
+        return round(seconds / packet.time_base) or self.last_duration
 
 
 @dataclass(frozen=True)
