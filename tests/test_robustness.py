@@ -123,6 +123,23 @@ def test_audio_that_does_not_decode_is_copied_while_its_timestamps_hold(upscale,
     assert len(packet_times(tmp_path / "out.mkv", "audio")) == len(times)
 
 
+def test_a_header_the_output_format_refuses_is_one_line_not_a_damaged_packet(upscale, make_clip, random_espcn,
+                                                                            tmp_path):
+    """MPEG-TS parses AAC's set-up data for its ADTS headers and refuses damaged set-up data when the header is
+    written. That happened at the first packet's mux: reported as a damaged packet, and under --skip-errors
+    the next packet crashed PyAV (a segmentation fault)."""
+    src = damage_audio_setup(make_clip("cam.avi", width=64, height=48, frames=8, audio=True))
+    out = tmp_path / "out.ts"
+    for extra in ([], ["--skip-errors"]):
+        run = subprocess.run([sys.executable, "-m", "vidsr", "upscale", str(src), "-m", random_espcn, "-q",
+                              "-o", str(out), "--device", "cpu", *extra], capture_output=True, text=True)
+        assert run.returncode == 1, run.stderr
+        line = one_line_error(run.stderr)
+        assert "writing the output's header failed" in line and "(stream 1: audio aac)" in line
+        assert "--audio drop" in line and not out.exists()
+    assert upscale(src, "-m", random_espcn, "--audio", "drop", "-o", out)[0] == 0
+
+
 def test_audio_whose_timestamps_need_rebuilding_and_that_does_not_decode(upscale, make_clip, random_espcn,
                                                                          tmp_path):
     """Rebuilding timestamps decodes the audio: a stream whose set-up data is damaged failed to open there,

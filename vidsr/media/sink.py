@@ -362,6 +362,8 @@ class Sink:
         _copy_identity(source.streams.video[0], self.stream, _VIDEO_TAGS)
         self._resamplers: dict[int, av.AudioResampler] = {}  # input audio stream index -> for re-encoding
         self._audio_clocks: dict[int, _AudioClock] = {}
+        self._copied: list[str] = []  # the input's streams remuxed as they are, for messages
+        self._started = False  # the header is written
         # in the time base of the packets it mends: a join's are the chunk files', which NUT may have changed
         self._encoder_dts = _EncoderDts(video.time_base if self.copy_video is None else self.copy_video.time_base,
                                         self.output.format.name, video.time_base)
@@ -442,6 +444,7 @@ class Sink:
                 try:
                     mapping[stream.index] = self.output.add_stream_from_template(stream)
                     _copy_identity(stream, mapping[stream.index])
+                    self._copied.append(f"stream {stream.index}: {stream.type} {codec_name(stream)}")
                 except (av.FFmpegError, ValueError):
                     if stream.type == "audio":
                         self._add_audio_reencode(stream, mapping)
@@ -574,6 +577,7 @@ class Sink:
         index, kind, codec = packet.stream.index, packet.stream.type, codec_name(packet.stream)
         at = _seconds(packet)
         packet.stream = out
+        self._start()
         try:
             self.output.mux([packet])
         except av.InvalidDataError as exc:
@@ -626,7 +630,21 @@ class Sink:
             raise EncodeError(f"the {stream.codec_context.name} encoder of output stream {stream.index} failed {at} "
                               f"({ffmpeg_reason(exc)})") from None
 
+    def _start(self) -> None:
+        """Write the header before the first packet. A format may refuse a stream's set-up data there (MPEG-TS
+        parses AAC's to write ADTS headers): that is not a damaged packet, and PyAV crashes on the next one."""
+        if self._started:
+            return
+        try:
+            self.output.start_encoding()
+        except av.FFmpegError as exc:
+            copied = f"; of the streams copied as they are ({', '.join(self._copied)}), one may be damaged or " \
+                     f"not fit {self.output.format.name}: --audio drop or another container" if self._copied else ""
+            raise EncodeError(f"writing the output's header failed ({ffmpeg_reason(exc)}){copied}") from None
+        self._started = True
+
     def _mux(self, packets: list[av.Packet]) -> None:
+        self._start()
         try:
             self.output.mux(packets)
         except av.FFmpegError as exc:
@@ -639,7 +657,7 @@ class Sink:
                 self._mux(self._encoder_dts.fix(self._encode(self.stream, None)))
             for index in self._resamplers:
                 self._mux(self._encode(self.stream_map[index], None))
-            self.output.start_encoding()  # the header, even of a file without packets (a chunk that lost all)
+            self._start()  # the header, even of a file without packets (a chunk that lost all)
         finally:
             self.output.close()
         if self.profile:
