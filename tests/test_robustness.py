@@ -511,7 +511,8 @@ def test_rebuilt_audio_timestamps_survive_a_packet_that_does_not_decode():
             raise result
         return result
 
-    ctx = SimpleNamespace(is_open=True, codec=SimpleNamespace(canonical_name="vorbis"), decode=decode)
+    ctx = SimpleNamespace(is_open=True, codec=SimpleNamespace(canonical_name="vorbis"), frame_size=0,
+                          sample_rate=48000, decode=decode)
     clock = sink_module._AudioClock(SimpleNamespace(index=1, codec_context=ctx))
     tb = Fraction(1, 48000)
     packets = [SimpleNamespace(pts=0, dts=0, duration=0, time_base=tb) for _ in range(3)]  # OpenCV-style

@@ -774,8 +774,10 @@ class _AudioClock:
             except av.FFmpegError as exc:  # damaged set-up data; the context must not be touched again
                 raise _UndecodableAudio(f"has timestamps that repeat or go back, and does not decode "
                                         f"({ffmpeg_reason(exc)}) to rebuild them from its samples") from None
-        try:
-            seconds = sum(Fraction(frame.samples, frame.sample_rate) for frame in ctx.decode(packet))
+        try:  # a fixed frame size (AAC 1024, MP3 1152) once known, else what it decodes to: decoding twice in
+            # the one context, here and for re-encoding, would disturb a stateful decoder's output
+            seconds = (Fraction(ctx.frame_size, ctx.sample_rate) if ctx.frame_size and ctx.sample_rate else
+                       sum(Fraction(f.samples, f.sample_rate) for f in ctx.decode(packet) if f.sample_rate))
         except av.FFmpegError:  # a damaged packet: as long as the one before, as good a guess as any
             return self.last_duration
         return round(seconds / packet.time_base) or self.last_duration
