@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -42,13 +43,15 @@ SCREENSHOT = REPO / "docs" / "img" / "web.png" if os.environ.get("VIDSR_UPDATE_S
 CLIP = ClipSpec(width=160, height=96, frames=12, audio=True, subtitles=True)
 START_S = 90  # the server imports torch and gradio; on a loaded 2-core machine that can take a minute
 EXIT_S = 3  # SIGTERM: the server exits at once (Gradio's own shutdown took 5-35 s)
+TEST_S = 150  # a browser test takes 2-15 s, and its server's start up to START_S of that
 
 try:
     from playwright import sync_api
 except ImportError:  # the browser tests skip; the server's own test still runs
     sync_api = None
 
-pytestmark = pytest.mark.slow
+# A backstop past the deadline below: the thread method ends the whole run with every thread's stack.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(TEST_S + 60, method="thread")]
 
 
 def wait_until(condition, timeout_s: float, what: str, interval_s: float = 0.2):
@@ -122,8 +125,8 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory):
-    """Headless Chromium with a fresh profile, driven over its DevTools port (Playwright only connects)."""
+def chromium(tmp_path_factory: pytest.TempPathFactory):
+    """Headless Chromium with a fresh profile: (its process, its DevTools port)."""
     if sync_api is None:
         pytest.skip("playwright is not installed (pip install -e '.[dev]')")
     if shutil.which(CHROMIUM) is None:
@@ -137,12 +140,36 @@ def browser(tmp_path_factory: pytest.TempPathFactory):
         wait_until(lambda: port_file.exists() and port_file.read_text().strip() or process.poll() is not None,
                    30, "Chromium's DevTools port")
         assert process.poll() is None, "Chromium exited at start"
-        port = port_file.read_text().split()[0]
-        with sync_api.sync_playwright() as playwright:
-            yield playwright.chromium.connect_over_cdp(f"http://127.0.0.1:{port}", timeout=30_000)
-            kill_group(process)  # before Playwright's own shutdown, which would wait for the browser
+        yield process, port_file.read_text().split()[0]
     finally:
         kill_group(process)
+
+
+@pytest.fixture(scope="module")
+def browser(chromium):
+    """The Chromium of `chromium`, driven over its DevTools port (Playwright only connects)."""
+    process, port = chromium
+    with sync_api.sync_playwright() as playwright:
+        yield playwright.chromium.connect_over_cdp(f"http://127.0.0.1:{port}", timeout=30_000)
+        kill_group(process)  # before Playwright's own shutdown, which would wait for the browser
+
+
+@pytest.fixture(autouse=True)
+def chromium_deadline(request: pytest.FixtureRequest):
+    """Kill Chromium when a browser test runs past TEST_S: Playwright's calls then fail at once. Its renderers
+    once spun at full CPU on a loaded machine and held a test run for 20 minutes; pytest-timeout's signal did
+    not get through Playwright's event loop."""
+    if "browser" not in request.fixturenames:
+        yield
+        return
+    process, _ = request.getfixturevalue("chromium")
+    timer = threading.Timer(TEST_S, kill_group, (process,))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def open_page(browser, url: str, upload: Path | dict | None = None):
