@@ -362,7 +362,7 @@ class Sink:
         _copy_identity(source.streams.video[0], self.stream, _VIDEO_TAGS)
         self._resamplers: dict[int, av.AudioResampler] = {}  # input audio stream index -> for re-encoding
         self._audio_clocks: dict[int, _AudioClock] = {}
-        self._copied: list[str] = []  # the input's streams remuxed as they are, for messages
+        self._copied: dict[int, str] = {}  # input stream index -> "audio aac", for the streams remuxed as they are
         self._started = False  # the header is written
         # in the time base of the packets it mends: a join's are the chunk files', which NUT may have changed
         self._encoder_dts = _EncoderDts(video.time_base if self.copy_video is None else self.copy_video.time_base,
@@ -444,7 +444,7 @@ class Sink:
                 try:
                     mapping[stream.index] = self.output.add_stream_from_template(stream)
                     _copy_identity(stream, mapping[stream.index])
-                    self._copied.append(f"stream {stream.index}: {stream.type} {codec_name(stream)}")
+                    self._copied[stream.index] = f"{stream.type} {codec_name(stream)}"
                 except (av.FFmpegError, ValueError):
                     if stream.type == "audio":
                         self._add_audio_reencode(stream, mapping)
@@ -574,18 +574,17 @@ class Sink:
     def _copy(self, packet: av.Packet, out: av.stream.Stream) -> None:
         """Remux a packet of another stream. A damaged one can fail the muxer's bitstream filter (ADTS AAC from
         MPEG-TS into MP4 / Matroska): the run stops in one line, or under --skip-errors drops it with a notice."""
-        index, kind, codec = packet.stream.index, packet.stream.type, codec_name(packet.stream)
-        at = _seconds(packet)
+        index, at = packet.stream.index, _seconds(packet)
         packet.stream = out
         self._start()
         try:
             self.output.mux([packet])
         except av.InvalidDataError as exc:
             if not self.skip_errors:
-                drop = ", or --audio drop" if kind == "audio" else ""
-                raise DecodeError(f"{self.source_name}: stream {index} ({kind} {codec}) has a damaged packet at "
-                                  f"{at:.2f} s ({ffmpeg_reason(exc)}); use --skip-errors to drop it{drop}") from None
-            self.lost.add(f"damaged packet(s) of stream {index} ({kind} {codec}) dropped", at)
+                drop = ", or --audio drop" if self._copied[index].startswith("audio") else ""
+                raise DecodeError(f"{self.source_name}: stream {index} ({self._copied[index]}) has a damaged packet "
+                                  f"at {at:.2f} s ({ffmpeg_reason(exc)}); use --skip-errors to drop it{drop}") from None
+            self.lost.add(f"damaged packet(s) of stream {index} ({self._copied[index]}) dropped", at)
         except av.FFmpegError as exc:
             raise EncodeError(f"writing the output failed ({ffmpeg_reason(exc)})") from None
 
@@ -638,7 +637,8 @@ class Sink:
         try:
             self.output.start_encoding()
         except av.FFmpegError as exc:
-            copied = f"; of the streams copied as they are ({', '.join(self._copied)}), one may be damaged or " \
+            streams = ", ".join(f"stream {index}: {what}" for index, what in self._copied.items())
+            copied = f"; of the streams copied as they are ({streams}), one may be damaged or " \
                      f"not fit {self.output.format.name}: --audio drop or another container" if self._copied else ""
             raise EncodeError(f"writing the output's header failed ({ffmpeg_reason(exc)}){copied}") from None
         self._started = True
