@@ -25,7 +25,7 @@ env: $(BIN)/vidsr
 # Upscale a generated sample clip (audio + subtitles) with the bundled default model (ESPCN x2).
 demo: env
 	mkdir -p out
-	$(BIN)/python -m vidsr.sample out/sample.mkv --overwrite
+	$(BIN)/python -m vidsr.tools.sample out/sample.mkv --overwrite
 	$(BIN)/vidsr upscale out/sample.mkv -o out/sample_x2.mkv --overwrite
 	$(BIN)/vidsr probe out/sample_x2.mkv
 

@@ -24,10 +24,10 @@ from pathlib import Path
 import torch
 
 import vidsr
+from vidsr.compute.upscaler import Upscaler
 from vidsr.media.chunks import chunk_packets, keyframe_times, plan_chunks
 from vidsr.media.pipeline import ChunkedJob, plan_output, probe_input
-from vidsr.sample import ClipSpec, pattern_frame, write_clip
-from vidsr.upscaler import Upscaler
+from vidsr.tools.sample import ClipSpec, pattern_frame, write_clip
 
 MODEL = "espcn-x2"
 
@@ -96,7 +96,7 @@ def remux_rate(out_dir: Path, megabytes: float) -> None:
 def ray_runs(src: Path, out_dir: Path, seconds: float) -> None:
     import ray
 
-    from vidsr.batch import upscale_path
+    from vidsr.jobs.batch import upscale_path
 
     start_s, _ = timed(ray.init, num_cpus=2, include_dashboard=False, log_to_driver=False,
                        object_store_memory=300 * 2**20)

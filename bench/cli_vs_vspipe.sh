@@ -21,7 +21,7 @@ here=$PWD
 
 clip=${CLIP:-$work/clip.mp4}
 if [ -z "${CLIP:-}" ]; then
-  "$PY" -c "import sys; from vidsr.sample import ClipSpec, write_clip
+  "$PY" -c "import sys; from vidsr.tools.sample import ClipSpec, write_clip
 width, height = map(int, sys.argv[2].split('x'))
 write_clip(sys.argv[1], ClipSpec(width=width, height=height, frames=int(sys.argv[3])))" "$clip" "$SIZE" "$FRAMES"
 fi

@@ -13,7 +13,7 @@ from unittest import mock
 
 import torch
 
-from vidsr.upscaler import Upscaler
+from vidsr.compute.upscaler import Upscaler
 
 
 def ms_per_frame(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, frames: int) -> float:
@@ -27,8 +27,8 @@ def ms_per_frame(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, f
 
 
 def unfused(model: str, precision: str) -> Upscaler:
-    """An Upscaler as it was before vidsr/fusion.py: the fusion step replaced by nothing."""
-    with mock.patch("vidsr.upscaler.fuse_conv_activations", lambda *args: 0):
+    """An Upscaler as it was before vidsr/compute/fusion.py: the fusion step replaced by nothing."""
+    with mock.patch("vidsr.compute.upscaler.fuse_conv_activations", lambda *args: 0):
         return Upscaler(model, device="cpu", precision=precision)
 
 

@@ -16,9 +16,9 @@ import time
 import numpy as np
 import torch
 
+from vidsr.compute.upscaler import Upscaler
 from vidsr.media.frames import plane_layout
 from vidsr.media.info import ColorInfo
-from vidsr.upscaler import Upscaler
 
 BATCHES, FRAMES = 24, 4
 

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from vidsr.evaluate import read_rgb
-from vidsr.resize import imresize_np
+from vidsr.quality.evaluate import read_rgb
+from vidsr.quality.resize import imresize_np
 from vidsr.train.degradations import DegradationConfig, degrade
 
 SCALE = 4

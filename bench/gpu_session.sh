@@ -37,7 +37,7 @@ VIDSR=(-m vidsr)
 m=runs/models
 # RRDBNet x4: cuDNN's algorithm search on (the default), then off, then fp16, then compiled
 bench -m $m/rrdbnet_x4.safetensors --size 1280x720 --frames 12 -b 2 --precision bf16 -c "$hevc"
-VIDSR=(-c "import sys, vidsr.upscaler as u; u.CUDNN_AUTOTUNE = False; from vidsr.cli import main; sys.exit(main())")
+VIDSR=(-c "import sys, vidsr.compute.upscaler as u; u.CUDNN_AUTOTUNE = False; from vidsr.cli import main; sys.exit(main())")
 bench -m $m/rrdbnet_x4.safetensors --size 1280x720 --frames 12 -b 2 --precision bf16 -c "$hevc"
 VIDSR=(-m vidsr)
 bench -m $m/srvgg_x4.safetensors --size 720x480 --frames 120 -b auto --precision fp16 -c "$h264"
@@ -71,7 +71,7 @@ wait
 say "training done"
 
 # ---- results: weights in fp16, logs, plots -------------------------------------------------------------------------
-$py -c "import glob; from vidsr.checkpoint import store_half
+$py -c "import glob; from vidsr.models.checkpoint import store_half
 for path in glob.glob('runs/*/*.safetensors'):
     if not path.startswith('runs/models/'): store_half(path)"  # one interpreter: torch imports are slow
 pack() {  # archive name, then run names: each run's log, curves and best weights

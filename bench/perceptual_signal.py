@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vidsr.evaluate import list_images, read_rgb
+from vidsr.quality.evaluate import list_images, read_rgb
 from vidsr.train import losses
 
 LOSSES = {

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from vidsr.archs import create_model
-from vidsr.checkpoint import save_checkpoint
+from vidsr.models.archs import create_model
+from vidsr.models.checkpoint import save_checkpoint
 
 NETWORKS = {
     "srvgg_x4": ("srvgg", {"scale": 4, "channels": 3, "features": 64, "convs": 16}),

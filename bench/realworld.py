@@ -1,6 +1,6 @@
 """How models do on compressed video: Set5 / Set14 through a real codec, and crops from real video frames.
 
-1. Quality on coded input: the standard protocol (`vidsr.evaluate`), except that each MATLAB-bicubic LR image
+1. Quality on coded input: the standard protocol (`vidsr.quality.evaluate`), except that each MATLAB-bicubic LR image
    becomes the middle frame of a short libx264 pan clip at CRF `--crf` before the model sees it.
    Y-PSNR / SSIM against the HR image, shave = scale. The first row is the clean protocol (no codec) for
    reference.
@@ -27,10 +27,10 @@ import torch
 from PIL import Image, ImageDraw
 
 from vidsr import upscale_video
-from vidsr.evaluate import LumaPredictor, bicubic_predictor, evaluate_dataset, model_predictor, read_rgb
-from vidsr.resize import imresize_np
+from vidsr.models.zoo import load_model
+from vidsr.quality.evaluate import LumaPredictor, bicubic_predictor, evaluate_dataset, model_predictor, read_rgb
+from vidsr.quality.resize import imresize_np
 from vidsr.train.degradations import CodecConfig, random_codec
-from vidsr.zoo import load_model
 
 EVAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "eval"
 FRAMES = {"foreman.png": (214, 104), "coastguard.png": (124, 124)}  # crop centre (x, y) in the CIF frame

@@ -18,10 +18,10 @@ import av
 import torch
 
 from vidsr import upscale_video
+from vidsr.compute.upscaler import Upscaler
 from vidsr.media.frames import frame_to_planes, plane_layout, working_format
 from vidsr.media.info import probe
-from vidsr.sample import ClipSpec, write_clip
-from vidsr.upscaler import Upscaler
+from vidsr.tools.sample import ClipSpec, write_clip
 
 
 def checkpoints(folder: Path) -> dict[str, Path]:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from vidsr.archs import create_model
+from vidsr.models.archs import create_model
 from vidsr.train.discriminators import create_discriminator
 from vidsr.train.losses import fft_amplitude_loss, ms_ssim_loss
 from vidsr.train.trainer import Numerics, adam

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from vidsr.archs import create_model
-from vidsr.checkpoint import save_checkpoint
-from vidsr.sample import ClipSpec, write_clip
+from vidsr.models.archs import create_model
+from vidsr.models.checkpoint import save_checkpoint
+from vidsr.tools.sample import ClipSpec, write_clip
 
 
 @pytest.fixture(scope="session")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vidsr.archs import ARCHS, create_model, model_from_state_dict
-from vidsr.archs.base import count_conv_macs
 from vidsr.errors import ModelError
+from vidsr.models.archs import ARCHS, create_model, model_from_state_dict
+from vidsr.models.archs.base import count_conv_macs
 
 # Small instances of every architecture (hyper-parameters away from the defaults so that inference is tested).
 TINY = {

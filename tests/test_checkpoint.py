@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from vidsr.archs import create_model
-from vidsr.checkpoint import load_checkpoint, save_checkpoint, store_half, unwrap_state_dict, update_metadata
 from vidsr.cli import main
 from vidsr.errors import ModelError
-from vidsr.zoo import bundled_weights, list_models, load_model, model_card
+from vidsr.models.archs import create_model
+from vidsr.models.checkpoint import load_checkpoint, save_checkpoint, store_half, unwrap_state_dict, update_metadata
+from vidsr.models.zoo import bundled_weights, list_models, load_model, model_card
 
 
 def tiny_espcn(seed: int = 0):

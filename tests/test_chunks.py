@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 
 import vidsr
+from vidsr.compute.upscaler import Upscaler
 from vidsr.errors import Cancelled, OutputError
 from vidsr.media.chunks import keyframe_times, plan_chunks
 from vidsr.media.info import probe
-from vidsr.sample import ClipSpec, pattern_frame, write_clip
-from vidsr.upscaler import Upscaler
-from vidsr.workfolder import input_fingerprint, work_folder_of
+from vidsr.media.workfolder import input_fingerprint, work_folder_of
+from vidsr.tools.sample import ClipSpec, pattern_frame, write_clip
 
 FONT = b"\x00\x01\x00\x00 not really a font"
 ROOT = Path(__file__).resolve().parents[1]

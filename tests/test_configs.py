@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vidsr.archs import create_model
+from vidsr.models.archs import create_model
 from vidsr.train.gan import check_stage_one, degradation_config, load_gan_config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 import vidsr
-from vidsr.archs import create_model
-from vidsr.checkpoint import save_checkpoint
+from vidsr.compute.upscaler import Upscaler
 from vidsr.media.frames import frame_to_planes
-from vidsr.upscaler import Upscaler
+from vidsr.models.archs import create_model
+from vidsr.models.checkpoint import save_checkpoint
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -118,7 +118,7 @@ def test_nvenc_output_keeps_every_frame(make_clip, random_espcn, tmp_path):
 def test_training_steps_on_cuda_reduce_the_loss(tmp_path):
     from PIL import Image
 
-    from vidsr.resize import imresize_np
+    from vidsr.quality.resize import imresize_np
     from vidsr.train.config import TrainConfig
     from vidsr.train.trainer import Trainer
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from vidsr.resize import imresize
+from vidsr.quality.resize import imresize
 from vidsr.train import degradations as deg
 
 

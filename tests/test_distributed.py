@@ -19,9 +19,9 @@ import pytest
 from test_chunks import frames_of, with_chapter_and_font
 
 import vidsr
-from vidsr.batch import upscale_path
-from vidsr.distributed import upscale_files, worker_count
 from vidsr.errors import InputError, VidsrError
+from vidsr.jobs.batch import upscale_path
+from vidsr.jobs.distributed import upscale_files, worker_count
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
@@ -194,7 +194,7 @@ def test_a_lost_node_or_ray_failure_retries_the_chunk(lost, caplog):
 
     import ray
 
-    from vidsr.distributed import RayRunner, _Task
+    from vidsr.jobs.distributed import RayRunner, _Task
 
     def get(_ref):
         raise getattr(ray.exceptions, lost)("gone")

@@ -21,9 +21,9 @@ from vidsr.errors import Cancelled, DecodeError, EncodeError, InputError, Output
 from vidsr.media.frames import frame_to_planes, plane_layout
 from vidsr.media.info import ColorInfo, ContentLight, probe
 from vidsr.media.pipeline import cpu_encoder_threads
-from vidsr.metrics import psnr, rgb_to_y
-from vidsr.resize import imresize_np
-from vidsr.sample import ClipSpec, pattern_frame, write_clip
+from vidsr.quality.metrics import psnr, rgb_to_y
+from vidsr.quality.resize import imresize_np
+from vidsr.tools.sample import ClipSpec, pattern_frame, write_clip
 
 
 def decoded_times(path: Path) -> list[Fraction]:

@@ -10,13 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-from vidsr.archs import create_model
-from vidsr.checkpoint import save_checkpoint
 from vidsr.cli import main
-from vidsr.evaluate import bicubic_predictor, evaluate_dataset, model_predictor
-from vidsr.metrics import psnr, rgb_to_y, ssim
-from vidsr.resize import imresize, imresize_np, resize_matrix
-from vidsr.zoo import load_model
+from vidsr.models.archs import create_model
+from vidsr.models.checkpoint import save_checkpoint
+from vidsr.models.zoo import load_model
+from vidsr.quality.evaluate import bicubic_predictor, evaluate_dataset, model_predictor
+from vidsr.quality.metrics import psnr, rgb_to_y, ssim
+from vidsr.quality.resize import imresize, imresize_np, resize_matrix
 
 EVAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "eval"
 

@@ -1,4 +1,4 @@
-"""Convolution + activation fused into one oneDNN call for CPU inference (vidsr/fusion.py)."""
+"""Convolution + activation fused into one oneDNN call for CPU inference (vidsr/compute/fusion.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from vidsr.archs import create_model
-from vidsr.fusion import FusedConv2d, fuse_conv_activations
-from vidsr.upscaler import Upscaler, cpu_has_native_bf16
+from vidsr.compute.fusion import FusedConv2d, fuse_conv_activations
+from vidsr.compute.upscaler import Upscaler, cpu_has_native_bf16
+from vidsr.models.archs import create_model
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
 

@@ -10,14 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
-from vidsr.archs import create_model
-from vidsr.blend import blend_models, blend_state_dicts
-from vidsr.checkpoint import load_checkpoint, save_checkpoint
 from vidsr.cli import main as cli_main
 from vidsr.errors import InputError, ModelError
+from vidsr.models.archs import create_model
+from vidsr.models.blend import blend_models, blend_state_dicts
+from vidsr.models.checkpoint import load_checkpoint, save_checkpoint
+from vidsr.models.zoo import load_model, model_card
 from vidsr.train.config import TrainConfig
 from vidsr.train.gan import GANSettings, GANTrainer, degradation_config, load_gan_config
-from vidsr.zoo import load_model, model_card
 
 HYPERPARAMS = {"channels": 3, "features": 8, "mid_features": 8}
 

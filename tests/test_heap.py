@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from vidsr import heap
 from vidsr.cli import main
+from vidsr.compute import heap
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not heap.is_glibc(), reason="mallopt tuning is glibc-only")
@@ -56,7 +56,7 @@ import ctypes, os, sys, tempfile, threading
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 if sys.argv[1] == "engine":  # as `vidsr upscale` starts
-    from vidsr import heap
+    from vidsr.compute import heap
     heap.share_one_arena()
 blocks = []
 thread = threading.Thread(target=lambda: blocks.append(libc.malloc(1 << 20)))

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from vidsr.errors import ModelError
-from vidsr.metrics import ssim
+from vidsr.quality.metrics import ssim
 from vidsr.train import losses
 from vidsr.train.discriminators import UNetDiscriminatorSN, VGGDiscriminator, create_discriminator
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from vidsr.archs import create_model
-from vidsr.checkpoint import save_checkpoint
 from vidsr.errors import InputError
+from vidsr.models.archs import create_model
+from vidsr.models.checkpoint import save_checkpoint
 from vidsr.train.config import TrainConfig
 from vidsr.train.data import PairCache
 from vidsr.train.degradations import DegradationConfig

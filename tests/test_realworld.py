@@ -11,17 +11,17 @@ import pytest
 import torch
 from PIL import Image
 
-from vidsr.archs import create_model
-from vidsr.checkpoint import save_checkpoint
 from vidsr.cli import main as cli_main
-from vidsr.evaluate import bicubic_predictor, luma, read_eval_image
-from vidsr.metrics import overshoot
-from vidsr.niqe import niqe
-from vidsr.realworld import degrade_lr, evaluate_flicker, evaluate_realworld, still_and_panning
-from vidsr.resize import imresize_np
-from vidsr.sample import pattern_frame
+from vidsr.models.archs import create_model
+from vidsr.models.checkpoint import save_checkpoint
+from vidsr.models.zoo import load_model
+from vidsr.quality.evaluate import bicubic_predictor, luma, read_eval_image
+from vidsr.quality.metrics import overshoot
+from vidsr.quality.niqe import niqe
+from vidsr.quality.realworld import degrade_lr, evaluate_flicker, evaluate_realworld, still_and_panning
+from vidsr.quality.resize import imresize_np
+from vidsr.tools.sample import pattern_frame
 from vidsr.train.degradations import covariance, filter2d, gaussian_kernel
-from vidsr.zoo import load_model
 
 EVAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "eval"
 SET14 = EVAL_DATA / "Set14"

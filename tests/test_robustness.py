@@ -19,13 +19,13 @@ import pytest
 from av.video.frame import PictureType
 from PIL import Image
 
-from vidsr import sample
 from vidsr.cli import main
 from vidsr.errors import Cancelled, DecodeError, EncodeError, OutputError
 from vidsr.media import sink as sink_module
 from vidsr.media.pipeline import Progress, upscale_video
 from vidsr.media.source import PtsRange, Source
-from vidsr.zoo import bundled_weights, load_model, safetensors_metadata
+from vidsr.models.zoo import bundled_weights, load_model, safetensors_metadata
+from vidsr.tools import sample
 
 
 def _modules_after(code: str) -> set[str]:

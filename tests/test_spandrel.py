@@ -13,13 +13,13 @@ import torch
 
 import vidsr
 from tests.third_party import TINY_MODELS, WRAPPERS, random_state_dict, save_third_party, spandrel_forward
-from vidsr.archs import create_model, model_from_state_dict
-from vidsr.checkpoint import save_checkpoint
+from vidsr.compute.tiling import tile_for_budget
+from vidsr.compute.upscaler import Upscaler, resolve_precision
 from vidsr.errors import ModelError
 from vidsr.media.info import probe
-from vidsr.metrics import psnr
-from vidsr.tiling import tile_for_budget
-from vidsr.upscaler import Upscaler, resolve_precision
+from vidsr.models.archs import create_model, model_from_state_dict
+from vidsr.models.checkpoint import save_checkpoint
+from vidsr.quality.metrics import psnr
 
 FRAME = (29, 37)  # odd height and width: every size requirement needs padding
 
@@ -103,16 +103,16 @@ def test_tiles_meet_size_requirements_and_tile_automatically_when_memory_is_shor
     assert tiled.upscale_image(image(3)).shape == whole.shape
     assert tile_for_budget(100.0, 10**9, 1080, 1920) is None
     assert tile_for_budget(1000.0, 10**8, 1080, 1920) == 316
-    monkeypatch.setattr("vidsr.upscaler.memory_budget", lambda device: 40_000)
+    monkeypatch.setattr("vidsr.compute.upscaler.memory_budget", lambda device: 40_000)
     auto = Upscaler(checkpoints["ditn_x2"], device="cpu", precision="fp32")
     out = auto.upscale_image(image(3))
     assert auto.tile is not None and auto.tile % 8 == 0 and "px tiles" in caplog.text
     assert psnr(out / 255.0, whole / 255.0) > 25  # tiles are blended: close to the whole frame, not equal
-    monkeypatch.setattr("vidsr.upscaler.memory_budget", lambda device: 10**12)
+    monkeypatch.setattr("vidsr.compute.upscaler.memory_budget", lambda device: 10**12)
     roomy = Upscaler(checkpoints["swinir_x2"], device="cpu", precision="fp32")
     roomy.upscale_image(image(3))
     assert roomy.tile is None  # the whole frame fits: no tiles
-    monkeypatch.setattr("vidsr.upscaler.memory_budget", lambda device: 40_000)
+    monkeypatch.setattr("vidsr.compute.upscaler.memory_budget", lambda device: 40_000)
     tight = Upscaler(checkpoints["swinir_x2"], device="cpu", precision="fp32")
     tight.upscale_image(image(3))
     assert tight.tile is not None and "advise against tiles" in caplog.text  # SwinIR: tiling discouraged
@@ -196,7 +196,7 @@ def test_grey_model_sees_full_range_luma_on_video(make_clip, tmp_path) -> None:
 
 
 def test_eval_feeds_grey_models_full_range_luma(tmp_path) -> None:
-    from vidsr.evaluate import model_predictor
+    from vidsr.quality.evaluate import model_predictor
 
     predict = model_predictor(vidsr.load_model(constant_noise_dncnn(tmp_path / "dncnn.pth", 0.1)))
     # studio Y 100 is grey 0.3836; minus 0.1 is studio 78.1 (the wrong levels would give 74.5)
@@ -237,7 +237,7 @@ def test_bad_files_are_one_clear_line(tmp_path, checkpoints) -> None:
 def test_face_and_inpainting_models_are_refused() -> None:
     from types import SimpleNamespace
 
-    from vidsr.archs.external import _refuse_unusable
+    from vidsr.models.archs.external import _refuse_unusable
 
     for purpose, words in (("FaceSR", "face-restoration"), ("Inpainting", "inpainting model")):
         with pytest.raises(ModelError, match=words):
@@ -291,7 +291,7 @@ def test_vapoursynth_takes_a_chain_as_one_string(checkpoints) -> None:
 def test_web_offers_the_models_folder(checkpoints, tmp_path) -> None:
     import argparse
 
-    from vidsr.zoo import model_files
+    from vidsr.models.zoo import model_files
     from web.cli import add_arguments
 
     parser = argparse.ArgumentParser()
@@ -333,7 +333,7 @@ def test_readme_architecture_table_is_the_generated_one(capsys) -> None:
                          ids=["bundled", "spandrel", "chain"])
 def test_export_round_trips_through_onnxruntime_at_another_size(checkpoints, tmp_path, models) -> None:
     onnxruntime = pytest.importorskip("onnxruntime")
-    from vidsr.export import export_onnx
+    from vidsr.models.export import export_onnx
 
     specs = [checkpoints.get(name, name) for name in models]
     result = export_onnx(specs, tmp_path / "model.onnx", size=(24, 16))
@@ -362,8 +362,8 @@ class _SquareOnly(torch.nn.Module):
 
 def test_export_checks_a_square_only_model_at_a_square_size(tmp_path) -> None:
     pytest.importorskip("onnxruntime")
-    from vidsr.archs import ModelDescriptor
-    from vidsr.export import export_onnx
+    from vidsr.models.archs import ModelDescriptor
+    from vidsr.models.export import export_onnx
 
     model = ModelDescriptor(model=_SquareOnly().eval(), arch="square-only", scale=1, in_channels=3, out_channels=3,
                             color="rgb", size_square=True)

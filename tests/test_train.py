@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 
 from vidsr.errors import InputError, ModelError
-from vidsr.resize import imresize_np
+from vidsr.models.zoo import load_model
+from vidsr.quality.resize import imresize_np
 from vidsr.train.config import TrainConfig, load_config
 from vidsr.train.data import PairCache, PatchSampler
 from vidsr.train.trainer import Trainer, lr_factor
-from vidsr.zoo import load_model
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +207,7 @@ def test_a_run_past_its_budget_stops_with_a_validated_export(image_dir: Path, tm
 
 
 def test_fine_tuned_weights_carry_their_starting_recipe(image_dir: Path, tmp_path: Path) -> None:
-    from vidsr.zoo import model_card
+    from vidsr.models.zoo import model_card
 
     first = Trainer(tiny_config(image_dir, tmp_path / "first", val_dir=None)).run(progress=False)
     second = Trainer(tiny_config(image_dir, tmp_path / "second", val_dir=None, iterations=3,

@@ -13,13 +13,13 @@ import pytest
 import torch
 from torch import nn
 
-from vidsr.archs import create_model
+from vidsr.compute.runner import Batch, BatchRunner
+from vidsr.compute.upscaler import Upscaler
 from vidsr.errors import InputError, VidsrError
 from vidsr.media.frames import plane_layout
 from vidsr.media.info import ColorInfo
-from vidsr.metrics import psnr
-from vidsr.runner import Batch, BatchRunner
-from vidsr.upscaler import Upscaler
+from vidsr.models.archs import create_model
+from vidsr.quality.metrics import psnr
 
 
 @pytest.fixture
@@ -206,7 +206,7 @@ def test_cpu_runner_computes_one_batch_at_a_time_when_two_would_not_fit(espcn, m
         return real(self, *args)
 
     monkeypatch.setattr(Upscaler, "upscale_planes", record)
-    monkeypatch.setattr("vidsr.upscaler.memory_budget", lambda device: 1024)  # bytes
+    monkeypatch.setattr("vidsr.compute.upscaler.memory_budget", lambda device: 1024)  # bytes
     runner = BatchRunner(espcn, layout, color, layout, color, 1)
     assert len(list(runner.run(Batch([[np.zeros((40, 50), np.uint8)]], [i]) for i in range(4)))) == 4
     assert callers == {id(espcn)} and len(threads) == 1
@@ -255,7 +255,7 @@ def nn_identity_x2():
 
 
 def test_auto_batch_size_fits_free_memory_within_limits(espcn):
-    from vidsr.upscaler import AUTO_BATCH_LIMIT, CPU_BATCH, batch_for_memory
+    from vidsr.compute.upscaler import AUTO_BATCH_LIMIT, CPU_BATCH, batch_for_memory
 
     assert batch_for_memory(per_frame=100, free=1000) == 5  # half of the free memory, two batches in flight
     assert batch_for_memory(per_frame=100, free=10**9) == AUTO_BATCH_LIMIT

@@ -20,11 +20,11 @@ import vapoursynth as vs
 
 import vsvidsr as sr
 from vidsr import upscale_video
-from vidsr.archs import create_model
-from vidsr.checkpoint import save_checkpoint
+from vidsr.compute.upscaler import Upscaler, cpu_has_native_fp16
 from vidsr.media.frames import frame_to_planes, planes_to_frame
-from vidsr.metrics import psnr
-from vidsr.upscaler import Upscaler, cpu_has_native_fp16
+from vidsr.models.archs import create_model
+from vidsr.models.checkpoint import save_checkpoint
+from vidsr.quality.metrics import psnr
 from vsvidsr.batching import Worker
 
 WIDTH, HEIGHT = 64, 48

@@ -16,7 +16,7 @@ from PIL import Image
 
 import vidsr
 from vidsr.errors import Cancelled, InputError, VidsrError
-from vidsr.sample import ClipSpec, pattern_frame, write_clip
+from vidsr.tools.sample import ClipSpec, pattern_frame, write_clip
 from web import handlers
 from web.cli import add_arguments
 from web.handlers import JobOptions

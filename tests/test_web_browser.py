@@ -31,7 +31,7 @@ import pytest
 from PIL import Image
 
 import vidsr
-from vidsr.sample import ClipSpec, pattern_frame, write_clip
+from vidsr.tools.sample import ClipSpec, pattern_frame, write_clip
 
 CHROMIUM = os.environ.get("VIDSR_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

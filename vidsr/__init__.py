@@ -17,9 +17,10 @@ os.environ.setdefault("SVT_LOG", "1")
 
 # The public names and their modules. They are imported on first use, so that `import vidsr` (and with it
 # `vidsr --help`, `vidsr models`) does not load torch and PyAV, which take seconds of CPU.
-_API = {"upscale_path": "vidsr.batch", "VidsrError": "vidsr.errors", "MediaInfo": "vidsr.media.info",
+_API = {"upscale_path": "vidsr.jobs.batch", "VidsrError": "vidsr.errors", "MediaInfo": "vidsr.media.info",
         "probe": "vidsr.media.info", "Progress": "vidsr.media.pipeline", "upscale_video": "vidsr.media.pipeline",
-        "Upscaler": "vidsr.upscaler", "ModelInfo": "vidsr.zoo", "list_models": "vidsr.zoo", "load_model": "vidsr.zoo"}
+        "Upscaler": "vidsr.compute.upscaler", "ModelInfo": "vidsr.models.zoo", "list_models": "vidsr.models.zoo",
+        "load_model": "vidsr.models.zoo"}
 
 __all__ = sorted(_API)
 __version__ = "0.1.0"

@@ -17,7 +17,7 @@ import gradio as gr
 import vidsr
 from vidsr.errors import Cancelled, VidsrError
 from vidsr.media import sink
-from vidsr.zoo import DEFAULT_MODEL, model_files
+from vidsr.models.zoo import DEFAULT_MODEL, model_files
 from web import handlers
 from web.handlers import JobOptions
 from web.limits import Limits

@@ -20,8 +20,8 @@ import vidsr
 from vidsr.errors import Cancelled, DecodeError, InputError
 from vidsr.media import sink
 from vidsr.media.info import MediaInfo, codec_name, copy_stream
-from vidsr.resize import imresize_np
-from vidsr.zoo import DEFAULT_MODEL, ModelInfo
+from vidsr.models.zoo import DEFAULT_MODEL, ModelInfo
+from vidsr.quality.resize import imresize_np
 from web.limits import Limits
 from web.sessions import JOB_RUNNING, Workspace
 

@@ -15,11 +15,11 @@ import numpy as np
 import torch
 import vapoursynth as vs
 
-from vidsr.chain import load_models
+from vidsr.compute.upscaler import Upscaler, resolve_device
 from vidsr.errors import VidsrError
 from vidsr.formats import UNSPECIFIED, ColorInfo, PlaneLayout
-from vidsr.upscaler import Upscaler, resolve_device
-from vidsr.zoo import DEFAULT_MODEL
+from vidsr.models.chain import load_models
+from vidsr.models.zoo import DEFAULT_MODEL
 from vsvidsr.batching import BatchScheduler, EngineCall, Worker, batch_members
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from vidsr.commands import add_command, batch_size_arg
-from vidsr.zoo import DEFAULT_MODEL
+from vidsr.models.zoo import DEFAULT_MODEL
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vidsr.bench import run_bench
+    from vidsr.tools.bench import run_bench
 
     width, height = (int(v) for v in args.size.lower().split("x"))
     result = run_bench(args.model, width, height, args.frames, args.batch_size, args.precision, args.device,

@@ -13,7 +13,7 @@ from vidsr.commands import add_command
 from vidsr.errors import InputError
 
 if TYPE_CHECKING:
-    from vidsr.evaluate import EvalResult, LumaPredictor
+    from vidsr.quality.evaluate import EvalResult, LumaPredictor
 
 DATA_ENV = "VIDSR_EVAL_DATA"  # folder holding Set5/, Set14/ ...
 
@@ -55,10 +55,10 @@ def dataset_dirs(args: argparse.Namespace) -> list[Path]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from vidsr.checkpoint import update_metadata
-    from vidsr.evaluate import bicubic_predictor, evaluate_dataset, model_predictor
+    from vidsr.models.checkpoint import update_metadata
+    from vidsr.models.zoo import bundled_weights, load_model
+    from vidsr.quality.evaluate import bicubic_predictor, evaluate_dataset, model_predictor
     from vidsr.train.trainer import resolve_device
-    from vidsr.zoo import bundled_weights, load_model
 
     datasets = dataset_dirs(args)
     if args.threads:
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
 def _extra_rows(args: argparse.Namespace, model: str, predict: LumaPredictor, datasets: list[Path], scale: int,
                 extra: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, dict[str, float]]]:
     """The --realworld / --flicker rows of one model, appended to `extra`; returns them by dataset to record."""
-    from vidsr.realworld import evaluate_flicker, evaluate_realworld
+    from vidsr.quality.realworld import evaluate_flicker, evaluate_realworld
 
     measures = {"realworld": evaluate_realworld, "flicker": evaluate_flicker}
     recorded = {}

@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vidsr.export import export_onnx  # torch and onnx load only for this command
+    from vidsr.models.export import export_onnx  # torch and onnx load only for this command
 
     result = export_onnx(args.model, args.output, fp16=args.fp16, opset=args.opset, size=args.size)
     sizes = "dynamic batch, height and width" if result.dynamic_size else "dynamic batch, fixed height and width"

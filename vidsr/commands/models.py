@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from vidsr.commands import add_command
-from vidsr.zoo import list_models, model_card
+from vidsr.models.zoo import list_models, model_card
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,13 +35,13 @@ def _print_rows(header: tuple[str, ...], rows: list[tuple[str, ...]], markdown: 
 
 def run(args: argparse.Namespace) -> int:
     if args.inspect:
-        from vidsr.zoo import inspect_model
+        from vidsr.models.zoo import inspect_model
 
         for label, value in inspect_model(args.inspect):
             print(f"{label + ':':<30} {value}")
         return 0
     if args.architectures:
-        from vidsr.zoo import architectures
+        from vidsr.models.zoo import architectures
 
         _print_rows(("architecture", "loaded by", "licence"), architectures(), args.markdown)
         return 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vidsr.commands import add_command, batch_size_arg
 from vidsr.media import ENCODERS
-from vidsr.zoo import DEFAULT_MODEL
+from vidsr.models.zoo import DEFAULT_MODEL
 
 
 def _encoder_option(text: str) -> tuple[str, str]:
@@ -85,10 +85,10 @@ def _scale_out(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vidsr import heap
+    from vidsr.compute import heap
 
     heap.share_one_arena()  # this process is the engine's alone: its threads may share the warm heap
-    from vidsr.batch import upscale_path  # torch and PyAV: loaded only when the command runs
+    from vidsr.jobs.batch import upscale_path  # torch and PyAV: loaded only when the command runs
 
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING, format="vidsr: %(message)s")
     written = upscale_path(

@@ -28,6 +28,8 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from vidsr.compute.runner import Batch, BatchRunner
+from vidsr.compute.upscaler import BatchSize, Upscaler
 from vidsr.errors import Cancelled, DecodeError, InputError, OutputError
 from vidsr.media.chunks import Chunk, keyframe_times, plan_chunks, resolve_chunk_seconds
 from vidsr.media.frames import crop_planes, plane_layout, planes_to_frame, working_format
@@ -35,9 +37,7 @@ from vidsr.media.info import MediaInfo, is_image_demuxer, open_container, probe
 from vidsr.media.lost import LostFrames
 from vidsr.media.sink import AUDIO_MODES, EncodeSettings, Sink, chunk_encoding
 from vidsr.media.source import DecodedFrame, Source
-from vidsr.runner import Batch, BatchRunner
-from vidsr.upscaler import BatchSize, Upscaler
-from vidsr.workfolder import WorkFolder, input_fingerprint, unchunked_run
+from vidsr.media.workfolder import WorkFolder, input_fingerprint, unchunked_run
 
 log = logging.getLogger("vidsr")
 
@@ -263,7 +263,7 @@ def _progress_reporter(progress: ProgressCallback | bool | None, info: MediaInfo
 
 def cpu_encoder_threads(cores: int) -> int:
     """Encoder threads beside a model running on the CPU, which already keeps every core busy. Two on a 2-core
-    machine: with the heap kept warm (vidsr/heap.py) a second x264 thread overlaps the model's idle moments
+    machine: with the heap kept warm (vidsr/compute/heap.py) a second x264 thread overlaps the model's idle moments
     (ESPCN x2 640x360, 120 frames: 10.3-11.1 s against 10.7-12.3 s with one, four alternating pairs; one had
     won before the heap fix, 8.9 against 7.4 fps). A quarter of the cores keeps a many-core machine's encoder
     from becoming the bottleneck at 4K without preempting the model (not measured: this project has 2 cores)."""
@@ -495,7 +495,7 @@ def model_identity(upscaler: Upscaler) -> dict[str, Any]:
 
 class ChunkedJob:
     """One output made of chunks cut at the input's keyframes: each chunk is one engine run (here, or on a
-    Ray worker: `vidsr.distributed`), kept in a `WorkFolder` so a rerun resumes, and the chunks are joined
+    Ray worker: `vidsr.jobs.distributed`), kept in a `WorkFolder` so a rerun resumes, and the chunks are joined
     by stream copy with the input's other streams muxed in once, by the same `Sink` as a single run."""
 
     def __init__(self, info: MediaInfo, output: Path, chunks: list[Chunk], settings: EncodeSettings,

@@ -13,8 +13,8 @@ import torch
 from tqdm import tqdm
 
 from vidsr.errors import InputError
-from vidsr.evaluate import list_images, mod_crop, read_rgb, to_model_space
-from vidsr.resize import imresize_np
+from vidsr.quality.evaluate import list_images, mod_crop, read_rgb, to_model_space
+from vidsr.quality.resize import imresize_np
 
 
 def list_training_images(folders: Iterable[str | Path]) -> list[Path]:

@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from vidsr.archs import ModelDescriptor, create_model, model_from_state_dict
-from vidsr.checkpoint import load_checkpoint, save_checkpoint
 from vidsr.errors import InputError, ModelError
+from vidsr.models.archs import ModelDescriptor, create_model, model_from_state_dict
+from vidsr.models.checkpoint import load_checkpoint, save_checkpoint
+from vidsr.models.zoo import load_model
 from vidsr.train.config import TrainConfig, load_config, read_toml
 from vidsr.train.data import PatchSampler
 from vidsr.train.degradations import DegradationConfig, DegradedPair, make_pair
@@ -37,7 +38,6 @@ from vidsr.train.losses import (
 )
 from vidsr.train.pool import PairPool, PoolSampler, worker_pool
 from vidsr.train.trainer import Trainer, adam, lr_factor, resolve_device
-from vidsr.zoo import load_model
 
 GAN_LOG_FIELDS = [
     "iteration",

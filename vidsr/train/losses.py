@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vidsr.checkpoint import load_checkpoint
 from vidsr.errors import ModelError
+from vidsr.models.checkpoint import load_checkpoint
 
 # torchvision's VGG19 `features` layout: conv widths per block, a 2x2 max pool after each block.
 VGG19_BLOCKS = ((64, 64), (128, 128), (256, 256, 256, 256), (512, 512, 512, 512), (512, 512, 512, 512))

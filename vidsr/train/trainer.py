@@ -18,14 +18,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from vidsr.archs import ModelDescriptor, create_model
-from vidsr.checkpoint import load_checkpoint, load_pickle, save_checkpoint
+from vidsr.compute.upscaler import cpu_has_native_bf16
 from vidsr.errors import InputError
-from vidsr.evaluate import evaluate_dataset, model_predictor
+from vidsr.models.archs import ModelDescriptor, create_model
+from vidsr.models.checkpoint import load_checkpoint, load_pickle, save_checkpoint
+from vidsr.quality.evaluate import evaluate_dataset, model_predictor
 from vidsr.train.config import TrainConfig
 from vidsr.train.data import PairCache, PatchSampler
 from vidsr.train.ema import EMA
-from vidsr.upscaler import cpu_has_native_bf16
 
 LOG_FIELDS = ["iteration", "loss", "lr", "val_psnr", "val_ssim", "elapsed_s"]
 # A time budget is turned into an iteration count from the speed over these iterations, after a short warm-up

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidsr.archs.base import ArchSpec, ModelDescriptor, StateDict, conv, count_indexed, describe
+from vidsr.models.archs.base import ArchSpec, ModelDescriptor, StateDict, conv, count_indexed, describe
 
 RESIDUAL_SCALE = 0.2
 UNSHUFFLE_BY_SCALE = {4: 1, 2: 2, 1: 4}  # the network always upsamples x4

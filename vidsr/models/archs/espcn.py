@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vidsr.archs.base import ArchSpec, ModelDescriptor, StateDict, conv, describe, scale_from_shuffle
+from vidsr.models.archs.base import ArchSpec, ModelDescriptor, StateDict, conv, describe, scale_from_shuffle
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
 

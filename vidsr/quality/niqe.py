@@ -8,9 +8,9 @@ the image's patches and the Gaussian over the sharpest patches of pristine image
 The pristine model `niqe_pristine.json` is fitted by this project on its own PNG training images (no
 download; BSDS500's train folder is left out: it is BSD200 again, JPEG-coded, so not pristine):
 
-    python -m vidsr.niqe fit /work/data/train/t91 /work/data/train/bsd200 /work/data/train/bsds_test \\
-        -o vidsr/niqe_pristine.json
-    python -m vidsr.niqe score IMAGE...
+    python -m vidsr.quality.niqe fit /work/data/train/t91 /work/data/train/bsd200 /work/data/train/bsds_test \\
+        -o vidsr/quality/niqe_pristine.json
+    python -m vidsr.quality.niqe score IMAGE...
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from vidsr.errors import InputError
-from vidsr.evaluate import list_images, luma, read_eval_image
-from vidsr.resize import imresize_np
+from vidsr.quality.evaluate import list_images, luma, read_eval_image
+from vidsr.quality.resize import imresize_np
 
 PATCH = 96  # patch side at full scale (48 at half scale)
 SHARPNESS_SHARE = 0.75  # pristine patches: sharper than this share of the image's sharpest patch (MATLAB's niqe)
@@ -150,7 +150,7 @@ def niqe(image: np.ndarray) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m vidsr.niqe", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m vidsr.quality.niqe", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     fit = commands.add_parser("fit", help="fit the pristine model on folders of pristine images")
     fit.add_argument("folders", nargs="+")

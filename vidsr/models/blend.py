@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 
-from vidsr.archs import ModelDescriptor
-from vidsr.checkpoint import save_checkpoint
 from vidsr.errors import ModelError
-from vidsr.zoo import load_model
+from vidsr.models.archs import ModelDescriptor
+from vidsr.models.checkpoint import save_checkpoint
+from vidsr.models.zoo import load_model
 
 StateDict = dict[str, torch.Tensor]
 

@@ -5,7 +5,7 @@ Real-world: the standard protocol's MATLAB-bicubic LR image is blurred (Gaussian
 (a P or B frame), each image with its own fixed seed. Reported: NIQE of the output (no reference; lower is more
 natural), Y-PSNR / SSIM against the clean HR image, the output's tone against its input: the change of mean
 luma (dY, 8-bit levels) and the ratio of luma standard deviations (contrast; 1 = unchanged), and haloes: the
-overshoot beyond the clean image's local range next to its strong edges (`vidsr.metrics.overshoot`).
+overshoot beyond the clean image's local range next to its strong edges (`vidsr.quality.metrics.overshoot`).
 
 Flicker: each HR image becomes a clip of FLICKER_FRAMES frames whose top half is still and whose bottom half
 pans by one LR pixel per frame. The LR frames get blur and independent noise, and the clip one libx264 round
@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidsr.evaluate import LumaPredictor, list_images, luma, mod_crop, read_eval_image
-from vidsr.metrics import overshoot, psnr, ssim
-from vidsr.niqe import niqe
-from vidsr.resize import imresize_np
+from vidsr.quality.evaluate import LumaPredictor, list_images, luma, mod_crop, read_eval_image
+from vidsr.quality.metrics import overshoot, psnr, ssim
+from vidsr.quality.niqe import niqe
+from vidsr.quality.resize import imresize_np
 from vidsr.train.degradations import (
     CodecConfig,
     codec_roundtrip,

@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vidsr.archs import ModelDescriptor
 from vidsr.color import luma_from_model, luma_to_model
 from vidsr.errors import InputError
-from vidsr.metrics import psnr, rgb_to_y, ssim
-from vidsr.resize import imresize_np
+from vidsr.models.archs import ModelDescriptor
+from vidsr.quality.metrics import psnr, rgb_to_y, ssim
+from vidsr.quality.resize import imresize_np
 
 IMAGE_SUFFIXES = {".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"}
 

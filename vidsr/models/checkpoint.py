@@ -19,8 +19,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from vidsr.archs import ModelDescriptor
 from vidsr.errors import ModelError
+from vidsr.models.archs import ModelDescriptor
 
 # Wrapper keys used by training frameworks, most preferred first (EMA weights are the ones to run).
 WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model_state_dict", "net", "model", "generator")

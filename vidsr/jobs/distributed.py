@@ -25,12 +25,12 @@ from urllib.parse import urlparse
 
 from tqdm import tqdm
 
+from vidsr.compute.upscaler import BatchSize, Upscaler
 from vidsr.errors import Cancelled, InputError, VidsrError
 from vidsr.media.chunks import Chunk, chunk_packets, resolve_chunk_seconds
 from vidsr.media.info import MediaInfo
 from vidsr.media.pipeline import ChunkedJob, plan_output, probe_input, upscale_chunk
 from vidsr.media.sink import EncodeSettings
-from vidsr.upscaler import BatchSize, Upscaler
 
 log = logging.getLogger("vidsr")
 

@@ -7,7 +7,7 @@ off and no trimming, freed blocks stay mapped and the next batch reuses them: 0.
 (docs/BENCHMARKS.md). The price is that the process keeps its peak heap (+7% there).
 
 One arena for all threads, in `vidsr upscale` only (`share_one_arena`, before any thread starts): the CPU runner
-computes in two threads (vidsr/runner.py), and glibc gives each thread an arena of 64 MB heaps of its own,
+computes in two threads (vidsr/compute/runner.py), and glibc gives each thread an arena of 64 MB heaps of its own,
 which it shrinks and grows page by page. With them, batches of 4 faulted 1.45 M pages in on the same 120
 frames; with the main arena alone, 0.29 M. Processes that host the engine among other work (vspipe's filter
 threads, the web server, library users) keep glibc's arenas: the setting is measured on the CLI alone.

@@ -1,6 +1,6 @@
 """Synthetic test clips made with PyAV: odd sizes, VFR, 8/10-bit, colour tags, AAC audio, SRT subtitles.
 
-Used by `make demo` (python -m vidsr.sample OUT) and by the test suite.
+Used by `make demo` (python -m vidsr.tools.sample OUT) and by the test suite.
 """
 
 from __future__ import annotations

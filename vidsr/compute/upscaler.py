@@ -19,13 +19,9 @@ import numpy as np
 import torch
 
 from vidsr import color as colorops
-from vidsr import heap
-from vidsr.archs import ModelDescriptor
-from vidsr.chain import ModelSpec, load_models
-from vidsr.errors import InputError, VidsrError
-from vidsr.formats import ColorInfo, PlaneLayout
-from vidsr.fusion import fuse_conv_activations
-from vidsr.tiling import (
+from vidsr.compute import heap
+from vidsr.compute.fusion import fuse_conv_activations
+from vidsr.compute.tiling import (
     MEMORY_SHARE,
     activation_bytes_per_pixel,
     is_out_of_memory,
@@ -33,7 +29,11 @@ from vidsr.tiling import (
     tile_for_budget,
     tiled_forward,
 )
-from vidsr.zoo import DEFAULT_MODEL
+from vidsr.errors import InputError, VidsrError
+from vidsr.formats import ColorInfo, PlaneLayout
+from vidsr.models.archs import ModelDescriptor
+from vidsr.models.chain import ModelSpec, load_models
+from vidsr.models.zoo import DEFAULT_MODEL
 
 log = logging.getLogger("vidsr")
 
@@ -152,7 +152,7 @@ class Upscaler:
 
     Args:
         model: bundled model name, weight file path, or a loaded ModelDescriptor; or a list of them (or
-            "A,B"), run as a chain (vidsr.chain).
+            "A,B"), run as a chain (vidsr.models.chain).
         device: "auto", "cpu" or "cuda:N".
         precision: "auto" (fp16 on CUDA, bf16 on CPUs with native bf16, where the model supports it), "fp32",
             "fp16" or "bf16".

@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidsr import color as colorops
-from vidsr.archs import ModelDescriptor
 from vidsr.errors import ModelError
-from vidsr.zoo import load_model
+from vidsr.models.archs import ModelDescriptor
+from vidsr.models.zoo import load_model
 
 ModelSpec = str | Path | ModelDescriptor
 _TILING_ORDER = ("supported", "discouraged", "internal")

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidsr.archs import ModelDescriptor
-from vidsr.chain import ModelSpec, load_models
 from vidsr.errors import ModelError, OutputError
+from vidsr.models.archs import ModelDescriptor
+from vidsr.models.chain import ModelSpec, load_models
 
 log = logging.getLogger("vidsr")
 

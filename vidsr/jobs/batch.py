@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from vidsr.compute.upscaler import Upscaler
 from vidsr.errors import Cancelled, InputError, OutputError, VidsrError
 from vidsr.media.info import probe
 from vidsr.media.pipeline import IMAGE_ENCODERS, output_name, refuse_model_settings, upscale_video
-from vidsr.upscaler import Upscaler
 
 log = logging.getLogger("vidsr")
 
@@ -65,7 +65,7 @@ def upscale_path(input: str | Path, output: str | Path | None = None, *,
     `overwrite`, and a file that fails is reported and the others still run (the run then raises a
     VidsrError naming the failures). `options` are passed to `upscale_video`. Returns the paths written.
     `upscaler` runs an Upscaler already built (then leave the model settings out).
-    With `workers` or `cluster` the videos run on Ray (`vidsr.distributed.upscale_files`), every file's
+    With `workers` or `cluster` the videos run on Ray (`vidsr.jobs.distributed.upscale_files`), every file's
     chunks spread over the workers at once.
     """
     input_path = Path(input)
@@ -78,7 +78,7 @@ def upscale_path(input: str | Path, output: str | Path | None = None, *,
         probe(input_path)  # a bad input is reported before minutes are spent loading a model
     on_ray = None
     if workers or cluster:
-        from vidsr import distributed
+        from vidsr.jobs import distributed
 
         distributed.connect(cluster)  # a wrong address is reported before the model loads, too
         model_options = dict(precision=precision, tile=tile, tile_pad=tile_pad, max_memory=max_memory,

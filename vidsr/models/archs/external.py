@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from vidsr.archs.base import ModelDescriptor, color_of
 from vidsr.errors import ModelError
+from vidsr.models.archs.base import ModelDescriptor, color_of
 
 SCALES = range(1, 9)
 CHANNELS = (1, 3, 4)

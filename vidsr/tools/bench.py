@@ -18,13 +18,13 @@ import av
 import numpy as np
 import torch
 
+from vidsr.compute.upscaler import BatchSize, Upscaler
 from vidsr.media.frames import frame_to_planes, plane_layout, planes_to_frame, working_format
 from vidsr.media.info import probe
 from vidsr.media.pipeline import Progress, upscale_video
 from vidsr.media.sink import EncodeSettings, encoder_options
 from vidsr.media.source import Source
-from vidsr.sample import ClipSpec, write_clip
-from vidsr.upscaler import BatchSize, Upscaler
+from vidsr.tools.sample import ClipSpec, write_clip
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vidsr.archs.base import ArchSpec, ModelDescriptor, StateDict, conv, count_indexed, describe
+from vidsr.models.archs.base import ArchSpec, ModelDescriptor, StateDict, conv, count_indexed, describe
 
 
 class FSRCNN(nn.Module):

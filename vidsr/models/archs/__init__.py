@@ -3,7 +3,7 @@ checkpoint's network.
 
 `model_from_state_dict`: a checkpoint written by vidsr (its header names the `arch`), or one whose keys match an
 architecture only vidsr has, is built by vidsr's own modules, hyper-parameters read from tensor shapes; any other
-(third-party) checkpoint goes to spandrel (`vidsr/archs/external.py`)."""
+(third-party) checkpoint goes to spandrel (`vidsr/models/archs/external.py`)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from vidsr.archs import espcn, fsrcnn, rrdbnet, srcnn, srresnet, srvgg, vdsr
-from vidsr.archs.base import ArchSpec, ModelDescriptor
 from vidsr.errors import ModelError
+from vidsr.models.archs import espcn, fsrcnn, rrdbnet, srcnn, srresnet, srvgg, vdsr
+from vidsr.models.archs.base import ArchSpec, ModelDescriptor
 
 ARCHS: dict[str, ArchSpec] = {
     module.SPEC.name: module.SPEC for module in (srcnn, fsrcnn, espcn, vdsr, srresnet, rrdbnet, srvgg)
@@ -45,7 +45,7 @@ def model_from_state_dict(
     metadata = dict(metadata or {})
     spec = get_arch(metadata["arch"]) if "arch" in metadata else own_arch(state_dict)
     if spec is None:
-        from vidsr.archs.external import load_external  # spandrel is imported only for third-party files
+        from vidsr.models.archs.external import load_external  # spandrel is imported only for third-party files
 
         descriptor = load_external(state_dict)
         descriptor.metadata = metadata

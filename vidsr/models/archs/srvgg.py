@@ -10,7 +10,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from vidsr.archs.base import ArchSpec, ModelDescriptor, StateDict, conv, describe, scale_from_shuffle, upsample_input
+from vidsr.models.archs.base import (
+    ArchSpec,
+    ModelDescriptor,
+    StateDict,
+    conv,
+    describe,
+    scale_from_shuffle,
+    upsample_input,
+)
 
 
 class SRVGGNetCompact(nn.Module):

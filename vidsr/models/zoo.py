@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from vidsr.errors import ModelError
 
 if TYPE_CHECKING:  # torch is loaded only to run a model: `vidsr models` reads the weight files' headers
-    from vidsr.archs import ModelDescriptor
+    from vidsr.models.archs import ModelDescriptor
 
 DEFAULT_MODEL = "espcn-x2"
 WEIGHT_SUFFIXES = {".safetensors", ".pth", ".pt", ".ckpt", ".bin"}
@@ -65,8 +65,8 @@ def load_model(name_or_path: str | Path = DEFAULT_MODEL, strength: float | None 
         if not path.is_file():
             names = ", ".join(bundled) or "none bundled"
             raise ModelError(f"no model named or found at {str(name_or_path)!r} (bundled models: {names})")
-    from vidsr.archs import model_from_state_dict
-    from vidsr.checkpoint import load_checkpoint
+    from vidsr.models.archs import model_from_state_dict
+    from vidsr.models.checkpoint import load_checkpoint
 
     tensors, metadata = load_checkpoint(path)
     metadata.setdefault("name", path.stem.replace("_", "-"))
@@ -75,7 +75,7 @@ def load_model(name_or_path: str | Path = DEFAULT_MODEL, strength: float | None 
 
 
 def _with_strength(gan: ModelDescriptor, path: Path, strength: float) -> ModelDescriptor:
-    from vidsr.blend import blend_models  # blend loads models through this module
+    from vidsr.models.blend import blend_models  # blend loads models through this module
 
     name = gan.metadata["name"]
     partner = gan.metadata.get("psnr_model")
@@ -213,9 +213,9 @@ def inspect_model(name_or_path: str | Path) -> list[tuple[str, str]]:
 
 def architectures() -> list[tuple[str, str, str]]:
     """(architecture, loaded by, licence note) for every architecture vidsr loads."""
-    from vidsr.archs import ARCHS
-    from vidsr.archs.external import EXTRA_LICENCE
-    from vidsr.archs.external import architectures as spandrel_architectures
+    from vidsr.models.archs import ARCHS
+    from vidsr.models.archs.external import EXTRA_LICENCE
+    from vidsr.models.archs.external import architectures as spandrel_architectures
 
     own = [(spec.name, "vidsr (checkpoints it wrote)", "MIT (this project)") for spec in ARCHS.values()]
     # spandrel records no licence for its main architectures: the weights' own terms are what matter there

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from vidsr.compute.upscaler import Upscaler
 from vidsr.formats import ColorInfo, PlaneLayout
-from vidsr.upscaler import Upscaler
 
 COMPUTE_THREADS = 2  # CPU
 
