@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vidsr.models.blend import blend_files
+    from vidsr.models.zoo import blend_files
 
     if args.output.suffix.lower() != ".safetensors":
         raise OutputError(f"{args.output}: blend writes .safetensors files")

@@ -1,19 +1,22 @@
 """Network interpolation (ESRGAN): blend the weights of two models of the same architecture, e.g. a
-PSNR-oriented model and its GAN fine-tune, trading fidelity for detail without retraining."""
+PSNR-oriented model and its GAN fine-tune, trading fidelity for detail without retraining.
+
+Pure interpolation of two loaded models: loading them (`load_model(strength=)`, `blend_files`) is the named-model
+layer's (`vidsr.models.zoo`), which imports this module; nothing here loads or saves."""
 
 from __future__ import annotations
 
 import copy
-from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from vidsr.errors import ModelError
-from vidsr.models.archs import ModelDescriptor
-from vidsr.models.checkpoint import save_checkpoint
-from vidsr.models.zoo import load_model
 
-StateDict = dict[str, torch.Tensor]
+if TYPE_CHECKING:  # no torch at import: `vidsr models` imports the zoo, which imports this module
+    import torch
+
+    from vidsr.models.archs import ModelDescriptor
+
+    StateDict = dict[str, torch.Tensor]
 
 
 def blend_state_dicts(a: StateDict, b: StateDict, alpha: float) -> StateDict:
@@ -33,7 +36,7 @@ def blend_state_dicts(a: StateDict, b: StateDict, alpha: float) -> StateDict:
             raise ModelError(f"{key} is {tuple(tensor_a.shape)} in one model and {tuple(tensor_b.shape)} in the other")
         if tensor_a.is_floating_point():
             # lerp evaluates from the nearer end, so alpha 0 and 1 return the inputs bit for bit
-            blended[key] = torch.lerp(tensor_a, tensor_b.to(tensor_a.dtype), alpha)
+            blended[key] = tensor_a.lerp(tensor_b.to(tensor_a.dtype), alpha)
         else:
             blended[key] = tensor_a.clone()
     return blended
@@ -48,8 +51,3 @@ def blend_models(a: ModelDescriptor, b: ModelDescriptor, alpha: float) -> ModelD
     result.metadata = {"blend": {"a": a.metadata.get("name"), "b": b.metadata.get("name"), "alpha": alpha}}
     return result
 
-
-def blend_files(a: str | Path, b: str | Path, alpha: float, output: str | Path) -> Path:
-    """Blend two models (bundled names or weight files) and save the result as safetensors."""
-    blended = blend_models(load_model(a), load_model(b), alpha)
-    return save_checkpoint(output, blended, **blended.metadata)

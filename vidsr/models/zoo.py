@@ -1,5 +1,8 @@
 """Named models: every `weights/<arch>_x<scale>[_variant].safetensors` file bundled with the package is a model
-called `<arch>-x<scale>[-variant]`; adding a weight file adds a model."""
+called `<arch>-x<scale>[-variant]`; adding a weight file adds a model.
+
+Loading with `strength` (and `blend_files`) loads both models here and asks `vidsr.models.blend`, which loads
+nothing, to interpolate them. torch is imported inside the loaders only, so listing models stays torch-free."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vidsr.errors import ModelError
+from vidsr.models.blend import blend_models
 
 if TYPE_CHECKING:  # torch is loaded only to run a model: `vidsr models` reads the weight files' headers
     from vidsr.models.archs import ModelDescriptor
@@ -75,8 +79,6 @@ def load_model(name_or_path: str | Path = DEFAULT_MODEL, strength: float | None 
 
 
 def _with_strength(gan: ModelDescriptor, path: Path, strength: float) -> ModelDescriptor:
-    from vidsr.models.blend import blend_models  # blend loads models through this module
-
     name = gan.metadata["name"]
     partner = gan.metadata.get("psnr_model")
     if not partner:
@@ -88,6 +90,14 @@ def _with_strength(gan: ModelDescriptor, path: Path, strength: float) -> ModelDe
     blended = blend_models(load_model(beside if beside.is_file() else partner), gan, strength)
     blended.metadata = {**gan.metadata, "strength": strength}
     return blended
+
+
+def blend_files(a: str | Path, b: str | Path, alpha: float, output: str | Path) -> Path:
+    """Blend two models (bundled names or weight files) and save the result as safetensors (`vidsr blend`)."""
+    from vidsr.models.checkpoint import save_checkpoint
+
+    blended = blend_models(load_model(a), load_model(b), alpha)
+    return save_checkpoint(output, blended, **blended.metadata)
 
 
 def list_models() -> list[ModelInfo]:
