@@ -1,5 +1,5 @@
 """Value types describing decoded pictures, shared by every layer: the plane layout of a pixel format and the
-colour description of a stream. They sit at the bottom so that compute (upscaler, color, runner) and models know
+colour description of a stream. They sit at the bottom so that compute (upscaler, runner), color and models know
 nothing about containers, and the media layer above them fills these in from what it decodes."""
 
 from __future__ import annotations
