@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -335,6 +337,64 @@ def test_a_foreign_manifest_is_replaced_with_a_notice(vfr_mkv, random_espcn, tmp
     vidsr.upscale_video(vfr_mkv, out, model=random_espcn, encoder="ffv1", chunk_seconds=1)
     assert "unreadable or foreign manifest" in caplog.text
     assert len(frames_of(out)) == 30 and not work.exists()
+
+
+@pytest.mark.parametrize("damage", ["chunks-a-string", "index-a-string"])
+def test_a_manifest_with_wrong_types_is_foreign(vfr_mkv, random_espcn, tmp_path, caplog, damage):
+    out = tmp_path / "out.mkv"
+    work = interrupted_job(vfr_mkv, out, random_espcn, 2)
+    manifest = json.loads((work / "manifest.json").read_text())
+    if damage == "chunks-a-string":
+        manifest["chunks"] = "all of them"
+    else:
+        manifest["chunks"][0]["index"] = "0"
+    (work / "manifest.json").write_text(json.dumps(manifest))
+    vidsr.upscale_video(vfr_mkv, out, model=random_espcn, encoder="ffv1", chunk_seconds=1)
+    assert "unreadable or foreign manifest" in caplog.text
+    assert len(frames_of(out)) == 30 and not work.exists()
+
+
+_OTHER_VALUES = ["x", "", -1, 2.5, float("nan"), 10**30, None, True, [], [1, "a"], {}, {"state": "done"}]
+
+
+def _mutate(rng: random.Random, text: str) -> str:
+    """`text` (a manifest) with one value replaced by one of another type, a key removed, or its bytes cut
+    or garbled. Values keep their types' meaning otherwise: a frame count edited to another count is trusted."""
+    kind = rng.choice(["replace", "replace", "remove", "cut", "garble"])
+    if kind == "cut":
+        return text[: rng.randrange(len(text))]
+    if kind == "garble":
+        at = rng.randrange(len(text))
+        return text[:at] + "".join(chr(rng.randrange(32, 0x2FF)) for _ in range(rng.randrange(1, 8))) + text[at:]
+    data = json.loads(text)
+    node, key = data, None
+    while isinstance(node, dict | list) and node and (key is None or rng.random() < 0.7):
+        parent = node
+        key = rng.choice(list(node)) if isinstance(node, dict) else rng.randrange(len(node))
+        node = node[key]
+    if kind == "remove" and isinstance(parent, dict):
+        del parent[key]
+    else:
+        parent[key] = rng.choice([v for v in _OTHER_VALUES if type(v) is not type(node)])
+    return json.dumps(data)
+
+
+def test_fuzzed_manifests_resume_or_start_afresh(vfr_mkv, random_espcn, tmp_path, capsys):
+    """Seeded and bounded: every damaged manifest gives the whole output, exit 0, no traceback, no work folder."""
+    from vidsr.cli import main
+
+    base = interrupted_job(vfr_mkv, tmp_path / "base.mkv", random_espcn, 3)
+    text = (base / "manifest.json").read_text()
+    rng = random.Random(30)
+    for case in range(12):
+        out = tmp_path / f"out{case}.mkv"
+        shutil.copytree(base, work_folder_of(out), ignore=shutil.ignore_patterns("lock"))
+        (work_folder_of(out) / "manifest.json").write_text(_mutate(rng, text))
+        code = main(["upscale", str(vfr_mkv), "-o", str(out), "-m", str(random_espcn), "-c", "ffv1",
+                     "--chunk-seconds", "1", "-q"])
+        err = capsys.readouterr().err
+        assert code == 0 and "Traceback" not in err, (case, err)
+        assert len(frames_of(out)) == 30 and not work_folder_of(out).exists(), case
 
 
 def test_an_existing_output_is_replaced_only_with_overwrite(vfr_mkv, random_espcn, tmp_path):

@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 from collections.abc import Iterator
@@ -94,9 +95,9 @@ class WorkFolder:
             data = json.loads((self.path / MANIFEST).read_text())
         except FileNotFoundError:
             return None
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested beyond Python's stack
             data = None
-        if isinstance(data, dict) and data.get("version") == _FORMAT_VERSION and "chunks" in data:
+        if _valid_manifest(data):
             return data
         log.warning("%s: unreadable or foreign manifest in %s; starting afresh", self.output.name, self.path.name)
         return {}
@@ -199,3 +200,37 @@ def unchunked_run(output: Path) -> Iterator[None]:
 
 def _ranges(table: list[dict[str, Any]]) -> list[tuple[Any, Any]]:
     return [(e.get("start"), e.get("end")) for e in table]
+
+
+def _valid_manifest(data: Any) -> bool:
+    """A manifest as `WorkFolder` writes it. Anything else (edited by hand, another program's, another
+    version's) is foreign: its chunks are not trusted, the run starts afresh instead of failing on it."""
+    if not (isinstance(data, dict) and data.get("version") == _FORMAT_VERSION and "identity" in data
+            and isinstance(data.get("chunks"), list)):
+        return False
+    return all(_valid_entry(position, entry) for position, entry in enumerate(data["chunks"]))
+
+
+def _valid_entry(position: int, entry: Any) -> bool:
+    """A chunk table row: its index is its place in the table (chunk files are named by it)."""
+    return (isinstance(entry, dict) and _is_int(entry.get("index")) and entry["index"] == position
+            and all(entry.get(key) is None or _is_int(entry[key]) for key in ("start", "end"))
+            and (entry.get("state") == "pending" or (entry.get("state") == "done" and _valid_done(entry))))
+
+
+def _valid_done(entry: dict[str, Any]) -> bool:
+    """A finished chunk's record, as `WorkFolder.finish` writes it; the join reads its frames and losses."""
+    lost = entry.get("lost")
+    return (isinstance(entry.get("sha256"), str) and _is_int(entry.get("frames")) and entry["frames"] >= 0
+            and isinstance(lost, dict)
+            and all(isinstance(spans, list) and all(map(_valid_span, spans)) for spans in lost.values()))
+
+
+def _valid_span(span: Any) -> bool:
+    """(start, end, count), as `LostFrames.merge` reads it."""
+    return (isinstance(span, list) and len(span) == 3
+            and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in span))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
