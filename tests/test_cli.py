@@ -187,3 +187,19 @@ def test_bad_checkpoints_are_one_line_that_says_what_the_file_is(capsys, make_cl
     assert code == 1
     assert_one_line_error(err, f"x.pth: {fragment}")
     assert "weights_only" not in err
+
+
+def test_names_with_control_characters_stay_on_one_line(random_espcn, tmp_path):
+    """A newline or an escape sequence in a file name is written as an escape in notices and errors alike."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "notes\nand\x1b[31mred.txt").write_text("not media")
+    (folder / "clip\nname.mp4").write_text("not a video either")
+    result = subprocess.run([sys.executable, "-m", "vidsr.cli", "upscale", str(folder), "--model", str(random_espcn)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 3 and all(line.startswith("vidsr: ") for line in lines), result.stderr
+    assert "skipped 1 file(s) that are not video or images by their suffix: notes\\nand\\x1b[31mred.txt" in lines[0]
+    assert "clip\\nname.mp4: not a readable media file" in lines[1]
+    assert lines[2].startswith("vidsr: error: 1 of 1 files failed (clip\\nname.mp4)")

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import gc
 import importlib
+import logging
 import os
 import pkgutil
 import signal
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 from typing import NoReturn
 
 from vidsr import commands
-from vidsr.errors import VidsrError
+from vidsr.errors import VidsrError, one_line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +25,23 @@ def build_parser() -> argparse.ArgumentParser:
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         importlib.import_module(f"vidsr.commands.{info.name}").register(subparsers)
     return parser
+
+
+class _OneLineFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return one_line(super().format(record))
+
+
+def _notices_to_stderr(quiet: bool) -> None:
+    """Notices (warnings; errors only with -q) as `vidsr: ...` lines on stderr, one line each. On the root
+    logger, where the progress bar's `logging_redirect_tqdm` finds the handler and prints above the bar."""
+    root = logging.getLogger()
+    if root.handlers:  # a program that calls main() itself has set up logging its way
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(_OneLineFormatter("vidsr: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.ERROR if quiet else logging.WARNING)
 
 
 class _Terminated(BaseException):
@@ -48,6 +66,7 @@ def _sigterm_unwinds() -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _notices_to_stderr(getattr(args, "quiet", False))
     try:
         with _sigterm_unwinds():
             return args.func(args) or 0
@@ -63,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     except VidsrError as exc:
         if getattr(args, "debug", False):
             raise
-        print(f"vidsr: error: {exc}", file=sys.stderr)
+        print(f"vidsr: error: {one_line(str(exc))}", file=sys.stderr)
         return 1
 
 
