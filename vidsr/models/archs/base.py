@@ -36,7 +36,7 @@ class ModelDescriptor:
     metadata: dict[str, Any] = field(default_factory=dict)
     purpose: Literal["SR", "Restoration"] = "SR"
     tiling: Literal["supported", "discouraged", "internal"] = "supported"  # whether tiles change the result
-    source: Literal["vidsr", "spandrel"] = "vidsr"  # which code built the network
+    source: Literal["vidsr", "spandrel", "ncnn"] = "vidsr"  # which code built the network
     # Y models trained here see studio-range luma (16-235, the MATLAB protocol); third-party grey models were
     # trained on plain grey images, so they see full-range luma.
     luma_range: Literal["limited", "full"] = "limited"
