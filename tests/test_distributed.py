@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_chunks import frames_of, with_chapter_and_font
+from test_reuse import changed, picture, write_planes
 
 import vidsr
 from vidsr.errors import InputError, VidsrError
@@ -154,6 +155,20 @@ def test_folder_runs_its_files_on_two_workers_at_once(ray_session, make_clip, ra
         single = vidsr.upscale_video(folder / out.name, tmp_path / f"single_{out.name}", model=random_espcn,
                                      encoder="ffv1")
         assert_same_video(out, single)
+
+
+def test_workers_reuse_held_frames_with_the_threshold_asked_for(ray_session, random_espcn, tmp_path):
+    """A frame one level off the one before it: within the threshold its output is the frame before's."""
+    still = picture(0, "yuv420p")
+    src = write_planes(tmp_path / "in.mkv", [still, changed(still, 0, 1), picture(1, "yuv420p")], gop=1)
+    out = frames_of(upscale_path(src, tmp_path / "out.mkv", model=random_espcn, device="cpu", encoder="ffv1",
+                                 chunk_seconds=0.05, workers=2, reuse_held=1)[0])
+    every = frames_of(vidsr.upscale_video(src, tmp_path / "every.mkv", model=random_espcn, encoder="ffv1",
+                                          reuse_held=False))
+    assert [t for t, _ in out] == [t for t, _ in every]
+    np.testing.assert_array_equal(out[0][1], every[0][1])
+    assert np.array_equal(out[1][1], out[0][1]) and not np.array_equal(every[1][1], every[0][1])
+    np.testing.assert_array_equal(out[2][1], every[2][1])
 
 
 def test_workers_beyond_what_ray_can_place_are_capped(ray_session, caplog):

@@ -336,7 +336,8 @@ def test_streams_run_batches_at_the_same_time(models, monkeypatch):
     monkeypatch.setattr(Worker, "run", lambda self, frames: (meeting.wait(), run(self, frames))[1])
     monkeypatch.setattr(vs.core, "num_threads", max(vs.core.num_threads, 2))
     clip = vs.core.std.BlankClip(width=WIDTH, height=HEIGHT, format=vs.YUV420P8, length=4)
-    out = sr.upscale(clip, model=models["y"], num_streams=2, device="cpu")
+    # its frames are all alike: held frames reused would leave a stream waiting for the other alone
+    out = sr.upscale(clip, model=models["y"], num_streams=2, device="cpu", reuse_held=False)
     assert len(list(out.frames(prefetch=2))) == 4
 
 

@@ -106,6 +106,10 @@ class BatchScheduler:
         self._count_delivery(batch)
         return [plane[member] for plane in outputs]
 
+    def skip(self, n: int) -> None:
+        """Frame n was delivered without its batch (a held frame): its batch is released as if it had been."""
+        self._count_delivery(n // self.batch_size)
+
     def _compute(self, batch: int, future: Future, frames: Sequence[vs.VideoFrame]) -> None:
         worker = self._free.get()
         try:

@@ -9,6 +9,7 @@ matrix change) and back. The result keeps the clip's format, length, rate and ev
 from __future__ import annotations
 
 import os
+import threading
 from typing import Literal
 
 import numpy as np
@@ -18,6 +19,7 @@ import vapoursynth as vs
 from vidsr.compute.upscaler import Upscaler, resolve_device
 from vidsr.errors import VidsrError
 from vidsr.formats import UNSPECIFIED, ColorInfo, PlaneLayout
+from vidsr.media.holds import HeldFrames, ReuseHeld, reuse_threshold
 from vidsr.models.chain import load_models
 from vidsr.models.zoo import DEFAULT_MODEL
 from vsvidsr.batching import BatchScheduler, EngineCall, Worker, batch_members
@@ -37,6 +39,7 @@ def upscale(
     precision: Precision = "auto",
     device: Device = "auto",
     strength: float | None = None,
+    reuse_held: ReuseHeld = True,
 ) -> vs.VideoNode:
     """Upscale a clip with a vidsr super-resolution model.
 
@@ -61,6 +64,10 @@ def upscale(
         device: "auto" (GPU `device_index` when CUDA is available, else CPU), "cpu" or "cuda".
         strength: for a GAN model whose weights name a PSNR model: interpolate their weights, 0 (PSNR model)
             to 1 (GAN model as trained).
+        reuse_held: a frame requested right after the frame before it was made, whose input repeats the input
+            of the last frame upscaled, gets that output again instead of the model. True: exact repeats
+            (the same picture as upscaling it); a number: within that many 8-bit levels in every sample
+            (1 takes in codec noise; see vidsr/media/holds.py); False: every frame through the model.
 
     Returns:
         The clip at the model's scale in the same format, with the same length, frame rate and frame
@@ -69,6 +76,7 @@ def upscale(
     _check_clip(clip)
     _check_arguments(model, device_index, num_streams, batch_size, tile, tile_pad, precision, device, strength)
     try:
+        reuse = reuse_threshold(reuse_held)
         descriptor = load_models(model, strength)
         target = resolve_device(_device_name(device, device_index))
         first = Upscaler(descriptor, target, precision, tile, tile_pad)
@@ -81,8 +89,14 @@ def upscale(
     scheduler = BatchScheduler([Worker(engine_call(u, work.format), target) for u in upscalers], batch_size)
     template = vs.core.std.BlankClip(work, width=work.width * descriptor.scale,
                                      height=work.height * descriptor.scale, keep=True)
+    last = None if reuse is None else LastMade(HeldFrames(reuse, sample_bits(work.format)))
 
     def deliver(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:  # ModifyFrame passes n= and f=
+        source = f[1 + n % batch_size]  # frame n among the members of its batch
+        reused = last.reuse(n, source) if last else None
+        if reused is not None:
+            scheduler.skip(n)
+            return reused
         try:
             planes = scheduler.frame(n, f[1:])
         except (VidsrError, RuntimeError, ValueError) as exc:
@@ -90,6 +104,8 @@ def upscale(
         out = f[0].copy()
         for plane, data in enumerate(planes):
             np.copyto(np.asarray(out[plane]), data)
+        if last:
+            last.made(n, source, out)
         return out
 
     sources = [template, *batch_members(work, batch_size)]
@@ -97,6 +113,42 @@ def upscale(
     # lets the frames VapourSynth requests in parallel reach the workers together.
     upscaled = template.std.FrameEval(lambda n: template.std.ModifyFrame(sources, deliver), clip_src=sources)
     return vs.core.std.CopyFrameProps(restore_format(upscaled, clip.format), clip)
+
+
+class LastMade:
+    """The last frame made, for held frames. VapourSynth asks for frames from several threads in any order, so a
+    frame reuses an output only when the frame before it was the last one made (a player or vspipe going
+    forward); every other request is upscaled, and the output then depends on the request order only within
+    the threshold (not at all for exact repeats)."""
+
+    def __init__(self, holds: HeldFrames) -> None:
+        self.holds = holds
+        self._lock = threading.Lock()
+        self._n = -2
+        self._reference: list[np.ndarray] = []  # the input of the last frame upscaled
+        self._output: vs.VideoFrame | None = None
+
+    def reuse(self, n: int, source: vs.VideoFrame) -> vs.VideoFrame | None:
+        """The output made last if frame n, whose input is `source`, may have it; else None."""
+        with self._lock:
+            if self._n != n - 1 or self._output is None or not self.holds.same(frame_planes(source),
+                                                                                  self._reference):
+                return None
+            self._n = n
+            return self._output.copy()
+
+    def made(self, n: int, source: vs.VideoFrame, output: vs.VideoFrame) -> None:
+        with self._lock:
+            self._n, self._reference, self._output = n, frame_planes(source), output
+
+
+def frame_planes(frame: vs.VideoFrame) -> list[np.ndarray]:
+    return [np.asarray(frame[p]) for p in range(frame.format.num_planes)]
+
+
+def sample_bits(fmt: vs.VideoFormat) -> int | None:
+    """Bits per sample of an integer format, None for float samples (compared in [0, 1])."""
+    return fmt.bits_per_sample if fmt.sample_type == vs.INTEGER else None
 
 
 def _check_arguments(model: object, device_index: object, num_streams: object, batch_size: object, tile: object,

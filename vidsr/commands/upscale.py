@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from vidsr.commands import add_command, batch_size_arg
-from vidsr.media import ENCODERS
+from vidsr.media import ENCODERS, NOISE_LEVELS
 from vidsr.models.zoo import DEFAULT_MODEL
 
 
@@ -16,6 +16,16 @@ def _encoder_option(text: str) -> tuple[str, str]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     return key, value
+
+
+def _levels(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 255:
+        raise argparse.ArgumentTypeError(f"expected a number of 8-bit levels from 0 to 255, got {text!r}")
+    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -59,6 +69,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="decode on a device, e.g. cuda (NVDEC); falls back to software with a notice")
     parser.add_argument("--skip-errors", action="store_true", help="drop undecodable frames instead of stopping")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notices")
+    held = parser.add_mutually_exclusive_group()
+    held.add_argument("--reuse-held-frames", dest="reuse_held", type=_levels, nargs="?", const=NOISE_LEVELS,
+                      default=True, metavar="LEVELS",
+                      help="a frame that repeats the last one upscaled gets its output again instead of the model "
+                      "(held drawings, slides). Default: exact repeats, which changes no picture; with LEVELS: "
+                      "frames within that many 8-bit levels in every sample, for codec noise "
+                      f"(without a value: {NOISE_LEVELS:g}, which no motion measured stays under)")
+    held.add_argument("--no-reuse-held-frames", dest="reuse_held", action="store_false",
+                      help="run every frame through the model")
     scale_out = parser.add_argument_group("chunks and scaling out")
     scale_out.add_argument("--chunk-seconds", type=float, metavar="S",
                            help="cut videos into chunks of about S seconds at keyframes, kept in .NAME.vidsr/ "
@@ -98,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         encoder=args.encoder, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
         encoder_options=dict(args.encoder_option), audio=args.audio, overwrite=args.overwrite,
         skip_errors=args.skip_errors, hwdec=args.hwdec, progress=not args.quiet, chunk_seconds=args.chunk_seconds,
-        resume=not args.no_resume, **_scale_out(args),
+        resume=not args.no_resume, reuse_held=args.reuse_held, **_scale_out(args),
     )
     if not args.quiet:
         for path in written:

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from vidsr.compute.upscaler import BatchSize, Upscaler
 from vidsr.errors import Cancelled, InputError, VidsrError
 from vidsr.media.chunks import Chunk, chunk_packets, resolve_chunk_seconds
+from vidsr.media.holds import ReuseHeld, reuse_threshold
 from vidsr.media.info import MediaInfo
 from vidsr.media.pipeline import ChunkedJob, plan_output, probe_input, upscale_chunk
 from vidsr.media.sink import EncodeSettings
@@ -86,13 +87,13 @@ class ChunkWorker:
         self.batch_size = batch_size
 
     def run(self, info: MediaInfo, chunk: Chunk, settings: EncodeSettings, chunk_headers: bool, skip_errors: bool,
-            data: bytes | None) -> tuple[bytes, int, dict[str, list], str]:
+            data: bytes | None, reuse: float | None = None) -> tuple[bytes, int, dict[str, list], str]:
         """The encoded chunk file's bytes, its frame count, the frames it lost and where it ran; `data` None
-        reads the input file itself."""
+        reads the input file itself; `reuse` the held-frame threshold."""
         with tempfile.TemporaryDirectory(prefix="vidsr-chunk-") as folder:
             target = Path(folder) / "chunk.nut"
             frames, lost = upscale_chunk(info, chunk, target, self.upscaler, settings, self.batch_size,
-                                         chunk_headers, data=data, skip_errors=skip_errors)
+                                         chunk_headers, data=data, skip_errors=skip_errors, reuse=reuse)
             return target.read_bytes(), frames, lost, f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -158,7 +159,7 @@ class RayRunner:
         job, chunk = task.job, task.chunk
         task.attempts += 1
         data = None if self.shared_path else self.ray.put(chunk_packets(job.info.path, chunk))
-        return worker.run.remote(job.info, chunk, job.settings, job.chunk_headers, job.skip_errors, data)
+        return worker.run.remote(job.info, chunk, job.settings, job.chunk_headers, job.skip_errors, data, job.reuse)
 
     def _collect(self, ref: Any, task: _Task, bar: _ProgressBar) -> bool:
         """Store a finished chunk (and join its job when that was the last); False when the worker died."""
@@ -206,10 +207,10 @@ def upscale_files(pairs: list[tuple[Path, Path | None]], upscaler: Upscaler, *, 
                   chunk_seconds: float | None = None, resume: bool = True, batch_size: BatchSize = None,
                   progress: bool = False, cancel: threading.Event | None = None, skip_errors: bool = False,
                   upscaler_options: dict[str, Any] | None = None, hwdec: str | None = None,
-                  **encode: Any) -> list[Path]:
+                  reuse_held: ReuseHeld = True, **encode: Any) -> list[Path]:
     """Upscale (input, output) pairs of videos on Ray workers, all files' chunks at once; returns the outputs.
 
-    `chunk_seconds` as for `upscale_video` (a file not cut into chunks is one chunk); `encode` holds
+    `chunk_seconds` and `reuse_held` as for `upscale_video` (a file not cut into chunks is one chunk); `encode` holds
     `plan_output`'s encoder options. `upscaler_options` (precision, tile, tile_pad, compile) go to the
     workers' models; each worker takes `gpus_per_worker` GPUs where the cluster has GPUs.
     """
@@ -217,7 +218,8 @@ def upscale_files(pairs: list[tuple[Path, Path | None]], upscaler: Upscaler, *, 
         log.warning("--hwdec: Ray workers decode in software")
     jobs: list[ChunkedJob] = []
     try:
-        jobs.extend(_plan(source, target, upscaler, chunk_seconds, resume, skip_errors, encode)
+        reuse = reuse_threshold(reuse_held)
+        jobs.extend(_plan(source, target, upscaler, chunk_seconds, resume, skip_errors, encode, reuse)
                     for source, target in pairs)
         ray = connect(cluster)
         runner = RayRunner(ray, upscaler, worker_count(ray, workers, gpus_per_worker), gpus_per_worker,
@@ -231,14 +233,14 @@ def upscale_files(pairs: list[tuple[Path, Path | None]], upscaler: Upscaler, *, 
 
 
 def _plan(source: Path, target: Path | None, upscaler: Upscaler, chunk_seconds: float | None, resume: bool,
-          skip_errors: bool, encode: dict[str, Any]) -> ChunkedJob:
+          skip_errors: bool, encode: dict[str, Any], reuse: float | None) -> ChunkedJob:
     info = probe_input(source)
     output, settings, image_encoder = plan_output(info, target, upscaler, **encode)
     job = None
     if not (image_encoder or info.is_image):
         seconds = resolve_chunk_seconds(chunk_seconds, info.video.duration)
         job = ChunkedJob.plan(info, output, upscaler, settings, seconds, resume, skip_errors,
-                              overwrite=encode.get("overwrite", False))
+                              overwrite=encode.get("overwrite", False), reuse=reuse)
     if job is None:
         raise InputError(f"{source}: cannot be cut into chunks (a picture, a video without timestamps or a "
                          "raw-frame output such as .y4m); run it without --workers / --cluster")

@@ -2,3 +2,5 @@
 
 # Video encoders vidsr offers by name (`vidsr upscale -c`), here so that the CLI's help needs no PyAV.
 ENCODERS = ("libx264", "libx265", "libsvtav1", "libvpx-vp9", "ffv1", "prores_ks", "h264_nvenc", "hevc_nvenc")
+# `--reuse-held-frames` without a value: 1 level of 8 bits; vidsr/media/holds.py says why.
+NOISE_LEVELS = 1.0

@@ -18,8 +18,10 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,8 +33,10 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from vidsr.compute.runner import Batch, BatchRunner
 from vidsr.compute.upscaler import BatchSize, Upscaler
 from vidsr.errors import Cancelled, DecodeError, InputError, OutputError
+from vidsr.formats import PlaneLayout
 from vidsr.media.chunks import Chunk, keyframe_times, plan_chunks, resolve_chunk_seconds
 from vidsr.media.frames import crop_planes, plane_layout, planes_to_frame, working_format
+from vidsr.media.holds import HeldFrames, ReuseHeld, reuse_threshold
 from vidsr.media.info import MediaInfo, is_image_demuxer, open_container, probe
 from vidsr.media.lost import LostFrames
 from vidsr.media.sink import AUDIO_MODES, EncodeSettings, Sink, chunk_encoding
@@ -49,11 +53,13 @@ _END = object()
 
 @dataclass(frozen=True)
 class Progress:
-    """Frames written so far, the expected total (None when unknown) and seconds since the start."""
+    """Frames written so far, the expected total (None when unknown), seconds since the start, and how many of
+    the frames written were held frames that reused the output before them instead of the model."""
 
     frames: int
     total: int | None
     elapsed: float
+    reused: int = 0
 
     @property
     def fps(self) -> float:
@@ -225,15 +231,67 @@ def _process_exists(pid: int) -> bool:
     return True
 
 
-def _batches(frames: _Channel, size: int) -> Iterator[Batch]:
+@dataclass(frozen=True)
+class _Held:
+    """A held frame (see vidsr/media/holds.py): written as the picture before it, under its own time."""
+
+    pts: int
+    time_base: Fraction
+
+
+def _batches(frames: _Channel, size: int, holds: HeldFrames | None,
+             order: deque[DecodedFrame | _Held]) -> Iterator[Batch]:
+    """Batches of the frames to upscale. Every frame, held or not, goes into `order` as it comes (see
+    `_Writer`); a held frame is not batched, so it never waits in a batch nor takes a place there."""
     batch: list[DecodedFrame] = []
     for frame in frames.drain():
+        if holds is not None and holds.held(frame.planes):
+            order.append(_Held(frame.pts, frame.time_base))  # its planes are let go now
+            continue
+        order.append(frame)
         batch.append(frame)
         if len(batch) == size:
             yield Batch([f.planes for f in batch], batch)
             batch = []
     if batch:
         yield Batch([f.planes for f in batch], batch)
+
+
+class _Writer:
+    """Hands the frames to the encode stage in decode order, a held frame as the picture it repeats.
+
+    The runner hands back the upscaled frames in order, and `_batches` has put every frame into `order` by the
+    time it batches the next one to upscale; so the held frames in front of an upscaled one follow the one
+    before it and are written first, and those left after the last one are written by `finish`."""
+
+    def __init__(self, encoded: _Channel, layout: PlaneLayout, width: int, height: int) -> None:
+        self.encoded, self.layout, self.width, self.height = encoded, layout, width, height
+        self.order: deque[DecodedFrame | _Held] = deque()
+        self.frames = self.reused = 0
+        self.times: tuple[float, float] | None = None  # of the first frame and the last one written
+        self._picture: av.VideoFrame | None = None
+
+    def upscaled(self, item: DecodedFrame, planes: list) -> None:
+        self.finish()
+        self.order.popleft()  # `item` itself
+        planes = crop_planes(planes, self.layout, self.width, self.height)
+        self._picture = planes_to_frame(planes, self.layout.pix_fmt)
+        self._put(item.pts, item.time_base)
+
+    def finish(self) -> None:
+        """Write the held frames that have come since the last upscaled frame."""
+        while self.order and isinstance(self.order[0], _Held):
+            held = self.order.popleft()
+            self._put(held.pts, held.time_base)
+            self.reused += 1
+
+    def _put(self, pts: int, time_base: Fraction) -> None:
+        # A picture may go several times: the sink sets its pts just before each encode, and an encoder keeps
+        # its own reference to what it is given, so a later pts does not reach an earlier frame.
+        self.encoded.put((self._picture, pts, time_base))
+        self.frames += 1
+        seconds = float(pts * time_base)
+        self.times = (self.times[0] if self.times else seconds, seconds)
 
 
 def _progress_reporter(progress: ProgressCallback | bool | None, info: MediaInfo) -> tuple[ProgressCallback, Callable]:
@@ -250,6 +308,8 @@ def _progress_reporter(progress: ProgressCallback | bool | None, info: MediaInfo
     def report(p: Progress) -> None:
         if bar.total is not None and p.frames > bar.total:
             bar.total = None  # the estimate was short: fall back to a count without ETA
+        if p.reused:
+            bar.set_postfix_str(f"{p.reused} held frames reused", refresh=False)
         bar.update(p.frames - bar.n)
 
     def close(completed: bool) -> None:
@@ -297,6 +357,7 @@ def upscale_video(
     strength: float | None = None,
     chunk_seconds: float | None = None,
     resume: bool = True,
+    reuse_held: ReuseHeld = True,
 ) -> Path:
     """Upscale one video (or image) file; returns the output path.
 
@@ -310,7 +371,12 @@ def upscale_video(
     `chunk_seconds` cuts the video into chunks of about that length at keyframes, kept in a work folder
     beside the output so that a rerun resumes (`resume=False` starts afresh); None: 60 s for inputs longer
     than 5 minutes, else off; 0: off. See `ChunkedJob`.
+    `reuse_held`: a frame that repeats the last one upscaled reuses its output instead of the model, under its
+    own pts. True (the default): exact repeats only, which changes no picture; a number: frames within that
+    many 8-bit levels in every sample of every plane (`vidsr.media.NOISE_LEVELS`, 1, takes in the codec noise
+    that measurement showed motion stays above; vidsr/media/holds.py); False: every frame through the model.
     """
+    reuse = reuse_threshold(reuse_held)
     info = probe_input(Path(input))
     model_settings = dict(model=model, device=device, precision=precision, tile=tile, tile_pad=tile_pad,
                           max_memory=max_memory, compile=compile, strength=strength)
@@ -324,14 +390,15 @@ def upscale_video(
     if batch_size not in ("auto", None) and (not isinstance(batch_size, int) or batch_size < 1):
         raise InputError(f"batch size must be a whole number of at least 1 or 'auto' (got {batch_size!r})")
     seconds = 0.0 if image_encoder or info.is_image else resolve_chunk_seconds(chunk_seconds, info.video.duration)
-    job = (ChunkedJob.plan(info, output_path, upscaler, settings, seconds, resume, skip_errors, hwdec, overwrite)
-           if seconds else None)
+    job = (ChunkedJob.plan(info, output_path, upscaler, settings, seconds, resume, skip_errors, hwdec, overwrite,
+                           reuse) if seconds else None)
     if job:
         job.run_here(upscaler, batch_size, progress, cancel)
         return output_path
     with unchunked_run(output_path), temporary_output(output_path, overwrite) as tmp:
         source = Source(info.path, skip_errors=skip_errors, hwdec=hwdec)
-        _run(info, source, tmp, "image2" if image_encoder else None, upscaler, settings, batch_size, progress, cancel)
+        _run(info, source, tmp, "image2" if image_encoder else None, upscaler, settings, batch_size, progress, cancel,
+             reuse=reuse)
     return output_path
 
 
@@ -374,9 +441,9 @@ def plan_output(info: MediaInfo, output: str | Path | None, upscaler: Upscaler, 
 
 def _run(info: MediaInfo, source: Source, tmp: Path, container_format: str | None, upscaler: Upscaler,
          settings: EncodeSettings, batch_size: BatchSize, progress: ProgressCallback | bool | None,
-         cancel: threading.Event | None, chunk_headers: bool | None = None) -> int:
+         cancel: threading.Event | None, chunk_headers: bool | None = None, reuse: float | None = None) -> int:
     """Upscale `source` into `tmp`; returns the frame count. With `chunk_headers` set, `tmp` is one chunk of
-    a chunked job (see `Sink`)."""
+    a chunked job (see `Sink`). `reuse`: the held-frame threshold (`reuse_threshold`), None for none."""
     video, scale = info.video, upscaler.scale
     failed = threading.Event()
 
@@ -400,20 +467,17 @@ def _run(info: MediaInfo, source: Source, tmp: Path, container_format: str | Non
         runner = BatchRunner(upscaler, layout, video.color, out_layout, sink.color, batch_size)
         stages = _start_stages(source, sink, frames, encoded, failed, layout.has_alpha)
         report, close_report = _progress_reporter(progress, info)
-        start, done = time.monotonic(), 0
-        first_time: float | None = None
-        last_time = 0.0
-        for items, planes in runner.run(_batches(frames, batch_size)):
+        start = time.monotonic()
+        writer = _Writer(encoded, out_layout, sink.width, sink.height)
+        holds = HeldFrames(reuse, layout.bit_depth) if reuse is not None else None
+        for items, planes in runner.run(_batches(frames, batch_size, holds, writer.order)):
             for item, frame_planes in zip(items, planes, strict=True):
-                frame_planes = crop_planes(frame_planes, out_layout, sink.width, sink.height)
-                encoded.put((planes_to_frame(frame_planes, out_layout.pix_fmt), item.pts, item.time_base))
-            done += len(items)
-            if first_time is None:
-                first_time = float(items[0].pts * items[0].time_base)
-            last_time = float(items[-1].pts * items[-1].time_base)
-            report(Progress(done, video.estimated_frames, time.monotonic() - start))
+                writer.upscaled(item, frame_planes)
+            report(Progress(writer.frames, video.estimated_frames, time.monotonic() - start, writer.reused))
+        writer.finish()
+        report(Progress(writer.frames, video.estimated_frames, time.monotonic() - start, writer.reused))
         if chunk_headers is None:
-            _warn_if_short(info, last_time - (first_time or 0.0))
+            _warn_if_short(info, writer.times[1] - writer.times[0] if writer.times else 0.0)
         encoded.put(_END)
         stages[1].join()
         finished = stages[1].error is None
@@ -433,7 +497,7 @@ def _run(info: MediaInfo, source: Source, tmp: Path, container_format: str | Non
         raise errors[0]
     if not finished:
         raise Cancelled("cancelled; no output written")
-    return done
+    return writer.frames
 
 
 def _warn_if_short(info: MediaInfo, span: float) -> None:
@@ -474,12 +538,14 @@ def _start_stages(source: Source, sink: Sink, frames: _Channel, encoded: _Channe
 def upscale_chunk(info: MediaInfo, chunk: Chunk, target: Path, upscaler: Upscaler, settings: EncodeSettings,
                   batch_size: BatchSize, chunk_headers: bool, *, data: bytes | None = None,
                   skip_errors: bool = False, hwdec: str | None = None, progress: ProgressCallback | None = None,
-                  cancel: threading.Event | None = None) -> tuple[int, dict[str, list]]:
+                  cancel: threading.Event | None = None, reuse: float | None = None) -> tuple[int, dict[str, list]]:
     """One chunk, one engine run: its frames from the input file (or from its packets, `data`) into `target`.
-    Returns the frame count and the frames lost (`LostFrames.spans`: the job reports them all at the end)."""
+    Returns the frame count and the frames lost (`LostFrames.spans`: the job reports them all at the end).
+    `reuse`: the held-frame threshold; a chunk's first frame is upscaled whatever came before it."""
     source = Source(info.path, skip_errors=skip_errors, hwdec=hwdec, pts_range=chunk.pts_range(seek=data is None),
                     data=data, time_base=info.video.time_base)
-    frames = _run(info, source, target, None, upscaler, settings, batch_size, progress, cancel, chunk_headers)
+    frames = _run(info, source, target, None, upscaler, settings, batch_size, progress, cancel, chunk_headers,
+                  reuse)
     return frames, source.lost.spans
 
 
@@ -500,17 +566,18 @@ class ChunkedJob:
 
     def __init__(self, info: MediaInfo, output: Path, chunks: list[Chunk], settings: EncodeSettings,
                  chunk_headers: bool, work: WorkFolder, skip_errors: bool = False, hwdec: str | None = None,
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, reuse: float | None = None) -> None:
         self.info, self.output, self.chunks, self.settings, self.work = info, output, chunks, settings, work
         self.chunk_headers, self.skip_errors, self.hwdec, self.overwrite = chunk_headers, skip_errors, hwdec, overwrite
+        self.reuse = reuse
 
     @classmethod
     def plan(cls, info: MediaInfo, output: Path, upscaler: Upscaler, settings: EncodeSettings, seconds: float,
              resume: bool = True, skip_errors: bool = False, hwdec: str | None = None,
-             overwrite: bool = False) -> ChunkedJob | None:
+             overwrite: bool = False, reuse: float | None = None) -> ChunkedJob | None:
         """Chunks of about `seconds` (0: the whole video as one chunk); None, with a notice, when the video has
         no timestamps to cut by or the output's codec no packets to keep. `skip_errors`, `hwdec` and
-        `overwrite` as for `upscale_video`."""
+        `overwrite` as for `upscale_video`; `reuse` the held-frame threshold (`reuse_threshold`)."""
         encoding = chunk_encoding(output.suffix, settings.encoder)
         if encoding is None:
             log.warning("%s: %s files hold raw frames, which chunks cannot keep; upscaled in one piece, without "
@@ -526,10 +593,12 @@ class ChunkedJob:
         chunks = plan_chunks(keyframes, info.video.time_base, seconds)
         identity = {"input": input_fingerprint(info.path), "output": output.suffix.lower(),
                     # the audio is muxed at the join: it does not change the chunks
-                    "settings": {**asdict(settings), "threads": None, "audio": None, "skip_errors": skip_errors},
+                    "settings": {**asdict(settings), "threads": None, "audio": None, "skip_errors": skip_errors,
+                                 # exact reuse (0) or none gives the same pictures: only a threshold changes them
+                                 **({"reuse_held": reuse} if reuse else {})},
                     "model": model_identity(upscaler)}
         work = WorkFolder(output, identity, chunks, resume)
-        return cls(info, output, chunks, settings, chunk_headers, work, skip_errors, hwdec, overwrite)
+        return cls(info, output, chunks, settings, chunk_headers, work, skip_errors, hwdec, overwrite, reuse)
 
     @property
     def total_frames(self) -> int | None:
@@ -555,18 +624,22 @@ class ChunkedJob:
         """Every pending chunk in this process; the work folder stays open (locked) when they succeed."""
         report, close_report = _progress_reporter(progress, self.info)
         start, base = time.monotonic(), self.work.frames()
+        reused = chunk_reused = 0  # held frames reused: by the chunks done in this run, by the current one
         completed = False
         try:
             for chunk in self.pending():
-                def chunk_report(p: Progress, base: int = base) -> None:
-                    report(Progress(base + p.frames, self.total_frames, time.monotonic() - start))
+                def chunk_report(p: Progress, base: int = base, reused: int = reused) -> None:
+                    nonlocal chunk_reused
+                    chunk_reused = p.reused
+                    report(Progress(base + p.frames, self.total_frames, time.monotonic() - start, reused + p.reused))
 
                 partial = self.work.partial_path(chunk.index)
                 frames, lost = upscale_chunk(self.info, chunk, partial, upscaler, self.settings, batch_size,
                                              self.chunk_headers, skip_errors=self.skip_errors, hwdec=self.hwdec,
-                                             progress=chunk_report, cancel=cancel)
+                                             progress=chunk_report, cancel=cancel, reuse=self.reuse)
                 self.work.finish(chunk.index, partial, frames, lost)
                 base += frames
+                reused += chunk_reused
             completed = True
         except BaseException:
             self.work.clear_stale()  # the half-written chunk goes; the finished ones stay for the next run

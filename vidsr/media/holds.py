@@ -1,0 +1,92 @@
+"""Held frames: a decoded frame that repeats the last frame upscaled reuses its output instead of the model.
+
+Animation drawn on twos and threes, slides and screen recordings repeat a picture for several frames. A frame
+is *held* when every sample of every plane (luma, chroma and alpha, as decoded, before the model) is within
+`threshold` 8-bit levels of the *reference*, the last frame that was upscaled: a difference of d codes at
+bit depth b counts d / 2**(b - 8) levels, so one level is 1 code at 8 bits and 4 codes at 10. Comparing with the
+reference rather than with the previous frame keeps a slow change from creeping through under the threshold one
+small step at a time: every picture written is the upscale of an input that differs from the frame's own input
+by at most `threshold` levels in any sample.
+
+The threshold is a largest absolute difference because what it must let through is local. Measured with
+`bench/reuse.py threshold` (640x360, libx264 medium, yuv420p; pictures generated, there being no real footage
+on the project's machine: a 1/f "natural" texture and flat cel shapes with dark outlines):
+
+- codec noise between the decoded frames of one held picture: none in most P-frames of the natural picture,
+  at most 1 level at CRF 18-23 and 2 at CRF 28 within a GOP; but on the cel picture x264 keeps refining the
+  outlines, up to 45 levels at CRF 18 (and at every keyframe inside a hold, 9-48 levels);
+- the smallest real motion: a 1-pixel pan of the textures 78-206 levels, a 3x3 dot moving one pixel 23-150,
+  a 2x2 mid-grey dot 39-41 (x264 at CRF 28 removed that one entirely), one step of a fade to black over 1, 2
+  and 4 s at 24 fps 9, 4-7 and 2-6; only a 1-pixel pan of a smooth gradient stays at 1 level.
+
+No threshold separates the two: outline noise reaches 45 levels where a fade step has 2. PSNR does no better:
+a moving 2x2 dot leaves 69.8 dB between frames, the cel outline noise 53 dB. Hence the choices:
+
+- `threshold=0` (exact repeats) is on by default: the reused output is the one the model gives that input.
+- `NOISE_LEVELS` (1 level, opt-in as `--reuse-held-frames` without a value) takes in the 1-level noise of
+  the natural picture (94-100% of its held frames reused at CRF 18-28, against 83-100% exactly) and on the cel
+  picture at CRF 18 91% instead of 45%, while no motion measured above, down to the 4-second fade's step,
+  stays under it; what it can hide is at most one level in any sample, the output format's own rounding step.
+- Larger values trade pictures for speed knowingly (the outline noise above, or live footage's grain).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from vidsr.errors import InputError
+from vidsr.media import NOISE_LEVELS
+
+ReuseHeld = bool | float
+
+__all__ = ["NOISE_LEVELS", "HeldFrames", "ReuseHeld", "reuse_threshold"]
+
+
+def reuse_threshold(reuse_held: ReuseHeld | None) -> float | None:
+    """The threshold in 8-bit levels that `reuse_held` asks for, None when held frames are upscaled anew.
+
+    True: exact repeats (0); False or None: off; a number: that many levels (0 is the same as True)."""
+    if reuse_held is None or reuse_held is False:
+        return None
+    if reuse_held is True:
+        return 0.0
+    if isinstance(reuse_held, (int, float)) and math.isfinite(reuse_held) and 0 <= reuse_held <= 255:
+        return float(reuse_held)
+    raise InputError(f"reuse_held must be True, False or a threshold from 0 to 255 in 8-bit levels "
+                     f"(got {reuse_held!r})")
+
+
+class HeldFrames:
+    """Tells held frames from the frames to upscale, in decode order. `bit_depth` None: float samples in [0, 1]."""
+
+    def __init__(self, threshold: float, bit_depth: int | None) -> None:
+        self.threshold = threshold
+        # the largest difference allowed, in the planes' own units
+        self._limit = threshold / 255 if bit_depth is None else math.floor(threshold * 2 ** (bit_depth - 8))
+        self._reference: Sequence[np.ndarray] | None = None
+
+    def held(self, planes: Sequence[np.ndarray]) -> bool:
+        """Whether `planes` repeat the reference; if not, they become the reference (the caller keeps them
+        unchanged while they are: decoded frames are never written to)."""
+        if self._reference is not None and self.same(planes, self._reference):
+            return True
+        self._reference = planes
+        return False
+
+    def same(self, planes: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> bool:
+        """Whether every plane of `planes` is within the threshold of `reference`'s."""
+        return all(self._close(a, b) for a, b in zip(planes, reference, strict=True))
+
+    def _close(self, a: np.ndarray, b: np.ndarray) -> bool:
+        if a.shape != b.shape:
+            return False
+        if np.array_equal(a, b):  # the common case, and all that exact reuse needs
+            return True
+        if not self._limit:
+            return False
+        difference = np.maximum(a, b)  # unsigned samples: no wrap-around, no wider copy
+        difference -= np.minimum(a, b)
+        return bool(difference.max() <= self._limit)
