@@ -13,8 +13,9 @@ import pytest
 import torch
 from torch import nn
 
+from vidsr.compute import upscaler
 from vidsr.compute.runner import Batch, BatchRunner
-from vidsr.compute.upscaler import Upscaler
+from vidsr.compute.upscaler import Upscaler, cpu_runs_bf16
 from vidsr.errors import InputError, VidsrError
 from vidsr.media.frames import plane_layout
 from vidsr.media.info import ColorInfo
@@ -265,6 +266,7 @@ def test_auto_batch_size_fits_free_memory_within_limits(espcn):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not cpu_runs_bf16(), reason="this CPU has no bf16 convolutions (AVX2 only)")
 def test_compiled_cpu_model_matches_eager_and_leaves_inductor_config_alone(espcn):
     """`compile=True` on the CPU freezes the weights for inductor (fused oneDNN convolutions) around each
     call only: same frames as eager, across a new input shape too, and the process-wide config untouched."""
@@ -307,7 +309,7 @@ def test_an_upscaler_leaves_the_callers_model_as_it_was(espcn):
     image = np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)
     first = Upscaler(descriptor, device="cpu", precision="fp32")
     before = first.upscale_image(image)
-    Upscaler(descriptor, device="cpu", precision="bf16")
+    Upscaler(descriptor, device="cpu", precision="bf16" if cpu_runs_bf16() else "fp32")
     assert next(descriptor.model.parameters()).dtype == torch.float32
     np.testing.assert_array_equal(first.upscale_image(image), before)
 
@@ -335,3 +337,11 @@ def test_upscale_image_takes_hxwx1_and_upscale_rgb_checks_its_shape(espcn):
 def test_tile_settings_must_be_whole_pixels(settings):
     with pytest.raises(VidsrError, match="must be a whole number of pixels"):
         Upscaler("espcn-x2", device="cpu", **settings)
+
+
+def test_bf16_on_a_cpu_without_bf16_convolutions_is_one_clear_error(espcn, monkeypatch):
+    """On an AVX2-only CPU torch's bf16 convolution raises deep inside oneDNN: refuse before the run instead."""
+    monkeypatch.setattr(upscaler, "_cpu_flags", lambda: "flags : fpu sse2 avx avx2 fma")
+    with pytest.raises(VidsrError, match="no bf16 convolutions"):
+        Upscaler(espcn.descriptor, device="cpu", precision="bf16")
+    assert Upscaler(espcn.descriptor, device="cpu").dtype == torch.float32  # auto picks fp32 there

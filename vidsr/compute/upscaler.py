@@ -87,6 +87,14 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in _cpu_flags() or "amx_bf16" in _cpu_flags()
 
 
+def cpu_runs_bf16() -> bool:
+    """Whether oneDNN has bf16 convolutions for this CPU at all: in hardware, or emulated with AVX-512 (BW, VL,
+    DQ) or AVX-NE-CONVERT. On an AVX2-only CPU torch's bf16 convolution fails outright."""
+    flags = _cpu_flags()
+    avx512 = all(f" {flag}" in flags for flag in ("avx512bw", "avx512vl", "avx512dq"))
+    return cpu_has_native_bf16() or "avx_ne_convert" in flags or avx512
+
+
 def cpu_has_native_fp16() -> bool:
     """Whether the CPU computes fp16 in hardware (AVX512-FP16 or AMX-FP16); elsewhere PyTorch emulates it,
     many times slower than fp32 and with no gain in quality."""
@@ -136,9 +144,12 @@ def resolve_precision(precision: Precision, device: torch.device, descriptor: Mo
     if precision == "fp16" and not descriptor.supports_fp16:
         raise VidsrError(f"model {descriptor.arch} does not support fp16")
     if precision == "fp16" and device.type == "cpu" and not cpu_has_native_fp16():
-        raise VidsrError("this CPU has no native fp16 arithmetic (AVX512-FP16 or AMX-FP16); use fp32 or bf16")
+        raise VidsrError("this CPU has no native fp16 arithmetic (AVX512-FP16 or AMX-FP16); use fp32"
+                         + " or bf16" * cpu_runs_bf16())
     if precision == "bf16" and not descriptor.supports_bf16:
         raise VidsrError(f"model {descriptor.arch} does not support bf16")
+    if precision == "bf16" and device.type == "cpu" and not cpu_runs_bf16():
+        raise VidsrError("this CPU has no bf16 convolutions (they need AVX-512 or AVX-NE-CONVERT); use fp32")
     return _DTYPES[precision]
 
 
