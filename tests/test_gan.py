@@ -18,6 +18,7 @@ from vidsr.models.checkpoint import load_checkpoint, save_checkpoint
 from vidsr.models.zoo import load_model, model_card
 from vidsr.train.config import TrainConfig
 from vidsr.train.gan import GANSettings, GANTrainer, degradation_config, load_gan_config
+from vidsr.train.teachers import teacher_output
 
 HYPERPARAMS = {"channels": 3, "features": 8, "mid_features": 8}
 
@@ -129,17 +130,22 @@ def test_teachers_replace_the_target_with_their_blended_output(setup) -> None:
     other = save_checkpoint(tmp_path / "other.safetensors", create_model("espcn", scale=2, **HYPERPARAMS))
     trainer = GANTrainer(replace(config, out_dir=str(tmp_path / "pair")),
                          replace(gan, teachers=[config.init_from, str(other)], teacher_alpha=0.25))
-    lr = torch.rand(2, 3, 8, 8)
+    lr = torch.rand(2, 3, 12, 12)
     with torch.no_grad(), trainer.numerics.autocast():
         first, second = (load_model(path).model(lr).float() for path in (config.init_from, other))
-    torch.testing.assert_close(trainer._teach(lr), 0.75 * first + 0.25 * second, atol=1e-6, rtol=0)
+        plain = [teacher_output(load_model(path), lr, 2) for path in (config.init_from, other)]
+    target = trainer._teach(lr)
+    torch.testing.assert_close(target, 0.75 * plain[0] + 0.25 * plain[1], atol=1e-6, rtol=0)
+    # the teachers see the patch's surroundings mirrored in: their zero padding leaves the rim alone, and
+    # inside, beyond ESPCN's reach of 4 pixels, the output is their plain output
+    inside = (..., slice(8, -8), slice(8, -8))
+    torch.testing.assert_close(target[inside], (0.75 * first + 0.25 * second)[inside], atol=1e-6, rtol=0)
+    assert not torch.allclose(target[..., :2, :], (0.75 * first + 0.25 * second)[..., :2, :], atol=1e-3)
     _, target, _ = trainer._batch()
     assert target.shape[-1] == 2 * config.patch_size
 
-    # a student that already is its only teacher has nothing to learn; towards another one it moves
-    still = _run(config, replace(gan, teachers=[config.init_from]), tmp_path / "same", iterations=2)
+    # towards another teacher the student moves
     start, _ = load_checkpoint(config.init_from)
-    assert all(torch.equal(value, start[key]) for key, value in still.model.state_dict().items())
     moved = _run(config, replace(gan, teachers=[str(other)]), tmp_path / "other", iterations=2)
     assert not torch.equal(moved.model.state_dict()["first_part.0.weight"], start["first_part.0.weight"])
     card = model_card(tmp_path / "other" / "last.safetensors")
@@ -150,8 +156,8 @@ def test_teachers_must_fit_the_trained_model(setup) -> None:
     tmp_path, config, gan = setup
     gan = replace(gan, adversarial_weight=0.0, pixel_weight=1.0)
     x3 = save_checkpoint(tmp_path / "x3.safetensors", create_model("espcn", scale=3, **HYPERPARAMS))
-    with pytest.raises(ModelError, match="teacher .*x3.safetensors is x3, 3 -> 3 channels; the config trains x2"):
-        GANTrainer(replace(config, out_dir=str(tmp_path / "a")), replace(gan, teachers=[str(x3)]))
+    with pytest.raises(ModelError, match="teacher .*x3.safetensors is x3, 3 -> 3 channels; the config trains x4"):
+        GANTrainer(replace(config, out_dir=str(tmp_path / "a"), scale=4), replace(gan, teachers=[str(x3)]))
     with pytest.raises(InputError, match="teachers: one model, or two"):
         GANTrainer(replace(config, out_dir=str(tmp_path / "b")), replace(gan, teachers=[config.init_from] * 3))
     with pytest.raises(InputError, match="teachers: one model, or two"):
@@ -312,3 +318,13 @@ def test_vidsr_train_runs_the_gan_stage_for_a_config_with_a_gan_table(setup, cap
     plain.write_text('arch = "espcn"\n')
     assert cli_main(["train", "--config", str(plain), "--vgg-weights", "vgg.pth"]) == 1
     assert "--vgg-weights only apply to a config with a [gan] table" in capsys.readouterr().err
+
+
+def test_a_distilled_student_may_start_from_scratch(setup) -> None:
+    """With a teacher the target is its output, so no PSNR stage is needed first: init_from may be left out."""
+    tmp_path, config, gan = setup
+    gan = replace(gan, adversarial_weight=0.0, pixel_weight=1.0, teachers=[config.init_from])
+    trainer = _run(replace(config, init_from=None), gan, tmp_path / "scratch", iterations=2)
+    assert trainer.iteration == 2
+    with pytest.raises(InputError, match="set init_from"):  # without a teacher the GAN stage still needs one
+        GANTrainer(replace(config, init_from=None, out_dir=str(tmp_path / "none")), replace(gan, teachers=[]))

@@ -12,11 +12,13 @@ import torch
 from vidsr.errors import InputError
 from vidsr.models.archs import create_model
 from vidsr.models.checkpoint import save_checkpoint
+from vidsr.models.zoo import load_model
 from vidsr.train.config import TrainConfig
 from vidsr.train.data import PairCache
 from vidsr.train.degradations import DegradationConfig
 from vidsr.train.gan import GANSettings, GANTrainer
 from vidsr.train.pool import PairPool, PoolSampler, ShardMaker
+from vidsr.train.teachers import teacher_output
 
 CROP, SIZE = 32, 8  # 8 pairs in shards of 2
 # Real-ESRGAN's chain with its cheapest settings: the pool's behaviour, not the chain's, is under test here.
@@ -102,3 +104,24 @@ def test_gan_trains_from_the_pool_and_resumes_exactly(hr_dir: Path, tmp_path: Pa
     for key, value in straight.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
 
+
+
+def test_a_teacher_pool_stores_the_teachers_output_made_once(cache: PairCache, tmp_path: Path) -> None:
+    """Distillation from a pool: GT is the teacher's output on the pair's LR, made with the shard; an x4 teacher
+    gives an x2 pool its output resampled with the antialiased bicubic, and other teacher weights another pool."""
+    torch.manual_seed(0)
+    teacher = save_checkpoint(tmp_path / "teacher_x4.safetensors", create_model("espcn", scale=4, **HYPERPARAMS))
+    config = DegradationConfig.from_dict(CHEAP)
+    pool = PairPool(cache, config, SIZE, CROP, seed=3, cache_dir=tmp_path / "pool", teacher=str(teacher))
+    plain = PairPool(cache, config, SIZE, CROP, seed=3, cache_dir=tmp_path / "pool")
+    pairs, plain_pairs = window(pool), window(plain)
+    for (lr, gt, _), (plain_lr, plain_gt, _) in zip(pairs, plain_pairs, strict=True):
+        assert np.array_equal(lr, plain_lr) and not np.array_equal(gt, plain_gt)  # same input, the teacher's target
+        x = torch.from_numpy(lr).float()[None] / 255
+        expected = teacher_output(load_model(teacher), x, 2).clamp(0, 1)[0]
+        assert gt.shape == (3, CROP, CROP)
+        assert np.abs(gt.astype(np.float64) - expected.numpy() * 255).max() <= 0.51  # uint8 rounding only
+    torch.manual_seed(1)
+    save_checkpoint(teacher, create_model("espcn", scale=4, **HYPERPARAMS))
+    retrained = PairPool(cache, config, SIZE, CROP, seed=3, cache_dir=tmp_path / "pool", teacher=str(teacher))
+    assert retrained.folder not in (pool.folder, plain.folder)

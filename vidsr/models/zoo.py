@@ -92,6 +92,17 @@ def load_model(name_or_path: str | Path = DEFAULT_MODEL, strength: float | None 
     return descriptor if strength is None else _with_strength(descriptor, path, strength)
 
 
+def model_source_files(name_or_path: str | Path) -> list[Path]:
+    """The files `load_model(name_or_path)` reads (an ncnn model's two), for fingerprints of a model's content."""
+    if isinstance(name_or_path, str) and is_official_name(name_or_path):
+        path = official_weights().get(name_or_path) or Path(name_or_path)
+    else:
+        path = bundled_weights().get(str(name_or_path), Path(name_or_path))
+    if path.suffix.lower() == ".param" or _ncnn_weights(path):
+        return [path.with_suffix(".param"), path.with_suffix(".bin")]
+    return [path]
+
+
 def _ncnn_weights(path: Path) -> bool:
     """An ncnn `.bin` (the weights of the `.param` beside it), given where a checkpoint is expected."""
     return path.suffix.lower() == ".bin" and path.with_suffix(".param").is_file()

@@ -24,8 +24,7 @@ import torch
 from vidsr.errors import InputError, ModelError
 from vidsr.models.archs import ModelDescriptor, create_model, model_from_state_dict
 from vidsr.models.checkpoint import load_checkpoint, save_checkpoint
-from vidsr.models.zoo import load_model
-from vidsr.train.config import TrainConfig, load_config, read_toml
+from vidsr.train.config import TrainConfig, checked, config_from, read_toml
 from vidsr.train.data import PatchSampler
 from vidsr.train.degradations import DegradationConfig, DegradedPair, make_pair
 from vidsr.train.discriminators import create_discriminator
@@ -37,6 +36,7 @@ from vidsr.train.losses import (
     generator_adversarial_loss,
 )
 from vidsr.train.pool import PairPool, PoolSampler, worker_pool
+from vidsr.train.teachers import load_teacher, teacher_output
 from vidsr.train.trainer import Trainer, adam, lr_factor, resolve_device
 
 GAN_LOG_FIELDS = [
@@ -94,12 +94,14 @@ def degradation_config(spec: str | dict[str, Any]) -> DegradationConfig:
         raise InputError(str(exc)) from None
 
 
-def check_stage_one(config: TrainConfig, adversarial: bool) -> ModelDescriptor:
+def check_stage_one(config: TrainConfig, adversarial: bool, distilled: bool = False) -> ModelDescriptor:
     """The GAN stage fine-tunes a whole PSNR-trained model: `init_from` must hold one of the configured model.
 
     Without a discriminator (Real-ESRNet) it may hold the same network at another scale: the tensors that match
     are copied and the upsampling tail is trained anew, as `vidsr train` does."""
     if not config.init_from:
+        if distilled:  # a teacher's output is the target: the student may start from scratch
+            return create_model(config.arch, scale=config.scale, **config.hyperparams)
         raise InputError("GAN fine-tuning starts from PSNR-trained weights: set init_from (or --pretrained)")
     tensors, metadata = load_checkpoint(config.init_from)
     source = model_from_state_dict(tensors, metadata)
@@ -114,9 +116,11 @@ def check_stage_one(config: TrainConfig, adversarial: bool) -> ModelDescriptor:
 
 
 def check_teacher(name: str, scale: int, student: ModelDescriptor) -> ModelDescriptor:
-    """A distillation teacher: any model with the trained model's scale and channels."""
-    teacher = load_model(name)
-    if (teacher.scale, teacher.in_channels, teacher.out_channels) != (scale, student.in_channels, student.out_channels):
+    """A distillation teacher: any model with the trained model's channels, at its scale or a larger one (whose
+    output is resampled to the student's scale)."""
+    teacher = load_teacher(name)
+    channels = (teacher.in_channels, teacher.out_channels) == (student.in_channels, student.out_channels)
+    if not channels or teacher.scale < scale:
         raise ModelError(f"teacher {name} is x{teacher.scale}, {teacher.in_channels} -> "
                          f"{teacher.out_channels} channels; the config trains x{scale}")
     return teacher
@@ -170,7 +174,7 @@ class GANTrainer(Trainer):
         if gan.teachers and gan.adversarial_weight:
             raise InputError("teachers replace the HR target, so they train without a discriminator: "
                              "set adversarial_weight = 0")
-        stage_one = check_stage_one(config, gan.adversarial_weight > 0)  # before the data cache is built
+        stage_one = check_stage_one(config, gan.adversarial_weight > 0, bool(gan.teachers))  # before the data cache
         teachers = [check_teacher(name, config.scale, stage_one) for name in gan.teachers]  # so are these
         device = resolve_device(config.device)
         torch.manual_seed(config.seed + 1)  # the discriminator's initialisation (spectral norm vectors too)
@@ -181,6 +185,7 @@ class GANTrainer(Trainer):
         self._pending: list[dict[str, float]] = []
         super().__init__(config)  # generator, data, EMA; resumes from state.pt when there is one
         self.numerics.layout(self.discriminator)
+        self.teacher_descriptors = teachers
         self.teachers = [self.numerics.layout(t.model.to(self.device).eval().requires_grad_(False)) for t in teachers]
         self.content_loss = ContentLoss(
             self.loss_fn,
@@ -201,15 +206,17 @@ class GANTrainer(Trainer):
         if not gan.pool_size:
             return DegradedSampler(base, degradation, gan.degradation_workers)
         crop = gan.pool_crop or 2 * config.patch_size * config.scale
+        teacher = gan.teachers[0] if len(gan.teachers) == 1 else None  # one teacher: made with the pool, once
         pool = PairPool(base.cache, degradation, gan.pool_size, crop, config.seed,
-                        config.cache_dir or self.out_dir / "cache", gan.degradation_workers)
+                        config.cache_dir or self.out_dir / "cache", gan.degradation_workers, teacher)
         return PoolSampler(pool, config.patch_size, config.batch_size, gan.pool_refresh, base.rng, self.iteration)
 
     @torch.no_grad()
     def _teach(self, lr: torch.Tensor) -> torch.Tensor:
         """The teachers' output on `lr`: the distillation target."""
         with self.numerics.autocast():
-            outputs = [teacher(self.numerics.layout(lr)).float() for teacher in self.teachers]
+            outputs = [teacher_output(descriptor, lr, self.config.scale, network)
+                       for descriptor, network in zip(self.teacher_descriptors, self.teachers, strict=True)]
         return outputs[0] if len(outputs) == 1 else torch.lerp(outputs[0], outputs[1], self.gan.teacher_alpha)
 
     def _build_discriminator(self, config: TrainConfig, channels: int) -> torch.nn.Module:
@@ -233,7 +240,13 @@ class GANTrainer(Trainer):
         batch = self.sampler.batch()
         batch = batch if len(batch) == 3 else (*batch, batch[1])
         lr, target, real = (t.to(self.device, non_blocking=True) for t in batch)
-        return (lr, self._teach(lr), real) if self.teachers else (lr, target, real)
+        if self.teachers and not self._teacher_in_pool:
+            return lr, self._teach(lr), real
+        return lr, target, real
+
+    @property
+    def _teacher_in_pool(self) -> bool:
+        return isinstance(self.sampler, PoolSampler) and self.sampler.pool.maker.teacher is not None
 
     @property
     def adversarial(self) -> bool:
@@ -349,17 +362,19 @@ def load_gan_config(path: str | Path | None, **overrides: Any) -> tuple[TrainCon
     ignored) go to whichever of the two has them."""
     values = read_toml(path)
     gan_values = values.pop("gan", None)
+    if not isinstance(gan_values, dict | None):
+        raise InputError(f"config {path}: gan must be a table, got {gan_values!r}")
     gan_names = {f.name for f in fields(GANSettings)}
     given = {key: value for key, value in overrides.items() if value is not None}
     gan_given = {key: value for key, value in given.items() if key in gan_names}
     if gan_values is None and gan_given:
         flags = " and ".join(f"--{key.replace('_', '-')}" for key in gan_given)
         raise InputError(f"{flags} only apply to a config with a [gan] table")
-    config = load_config(None, **values | {key: v for key, v in given.items() if key not in gan_names})
+    config = config_from(values | {key: v for key, v in given.items() if key not in gan_names}, f"config {path}")
     if gan_values is None:
         return config, None
     unknown = sorted(set(gan_values) - gan_names)
     if unknown:
         raise InputError(f"unknown [gan] keys: {', '.join(unknown)}")
-    return config, GANSettings(**gan_values | gan_given)
+    return config, checked(GANSettings, gan_values | gan_given, f"config {path} [gan]")
 

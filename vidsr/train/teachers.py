@@ -1,0 +1,53 @@
+"""Distillation teachers: any loadable model (a bundled name, a weight file, an ncnn graph, Real-ESRGAN's official
+models) whose output on a student's input is the student's target.
+
+A teacher of another scale than the student's is resampled to it with MATLAB's antialiased bicubic, as
+Real-ESRGAN's `--outscale` resizes its x4 output: one x4 teacher serves x2 and x4 students. The input is mirrored
+by a few pixels around the patch before the teacher sees it, so that the teacher's own zero padding does not
+mark the rim of the target the student learns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+
+from vidsr.models.archs import ModelDescriptor
+from vidsr.models.zoo import load_model, model_source_files
+from vidsr.quality.resize import imresize
+
+MARGIN = 4  # input pixels mirrored around a patch
+
+
+@lru_cache(maxsize=2)
+def load_teacher(name: str) -> ModelDescriptor:
+    """A teacher loaded once per process, ready for inference on the CPU or where the caller moves it."""
+    descriptor = load_model(name)
+    descriptor.model.eval().requires_grad_(False).to(memory_format=torch.channels_last)
+    return descriptor
+
+
+def fingerprint(name: str) -> str:
+    """A digest of the teacher's files: its weights, not only its name, decide its output."""
+    digest = hashlib.sha1()
+    for path in model_source_files(name):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@torch.no_grad()
+def teacher_output(teacher: ModelDescriptor, lr: torch.Tensor, scale: int,
+                   network: torch.nn.Module | None = None) -> torch.Tensor:
+    """The teacher's output on float LR patches (N, C, h, w), as (N, C, h * scale, w * scale) (not clamped).
+    `network` is the teacher's module where the caller keeps a moved or laid-out copy of it."""
+    margin = min(MARGIN, lr.shape[-1] - 1, lr.shape[-2] - 1)
+    x = F.pad(lr, (margin,) * 4, mode="reflect").contiguous(memory_format=torch.channels_last)
+    y = teacher.run(x, network).float()
+    edge = margin * teacher.scale
+    y = y[..., edge : y.shape[-2] - edge, edge : y.shape[-1] - edge]
+    if teacher.scale != scale:
+        y = imresize(y, scale / teacher.scale)
+    return y
