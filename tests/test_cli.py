@@ -45,7 +45,7 @@ def test_auto_batch_size_runs_and_a_bad_one_is_refused(capsys, make_clip, random
         assert sum(1 for _ in c.decode(video=0)) == 6
     with pytest.raises(SystemExit) as exit_info:
         main(["upscale", str(src), "-b", "many"])
-    assert exit_info.value.code == 2 and "whole number or 'auto'" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "whole number of at least 1, or 'auto'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -203,3 +203,58 @@ def test_names_with_control_characters_stay_on_one_line(random_espcn, tmp_path):
     assert "skipped 1 file(s) that are not video or images by their suffix: notes\\nand\\x1b[31mred.txt" in lines[0]
     assert "clip\\nname.mp4: not a readable media file" in lines[1]
     assert lines[2].startswith("vidsr: error: 1 of 1 files failed (clip\\nname.mp4)")
+
+
+@pytest.mark.parametrize(("argv", "fragment"), [
+    (["upscale", "in.mp4", "--chunk-seconds", "-1"], "--chunk-seconds: expected a number of at least 0, got '-1'"),
+    (["upscale", "in.mp4", "--chunk-seconds", "nan"], "--chunk-seconds: expected a number of at least 0, got 'nan'"),
+    (["upscale", "in.mp4", "--max-memory", "-1"], "--max-memory: expected a number above 0"),
+    (["upscale", "in.mp4", "--workers", "0"], "--workers: expected a whole number of at least 1"),
+    (["upscale", "in.mp4", "--gpus-per-worker", "2"], "--gpus-per-worker: expected a number above 0 and at most 1"),
+    (["upscale", "in.mp4", "--tile-pad", "-8"], "--tile-pad: expected a whole number of at least 0"),
+    (["upscale", "in.mp4", "--strength", "inf"], "--strength: expected a number from 0 to 1"),
+    (["upscale", "in.mp4", "--crf", "-1"], "--crf: expected a whole number of at least 0"),
+    (["upscale", "in.mp4", "-b", "0"], "--batch-size: expected a whole number of at least 1, or 'auto'"),
+    (["bench", "--frames", "0"], "--frames: expected a whole number of at least 1"),
+    (["bench", "--size", "0x360"], "--size: expected WxH"),
+    (["eval", "--threads", "-2"], "--threads: expected a whole number of at least 1"),
+    (["export", "m", "o.onnx", "--opset", "-5"], "--opset: expected a whole number of at least 1"),
+    (["blend", "a", "b", "-o", "o.safetensors", "--alpha", "nan"], "--alpha: expected a number from 0 to 1"),
+    (["train", "--lr", "nan"], "--lr: expected a number above 0"),
+    (["train", "--ema-decay", "1"], "--ema-decay: expected a number of at least 0 and below 1"),
+    (["train", "--iterations", "1e3"], "--iterations: expected a whole number of at least 1"),
+])
+def test_out_of_range_numbers_are_refused_by_every_command(capsys, argv, fragment):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and fragment in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("settings", "fragment"), [
+    ({"chunk_seconds": -1}, "chunk_seconds must be a number of at least 0, got -1"),
+    ({"chunk_seconds": float("nan")}, "chunk_seconds must be a number of at least 0, got nan"),
+    ({"max_memory": -1.0}, "max_memory must be a number above 0, got -1.0"),
+    ({"workers": 0}, "workers must be a whole number of at least 1, got 0"),
+    ({"gpus_per_worker": float("inf"), "workers": 1}, "gpus_per_worker must be a number above 0 and at most 1"),
+])
+def test_out_of_range_numbers_are_refused_by_the_api(make_clip, random_espcn, tmp_path, settings, fragment):
+    from vidsr.errors import VidsrError
+    from vidsr.jobs.batch import upscale_path
+
+    src = make_clip("in.mkv", width=64, height=48, frames=2, codec="ffv1", options=())
+    with pytest.raises(VidsrError, match=fragment):
+        upscale_path(src, tmp_path / "out.mkv", model=random_espcn, device="cpu", **settings)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv"]
+
+
+def test_export_refuses_an_opset_it_cannot_write_and_an_existing_file(capsys, random_espcn, tmp_path):
+    out = tmp_path / "model.onnx"
+    code, _, err = run_cli(capsys, "export", random_espcn, out, "--opset", "5")
+    assert code == 1 and not out.exists()
+    assert_one_line_error(err, "opset must be a whole number from 7 to 20, got 5")
+    out.write_bytes(b"an earlier export")
+    code, _, err = run_cli(capsys, "export", random_espcn, out)
+    assert code == 1 and out.read_bytes() == b"an earlier export"
+    assert_one_line_error(err, "model.onnx: already exists (use --overwrite to replace it)")
+    code, printed, _ = run_cli(capsys, "export", random_espcn, out, "--overwrite")
+    assert code == 0 and printed.startswith(f"{out}: input (N,1,H,W) -> output x2")

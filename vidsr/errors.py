@@ -1,6 +1,10 @@
-"""User-facing errors: each one's message is a single readable line, shown without a traceback."""
+"""User-facing errors: each one's message is a single readable line, shown without a traceback; and the ranges
+numeric settings are checked against, by the CLI's options and the API alike."""
 
+import math
 import re
+from dataclasses import dataclass
+from typing import Any
 
 # Control characters (C0, DEL, C1) and Unicode's line and paragraph separators: a file name may hold any of them
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -39,3 +43,43 @@ class EncodeError(VidsrError):
 
 class Cancelled(VidsrError):
     """The job was cancelled (Ctrl-C or a cancel event); partial output has been removed."""
+
+
+@dataclass(frozen=True)
+class NumberRange:
+    """Finite numbers (whole ones with `whole`) from `low` to `high`, either end left out with its `_open`."""
+
+    low: float | None = None
+    high: float | None = None
+    whole: bool = False
+    low_open: bool = False
+    high_open: bool = False
+
+    def holds(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int | float if not self.whole else int):
+            return False
+        return (math.isfinite(value)
+                and (self.low is None or (value > self.low if self.low_open else value >= self.low))
+                and (self.high is None or (value < self.high if self.high_open else value <= self.high)))
+
+    def check(self, name: str, value: Any) -> Any:
+        """`value`, or a VidsrError naming `name` when it is out of the range."""
+        if not self.holds(value):
+            raise VidsrError(f"{name} must be {self}, got {value!r}")
+        return value
+
+    def __str__(self) -> str:
+        kind = "a whole number" if self.whole else "a number"
+        if not (self.low_open or self.high_open or self.low is None or self.high is None):
+            return f"{kind} from {self.low:g} to {self.high:g}"
+        ends = [f"{'above' if self.low_open else 'at least'} {self.low:g}" if self.low is not None else "",
+                f"{'below' if self.high_open else 'at most'} {self.high:g}" if self.high is not None else ""]
+        bounds = " and ".join(filter(None, ends))
+        return f"{kind} {'of ' if bounds.startswith('at ') else ''}{bounds}".strip()
+
+
+POSITIVE = NumberRange(0, low_open=True)
+NON_NEGATIVE = NumberRange(0)
+POSITIVE_WHOLE = NumberRange(1, whole=True)
+NON_NEGATIVE_WHOLE = NumberRange(0, whole=True)
+FRACTION = NumberRange(0, 1)

@@ -5,15 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vidsr.commands import add_command
-from vidsr.errors import OutputError
-
-
-def _alpha(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"alpha must be between 0 and 1, got {text}")
-    return value
+from vidsr.commands import add_command, number_arg
+from vidsr.errors import FRACTION, OutputError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("a", help="first model: bundled name or weight file (alpha 0 gives this one)")
     parser.add_argument("b", help="second model: bundled name or weight file (alpha 1 gives this one)")
-    parser.add_argument("--alpha", type=_alpha, default=0.8, help="weight of B (default 0.8, as in ESRGAN)")
+    parser.add_argument("--alpha", type=number_arg(FRACTION), default=0.8,
+                        help="weight of B (default 0.8, as in ESRGAN)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output .safetensors file")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
 

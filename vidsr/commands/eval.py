@@ -9,8 +9,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vidsr.commands import add_command
-from vidsr.errors import InputError
+from vidsr.commands import add_command, number_arg
+from vidsr.errors import POSITIVE_WHOLE, InputError
 
 if TYPE_CHECKING:
     from vidsr.quality.evaluate import EvalResult, LumaPredictor
@@ -22,10 +22,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = add_command(subparsers, "eval", "measure Y-PSNR/SSIM (standard SR protocol) of models or bicubic", run)
     parser.add_argument("models", nargs="*", help="bundled model names or weight files (default: all bundled)")
     parser.add_argument("--bicubic", action="store_true", help="evaluate the MATLAB-bicubic baseline")
-    parser.add_argument("--scale", type=int, nargs="+", default=[2, 3, 4], help="scales for --bicubic")
+    parser.add_argument("--scale", type=number_arg(POSITIVE_WHOLE), nargs="+", default=[2, 3, 4],
+                        help="scales for --bicubic")
     parser.add_argument("--dataset", nargs="+", help=f"folders of HR images (default: ${DATA_ENV}/Set5 and Set14)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=number_arg(POSITIVE_WHOLE),
+                        help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
     parser.add_argument("--per-image", action="store_true", help="also print every image's figures")
     parser.add_argument("--realworld", action="store_true",

@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from vidsr.commands import add_command
+from vidsr.commands import add_command, number_arg
+from vidsr.train.config import RANGES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", help="TOML file with TrainConfig fields, plus a [gan] table for the GAN stage "
                         "(see configs/)")
     parser.add_argument("--arch", help="architecture (espcn, fsrcnn, srcnn, vdsr, srresnet, rrdbnet, srvgg)")
-    parser.add_argument("--scale", type=int)
+    parser.add_argument("--scale", type=number_arg(RANGES["scale"]))
     parser.add_argument("--hyperparams", type=json.loads, help='JSON, e.g. \'{"channels": 1}\'')
     parser.add_argument("--train-dir", dest="train_dirs", action="append", help="folder of HR images (repeatable)")
     parser.add_argument("--val-dir", help="HR images for validation PSNR (e.g. Set5)")
@@ -25,25 +26,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cache-dir", help="where to cache LR/HR pairs")
     parser.add_argument("--name", help="name stored in the exported weights")
     parser.add_argument("--init-from", help="start from these weights (tensors with matching shapes)")
-    parser.add_argument("--iterations", type=int)
-    parser.add_argument("--minutes", type=float,
+    parser.add_argument("--iterations", type=number_arg(RANGES["iterations"]))
+    parser.add_argument("--minutes", type=number_arg(RANGES["minutes"]),
                         help="time budget: the iteration count (and so the schedule) is fitted to the measured speed")
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--patch-size", type=int, help="LR patch side")
+    parser.add_argument("--batch-size", type=number_arg(RANGES["batch_size"]))
+    parser.add_argument("--patch-size", type=number_arg(RANGES["patch_size"]), help="LR patch side")
     parser.add_argument("--loss", choices=["l1", "mse", "charbonnier"])
-    parser.add_argument("--lr", type=float)
+    parser.add_argument("--lr", type=number_arg(RANGES["lr"]))
     parser.add_argument("--schedule", choices=["cosine", "step"])
-    parser.add_argument("--ema-decay", type=float)
-    parser.add_argument("--seed", type=int)
+    parser.add_argument("--ema-decay", type=number_arg(RANGES["ema_decay"]))
+    parser.add_argument("--seed", type=number_arg(RANGES["seed"]))
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
     parser.add_argument("--numerics", choices=["auto", "fp32", "bf16"],
                         help="auto (default): bf16 autocast + channels-last where bf16 is native, else fp32")
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
-    parser.add_argument("--val-every", type=int)
-    parser.add_argument("--log-every", type=int)
-    parser.add_argument("--checkpoint-minutes", type=float)
+    parser.add_argument("--threads", type=number_arg(RANGES["threads"]), help="torch CPU threads")
+    parser.add_argument("--val-every", type=number_arg(RANGES["val_every"]))
+    parser.add_argument("--log-every", type=number_arg(RANGES["log_every"]))
+    parser.add_argument("--checkpoint-minutes", type=number_arg(RANGES["checkpoint_minutes"]))
     parser.add_argument("--vgg-weights", help="GAN stage: torchvision VGG19 state dict for the perceptual loss")
-    parser.add_argument("--degradation-workers", type=int, help="GAN stage: processes degrading patches")
+    parser.add_argument("--degradation-workers", type=number_arg(RANGES["degradation_workers"]),
+                        help="GAN stage: processes degrading patches")
     parser.add_argument("--no-progress", action="store_true")
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
-from vidsr.commands import add_command, batch_size_arg
+from vidsr.commands import add_command, batch_size_arg, number_arg
+from vidsr.errors import FRACTION, NON_NEGATIVE, NON_NEGATIVE_WHOLE, POSITIVE, POSITIVE_WHOLE
+from vidsr.jobs import GPUS_PER_WORKER
 from vidsr.media import ENCODERS, NOISE_LEVELS
 from vidsr.models.zoo import DEFAULT_MODEL
 
@@ -37,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="bundled model name (see `vidsr models`) or a weight file, vidsr's or a community one "
                         f"(ESRGAN, SPAN, SwinIR, ...: `vidsr models --architectures`); repeat to chain models in "
                         f"one pass, e.g. -m dejpeg_1x.pth -m 2x.pth (default: {DEFAULT_MODEL})")
-    parser.add_argument("--strength", type=float, metavar="0..1",
+    parser.add_argument("--strength", type=number_arg(FRACTION), metavar="0..1",
                         help="GAN models with a PSNR partner: interpolate their weights (0: PSNR model, 1: GAN model)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda:N (default: auto)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
@@ -45,10 +46,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-b", "--batch-size", type=batch_size_arg,
                         help="frames per model call, or auto: as many as the GPU's free memory holds, up to 16 "
                         "(default: 4 on CUDA, 1 on the CPU)")
-    parser.add_argument("--tile", type=int, help="tile size in input pixels (default: whole frames, tiling "
-                        "automatically on GPU out-of-memory)")
-    parser.add_argument("--tile-pad", type=int, default=16, help="context pixels around each tile (default: 16)")
-    parser.add_argument("--max-memory", type=float, metavar="GIB",
+    parser.add_argument("--tile", type=number_arg(POSITIVE_WHOLE),
+                        help="tile size in input pixels (default: whole frames, tiling automatically on GPU "
+                        "out-of-memory)")
+    parser.add_argument("--tile-pad", type=number_arg(NON_NEGATIVE_WHOLE), default=16,
+                        help="context pixels around each tile (default: 16)")
+    parser.add_argument("--max-memory", type=number_arg(POSITIVE), metavar="GIB",
                         help="cap CUDA memory use at GIB gibibytes; frames are tiled to fit")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the model: seconds (CPU) to a minute (RRDBNet on a GPU) to start, "
@@ -56,7 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "for RRDBNet on a GPU; needs a C++ compiler on the CPU")
     parser.add_argument("-c", "--encoder", help=f"video encoder: {', '.join(ENCODERS)}, ... (default: libx264, or "
                         "VP9 for .webm; png/mjpeg/... for image outputs, from the suffix)")
-    parser.add_argument("--crf", type=int, help="quality (CRF, or CQ for NVENC); default: 18 for libx264")
+    parser.add_argument("--crf", type=number_arg(NON_NEGATIVE_WHOLE),
+                        help="quality (CRF, or CQ for NVENC); default: 18 for libx264")
     parser.add_argument("--preset", help="encoder preset (e.g. medium, slow for x264; p1-p7 for NVENC)")
     parser.add_argument("--pix-fmt", help="output pixel format (default: the input's, so 10-bit stays 10-bit)")
     parser.add_argument("--encoder-option", type=_encoder_option, action="append", default=[], metavar="KEY=VALUE",
@@ -79,18 +83,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     held.add_argument("--no-reuse-held-frames", dest="reuse_held", action="store_false",
                       help="run every frame through the model")
     scale_out = parser.add_argument_group("chunks and scaling out")
-    scale_out.add_argument("--chunk-seconds", type=float, metavar="S",
+    scale_out.add_argument("--chunk-seconds", type=number_arg(NON_NEGATIVE), metavar="S",
                            help="cut videos into chunks of about S seconds at keyframes, kept in .NAME.vidsr/ "
                            "beside the output so that a rerun resumes (default: 60 for inputs over 5 minutes, "
                            "else off; 0: off)")
     scale_out.add_argument("--no-resume", action="store_true", help="ignore finished chunks of an earlier run")
-    scale_out.add_argument("--workers", type=int, metavar="N",
+    scale_out.add_argument("--workers", type=number_arg(POSITIVE_WHOLE), metavar="N",
                            help="run chunks and files on N Ray workers (default with --cluster: one per GPU); "
                            "needs pip install 'vidsr[ray]'")
     scale_out.add_argument("--cluster", metavar="ADDRESS",
                            help="an existing Ray cluster: auto, or ray://HOST:10001 (see `ray start --head`)")
-    scale_out.add_argument("--gpus-per-worker", type=float, default=1.0, metavar="G",
-                           help="GPUs per worker, fractions allowed (0.5: two workers share a GPU; default: 1)")
+    scale_out.add_argument("--gpus-per-worker", type=number_arg(GPUS_PER_WORKER), default=1.0, metavar="G",
+                           help="GPUs per worker, up to 1 (0.5: two workers share a GPU; default: 1)")
     scale_out.add_argument("--shared-path", action="store_true",
                            help="workers read the input at the same path instead of receiving its packets")
 
@@ -109,7 +113,6 @@ def run(args: argparse.Namespace) -> int:
     heap.share_one_arena()  # this process is the engine's alone: its threads may share the warm heap
     from vidsr.jobs.batch import upscale_path  # torch and PyAV: loaded only when the command runs
 
-    logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING, format="vidsr: %(message)s")
     written = upscale_path(
         args.input, args.output, model=args.model or DEFAULT_MODEL, device=args.device, precision=args.precision,
         tile=args.tile, tile_pad=args.tile_pad, max_memory=args.max_memory, compile=args.compile,

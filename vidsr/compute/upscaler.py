@@ -29,7 +29,7 @@ from vidsr.compute.tiling import (
     tile_for_budget,
     tiled_forward,
 )
-from vidsr.errors import InputError, VidsrError
+from vidsr.errors import POSITIVE, InputError, VidsrError
 from vidsr.formats import ColorInfo, PlaneLayout
 from vidsr.models.archs import ModelDescriptor
 from vidsr.models.chain import ModelSpec, load_models
@@ -203,7 +203,7 @@ class Upscaler:
         self._activation_bytes_per_pixel: float | None = None
         self.memory_cap: int | None = None  # bytes, on CUDA with max_memory
         if max_memory is not None:
-            self._cap_memory(max_memory)
+            self._cap_memory(POSITIVE.check("max_memory", max_memory))
 
     def replica(self) -> Upscaler:
         """An Upscaler over the same loaded model (weights shared, not copied) with a lock of its own, so that

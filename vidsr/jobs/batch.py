@@ -77,9 +77,10 @@ def upscale_path(input: str | Path, output: str | Path | None = None, *,
     if not input_path.is_dir():
         probe(input_path)  # a bad input is reported before minutes are spent loading a model
     on_ray = None
-    if workers or cluster:
+    if workers is not None or cluster:
         from vidsr.jobs import distributed
 
+        distributed.check_scale_out(workers, gpus_per_worker)
         distributed.connect(cluster)  # a wrong address is reported before the model loads, too
         model_options = dict(precision=precision, tile=tile, tile_pad=tile_pad, max_memory=max_memory,
                              compile=compile)

@@ -26,7 +26,8 @@ from urllib.parse import urlparse
 from tqdm import tqdm
 
 from vidsr.compute.upscaler import BatchSize, Upscaler
-from vidsr.errors import Cancelled, InputError, VidsrError
+from vidsr.errors import POSITIVE_WHOLE, Cancelled, InputError, VidsrError
+from vidsr.jobs import GPUS_PER_WORKER
 from vidsr.media.chunks import Chunk, chunk_packets, resolve_chunk_seconds
 from vidsr.media.holds import ReuseHeld, reuse_threshold
 from vidsr.media.info import MediaInfo
@@ -38,6 +39,13 @@ log = logging.getLogger("vidsr")
 ATTEMPTS = 3  # runs of one chunk, each on a fresh worker, before the job gives up on it
 CONNECT_TIMEOUT = 3.0  # seconds to reach a cluster's address before saying nothing answers there
 _POLL = 0.5  # seconds between checks for cancellation while waiting on workers
+
+
+def check_scale_out(workers: int | None, gpus_per_worker: float) -> None:
+    """The numbers of `--workers` and `--gpus-per-worker`, before Ray starts."""
+    if workers is not None:
+        POSITIVE_WHOLE.check("workers", workers)
+    GPUS_PER_WORKER.check("gpus_per_worker", gpus_per_worker)
 
 
 def require_ray() -> Any:
@@ -214,6 +222,7 @@ def upscale_files(pairs: list[tuple[Path, Path | None]], upscaler: Upscaler, *, 
     `plan_output`'s encoder options. `upscaler_options` (precision, tile, tile_pad, compile) go to the
     workers' models; each worker takes `gpus_per_worker` GPUs where the cluster has GPUs.
     """
+    check_scale_out(workers, gpus_per_worker)
     if hwdec:
         log.warning("--hwdec: Ray workers decode in software")
     jobs: list[ChunkedJob] = []

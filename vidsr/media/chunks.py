@@ -17,6 +17,7 @@ from pathlib import Path
 
 import av
 
+from vidsr.errors import NON_NEGATIVE
 from vidsr.media.info import copy_stream, open_container
 from vidsr.media.source import PtsRange
 
@@ -46,9 +47,9 @@ class Chunk:
 
 
 def resolve_chunk_seconds(requested: float | None, duration: float | None) -> float:
-    """`--chunk-seconds`: as given, or by default ~60 s for inputs longer than 5 minutes and off below."""
+    """`--chunk-seconds`: as given (0: off), or by default ~60 s for inputs longer than 5 minutes and off below."""
     if requested is not None:
-        return max(0.0, requested)
+        return float(NON_NEGATIVE.check("chunk_seconds", requested))
     return AUTO_CHUNK_SECONDS if duration is not None and duration > AUTO_CHUNK_ABOVE else 0.0
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidsr.errors import ModelError, OutputError
+from vidsr.errors import ModelError, NumberRange, OutputError
 from vidsr.models.archs import ModelDescriptor
 from vidsr.models.chain import ModelSpec, load_models
 
@@ -53,6 +53,7 @@ def export_onnx(models: ModelSpec | Sequence[ModelSpec], output: str | Path, fp1
                 opset: int = DEFAULT_OPSET, size: tuple[int, int] = DEFAULT_SIZE) -> ExportResult:
     """Write `models` (one, or a chain) to `output` as ONNX with input "input" and output "output", (N,C,H,W)
     float in [0, 1]; C is 1 for luma models (vidsr's own see studio-range luma, 16-235 / 255), else 3."""
+    supported_opsets().check("opset", opset)  # the exporter writes others that onnxruntime cannot load
     descriptor = load_models(models)
     output = Path(output)
     if not output.parent.is_dir():
@@ -78,6 +79,14 @@ def export_onnx(models: ModelSpec | Sequence[ModelSpec], output: str | Path, fp1
     output.unlink(missing_ok=True)
     raise ModelError(f"{descriptor.arch}: the exported graph does not reproduce the model "
                      f"(largest difference {difference}); it cannot be exported with this opset")
+
+
+def supported_opsets() -> NumberRange:
+    """The opsets torch's TorchScript exporter (the one used here) writes: it says so for these, and below
+    them it writes graphs onnxruntime refuses as invalid (opset 5)."""
+    from torch.onnx import _constants  # no public name holds the range
+
+    return NumberRange(_constants.ONNX_MIN_OPSET, _constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET, whole=True)
 
 
 def _step(descriptor: ModelDescriptor) -> int:

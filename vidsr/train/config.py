@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import tomllib
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from vidsr.errors import InputError
+from vidsr.errors import FRACTION, NON_NEGATIVE, NON_NEGATIVE_WHOLE, POSITIVE, POSITIVE_WHOLE, InputError, NumberRange
 
 
 @dataclass
@@ -43,6 +45,69 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# The numbers a config may hold, shared with `vidsr train`'s options; the other fields are checked by type
+RANGES: dict[str, NumberRange] = {
+    "scale": POSITIVE_WHOLE, "patch_size": POSITIVE_WHOLE, "batch_size": POSITIVE_WHOLE, "iterations": POSITIVE_WHOLE,
+    "minutes": POSITIVE, "lr": POSITIVE, "lr_min": NON_NEGATIVE, "step_size": POSITIVE_WHOLE, "gamma": POSITIVE,
+    "warmup": NON_NEGATIVE_WHOLE, "ema_decay": NumberRange(0, 1, high_open=True), "seed": NON_NEGATIVE_WHOLE,
+    "threads": POSITIVE_WHOLE, "log_every": POSITIVE_WHOLE, "val_every": POSITIVE_WHOLE,
+    "checkpoint_minutes": POSITIVE,
+    # the [gan] table's
+    "d_features": POSITIVE_WHOLE, "d_lr": POSITIVE, "pixel_weight": NON_NEGATIVE, "perceptual_weight": NON_NEGATIVE,
+    "adversarial_weight": NON_NEGATIVE, "fft_weight": NON_NEGATIVE, "fft_amplitude_weight": NON_NEGATIVE,
+    "ms_ssim_weight": NON_NEGATIVE, "artifact_weight": NON_NEGATIVE, "degradation_workers": NON_NEGATIVE_WHOLE,
+    "pool_size": NON_NEGATIVE_WHOLE, "pool_crop": NON_NEGATIVE_WHOLE, "pool_refresh": NON_NEGATIVE,  # 0: a fixed pool
+    "teacher_alpha": FRACTION,
+}
+CHOICES: dict[str, tuple[str, ...]] = {
+    "loss": ("l1", "mse", "charbonnier"), "schedule": ("cosine", "step"), "numerics": ("auto", "fp32", "bf16"),
+    "discriminator": ("vgg", "unet"), "adversarial": ("relativistic", "standard"),
+}
+
+
+def checked(kind: type, values: dict[str, Any], where: str) -> Any:
+    """`kind(**values)` for a config dataclass, each value first checked against its field's type, range and
+    choices, so that a config file's mistake is one line naming the key instead of a failure mid-run."""
+    hints = typing.get_type_hints(kind)
+    for key, value in values.items():
+        if not _fits(value, hints[key]):
+            raise InputError(f"{where}: {key} must be {_describe(hints[key])}, got {value!r}")
+        if key in RANGES and value is not None and not RANGES[key].holds(value):
+            raise InputError(f"{where}: {key} must be {RANGES[key]}, got {value!r}")
+        if key in CHOICES and value not in CHOICES[key]:
+            raise InputError(f"{where}: {key} must be one of {', '.join(CHOICES[key])}, got {value!r}")
+    return kind(**values)
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a TOML value has the annotated type (an int does for float; bools are not numbers)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        return any(_fits(value, arg) for arg in args)
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if origin is list:
+        return isinstance(value, list) and all(_fits(item, args[0]) for item in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_fits(item, args[1]) for item in value.values())
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join(_describe(arg) for arg in args)
+    names = {str: "a string", int: "a whole number", float: "a number", bool: "true or false", type(None): "unset",
+             list: "a list", dict: "a table"}
+    return names.get(origin or hint, str(hint))
 
 
 def read_toml(path: str | Path | None, _including: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -83,8 +148,12 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
     """Config from a TOML file (optional) with `overrides` (None values ignored) applied on top."""
     values = read_toml(path)
     values.update({key: value for key, value in overrides.items() if value is not None})
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(values) - known)
+    return config_from(values, f"config {path}" if path is not None else "config")
+
+
+def config_from(values: dict[str, Any], where: str) -> TrainConfig:
+    """A TrainConfig from a config's values, checked (`checked`); `where` names the file in messages."""
+    unknown = sorted(set(values) - {f.name for f in fields(TrainConfig)})
     if unknown:
         raise InputError(f"unknown config keys: {', '.join(unknown)}")
-    return TrainConfig(**values)
+    return checked(TrainConfig, values, where)
