@@ -1,6 +1,8 @@
 """vidsr: video super-resolution with a frame-streaming PyAV + PyTorch engine.
 
 Public API: `upscale_video`, `upscale_path`, `probe`, `load_model`, `list_models`, `Upscaler`, `Progress`.
+Held frames (a drawing on twos, a slide) reuse the output of the frame they repeat: `reuse_held=` of
+`upscale_video` and `upscale_path` (exact repeats by default; a threshold in 8-bit levels; False for none).
 """
 
 import importlib

@@ -79,7 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="a frame that repeats the last one upscaled gets its output again instead of the model "
                       "(held drawings, slides). Default: exact repeats, which changes no picture; with LEVELS: "
                       "frames within that many 8-bit levels in every sample, for codec noise "
-                      f"(without a value: {NOISE_LEVELS:g}, which no motion measured stays under)")
+                      f"(without a value: {NOISE_LEVELS:g}; docs/BENCHMARKS.md has the measurements)")
     held.add_argument("--no-reuse-held-frames", dest="reuse_held", action="store_false",
                       help="run every frame through the model")
     scale_out = parser.add_argument_group("chunks and scaling out")

@@ -9,25 +9,27 @@ small step at a time: every picture written is the upscale of an input that diff
 by at most `threshold` levels in any sample.
 
 The threshold is a largest absolute difference because what it must let through is local. Measured with
-`bench/reuse.py threshold` (640x360, libx264 medium, yuv420p; pictures generated, there being no real footage
-on the project's machine: a 1/f "natural" texture and flat cel shapes with dark outlines):
+`python bench/reuse.py threshold` (docs/BENCHMARKS.md has the tables): 640x360, libx264 medium, yuv420p;
+the pictures are generated, there being no real footage on the project's machine: a 1/f "natural" texture,
+and flat cel shapes with dark outlines.
 
-- codec noise between the decoded frames of one held picture: none in most P-frames of the natural picture,
-  at most 1 level at CRF 18-23 and 2 at CRF 28 within a GOP; but on the cel picture x264 keeps refining the
-  outlines, up to 45 levels at CRF 18 (and at every keyframe inside a hold, 9-48 levels);
-- the smallest real motion: a 1-pixel pan of the textures 78-206 levels, a 3x3 dot moving one pixel 23-150,
-  a 2x2 mid-grey dot 39-41 (x264 at CRF 28 removed that one entirely), one step of a fade to black over 1, 2
-  and 4 s at 24 fps 9, 4-7 and 2-6; only a 1-pixel pan of a smooth gradient stays at 1 level.
+- Codec noise between the decoded frames of one held picture, within a GOP: natural picture 0, 1, 2 and 14
+  levels at CRF 18, 23, 28 and 35 (most frames exactly equal); cel picture 43-45 levels at CRF 18-28, as
+  x264 keeps refining the outlines. A keyframe inside the hold: 7-42 (natural), 46-82 (cel).
+- The smallest real motion: a 1-pixel pan of the textures 76-235 levels, a 3x3 white dot moving one pixel
+  18-133, one step of a fade to black over 1, 2 and 4 s at 24 fps 7-9, 4-7 and 2-6. Under 2 levels only
+  what the decoded input does not show either: a 1-pixel pan of a smooth gradient (1 level), and a 2x2
+  mid-grey dot (13 levels as drawn) whose motion x264 codes as 1 level at CRF 18 and drops at CRF 28.
 
 No threshold separates the two: outline noise reaches 45 levels where a fade step has 2. PSNR does no better:
-a moving 2x2 dot leaves 69.8 dB between frames, the cel outline noise 53 dB. Hence the choices:
+a moving 3x3 dot leaves 65-69 dB between frames, the outline noise 54 dB. Hence:
 
 - `threshold=0` (exact repeats) is on by default: the reused output is the one the model gives that input.
-- `NOISE_LEVELS` (1 level, opt-in as `--reuse-held-frames` without a value) takes in the 1-level noise of
-  the natural picture (94-100% of its held frames reused at CRF 18-28, against 83-100% exactly) and on the cel
-  picture at CRF 18 91% instead of 45%, while no motion measured above, down to the 4-second fade's step,
-  stays under it; what it can hide is at most one level in any sample, the output format's own rounding step.
-- Larger values trade pictures for speed knowingly (the outline noise above, or live footage's grain).
+- `NOISE_LEVELS`, 1 level (opt-in: `--reuse-held-frames` without a value), reuses 89% of the held cel frames
+  at CRF 18 instead of 43%, and 94-100% of the natural ones at CRF 18-28 (87-100% exactly), while no motion
+  measured stays under it except the two that the decoded input does not show; a reused frame is at most one
+  level, the output format's own rounding step, from its input in any sample.
+- Larger values trade pictures for speed knowingly: the outline noise above, a slow fade's steps.
 """
 
 from __future__ import annotations
