@@ -219,6 +219,26 @@ def test_damaged_chunk_is_redone(vfr_mkv, random_espcn, tmp_path, caplog):
     assert len(frames_of(out)) == 30
 
 
+def test_a_resumed_runs_rate_counts_only_its_own_frames(vfr_mkv, random_espcn, tmp_path, capsys):
+    out = tmp_path / "out.mkv"
+    work = interrupted_job(vfr_mkv, out, random_espcn, 2)
+    done = sum(c["frames"] for c in json.loads((work / "manifest.json").read_text())["chunks"] if c["state"] == "done")
+    reports = []
+    vidsr.upscale_video(vfr_mkv, tmp_path / "callback.mkv", model=random_espcn, encoder="ffv1", chunk_seconds=1,
+                        progress=reports.append)  # another output: a fresh job, nothing resumed
+    assert reports and all(p.resumed == 0 for p in reports)
+    shutil.copytree(work, work_folder_of(tmp_path / "bar.mkv"), ignore=shutil.ignore_patterns("lock"))
+    reports.clear()
+    vidsr.upscale_video(vfr_mkv, out, model=random_espcn, encoder="ffv1", chunk_seconds=1, progress=reports.append)
+    assert reports and all(p.resumed == done for p in reports)
+    assert all(p.fps == pytest.approx((p.frames - done) / p.elapsed) for p in reports)
+    capsys.readouterr()
+    vidsr.upscale_video(vfr_mkv, tmp_path / "bar.mkv", model=random_espcn, encoder="ffv1", chunk_seconds=1,
+                        progress=True)
+    first = capsys.readouterr().err.split("\r")[1]
+    assert f"| {done}/" in first and "?frame/s" in first  # the bar starts at them, without a rate
+
+
 @pytest.mark.parametrize("change", ["settings", "input", "no-resume"])
 def test_other_settings_input_or_no_resume_start_afresh(vfr_mkv, random_espcn, tmp_path, caplog, change):
     out = tmp_path / "out.mkv"

@@ -53,17 +53,19 @@ _END = object()
 
 @dataclass(frozen=True)
 class Progress:
-    """Frames written so far, the expected total (None when unknown), seconds since the start, and how many of
-    the frames written were held frames that reused the output before them instead of the model."""
+    """Frames written so far, the expected total (None when unknown), seconds since the start, how many of
+    the frames written were held frames that reused the output before them instead of the model, and how many
+    an earlier run had written (a resumed chunked job's finished chunks: in `frames`, not in the rate)."""
 
     frames: int
     total: int | None
     elapsed: float
     reused: int = 0
+    resumed: int = 0
 
     @property
     def fps(self) -> float:
-        return self.frames / self.elapsed if self.elapsed > 0 else 0.0
+        return (self.frames - self.resumed) / self.elapsed if self.elapsed > 0 else 0.0
 
     @property
     def eta(self) -> float | None:
@@ -294,14 +296,16 @@ class _Writer:
         self.times = (self.times[0] if self.times else seconds, seconds)
 
 
-def _progress_reporter(progress: ProgressCallback | bool | None, info: MediaInfo) -> tuple[ProgressCallback, Callable]:
-    """A callback for the chosen kind of progress report, and a function that closes it (completed: bool)."""
+def _progress_reporter(progress: ProgressCallback | bool | None, info: MediaInfo,
+                       resumed: int = 0) -> tuple[ProgressCallback, Callable]:
+    """A callback for the chosen kind of progress report, and a function that closes it (completed: bool);
+    the bar starts at `resumed` frames, which its rate does not count."""
     if callable(progress):
         return progress, lambda completed: None
     if not progress or info.is_image:  # a single picture: no frames to count
         return lambda p: None, lambda completed: None
-    bar = tqdm(total=info.video.estimated_frames, unit="frame", desc=info.path.name, dynamic_ncols=True,
-               leave=True)
+    bar = tqdm(total=info.video.estimated_frames, initial=resumed, unit="frame", desc=info.path.name,
+               dynamic_ncols=True, leave=True)
     notices = contextlib.ExitStack()
     notices.enter_context(logging_redirect_tqdm())  # notices print above the bar instead of into its line
 
@@ -622,8 +626,9 @@ class ChunkedJob:
     def run_chunks(self, upscaler: Upscaler, batch_size: BatchSize,
                    progress: ProgressCallback | bool | None, cancel: threading.Event | None) -> None:
         """Every pending chunk in this process; the work folder stays open (locked) when they succeed."""
-        report, close_report = _progress_reporter(progress, self.info)
-        start, base = time.monotonic(), self.work.frames()
+        resumed = self.work.frames()
+        report, close_report = _progress_reporter(progress, self.info, resumed)
+        start, base = time.monotonic(), resumed
         reused = chunk_reused = 0  # held frames reused: by the chunks done in this run, by the current one
         completed = False
         try:
@@ -631,7 +636,8 @@ class ChunkedJob:
                 def chunk_report(p: Progress, base: int = base, reused: int = reused) -> None:
                     nonlocal chunk_reused
                     chunk_reused = p.reused
-                    report(Progress(base + p.frames, self.total_frames, time.monotonic() - start, reused + p.reused))
+                    report(Progress(base + p.frames, self.total_frames, time.monotonic() - start, reused + p.reused,
+                                    resumed))
 
                 partial = self.work.partial_path(chunk.index)
                 frames, lost = upscale_chunk(self.info, chunk, partial, upscaler, self.settings, batch_size,
