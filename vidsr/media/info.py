@@ -128,6 +128,9 @@ def video_info(container: av.container.InputContainer, path: Path) -> VideoInfo:
         raise InputError(f"{path}: has no video stream")
     stream = container.streams.video[0]
     ctx = stream.codec_context
+    if ctx is None:  # a codec id FFmpeg has no decoder for: a damaged header, or a codec it does not build
+        raise InputError(f"{path}: its video codec is unknown to FFmpeg (a damaged file, or a codec this build "
+                         "lacks)")
     if ctx.pix_fmt is None or ctx.width == 0:
         raise InputError(f"{path}: damaged file: its video stream's parameters (picture size and format) cannot "
                          "be read")
