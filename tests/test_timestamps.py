@@ -4,7 +4,10 @@ reported lost, in one piece as in chunks."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -13,7 +16,10 @@ import numpy as np
 import pytest
 
 from vidsr.cli import main
+from vidsr.errors import VidsrError
+from vidsr.media.pipeline import upscale_video
 from vidsr.media.source import Source
+from vidsr.tools import sample
 
 
 @pytest.fixture
@@ -141,3 +147,85 @@ def test_a_valid_file_reports_nothing_missing(upscale, random_espcn, tmp_path, k
     assert len(stamps) == frames and lost == {}
     code, err = upscale(src, "-m", random_espcn, "-o", tmp_path / "out.mkv")
     assert code == 0 and not notices(err), err
+
+
+# --- 7: frames that share one timestamp -------------------------------------------------------------------
+
+
+def test_frames_sharing_one_timestamp_are_kept_with_assume_fps(upscale, random_espcn, tmp_path):
+    src = ffv1_mkv(tmp_path / "same.mkv", [0] * 5, Fraction(1, 1000))
+    code, err = upscale(src, "-m", random_espcn, "-o", tmp_path / "one.mkv")
+    assert code == 0, err
+    assert "4 frame(s) dropped: their timestamps repeat or go back (--assume-fps RATE stamps frames in order)" in err
+    code, err = upscale(src, "-m", random_espcn, "--assume-fps", "24000/1001", "-o", tmp_path / "all.mkv")
+    assert code == 0 and not notices(err), err
+    with av.open(str(tmp_path / "all.mkv")) as container:
+        times = [frame.time for frame in container.decode(video=0)]
+    assert times == pytest.approx([i * 1001 / 24000 for i in range(5)], abs=1e-3)
+
+
+@pytest.mark.parametrize("rate", ["0", "-24", "nan", "inf", "24/0", "fast", "5000"])
+def test_assume_fps_takes_only_a_positive_finite_rate(capsys, random_espcn, tmp_path, rate):
+    src = ffv1_mkv(tmp_path / "same.mkv", [0] * 2, Fraction(1, 1000))
+    with pytest.raises(SystemExit) as exited:
+        main(["upscale", str(src), "-m", str(random_espcn), "--assume-fps", rate, "-o", str(tmp_path / "out.mkv")])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "Traceback" not in err and not (tmp_path / "out.mkv").exists()
+    assert "argument --assume-fps: expected a frame rate above 0" in err
+    with pytest.raises(VidsrError, match="assume_fps: expected a frame rate above 0"):
+        upscale_video(src, tmp_path / "out.mkv", model=random_espcn, assume_fps=rate)
+
+
+def test_the_vapoursynth_source_places_frames_by_order_where_stamps_cannot_say(tmp_path):
+    vs = pytest.importorskip("vapoursynth")
+    sr = pytest.importorskip("vsvidsr")
+    same = ffv1_mkv(tmp_path / "same.mkv", [0] * 5, Fraction(1, 1000))
+    clip = sr.source(same, assume_fps="24000/1001")
+    assert (clip.num_frames, clip.fps) == (5, Fraction(24000, 1001))
+    levels = {n: float(np.asarray(clip.get_frame(n)[0]).mean()) for n in (4, 0, 2, 1, 3)}  # random access
+    assert [levels[n] for n in range(5)] == sorted(levels.values()) and len(set(levels.values())) == 5
+    avi = h264_file(tmp_path / "cam.avi", list(range(20)), Fraction(1, 10), decode_order_pts=True)
+    clip = sr.source(avi)
+    levels = [float(np.asarray(clip.get_frame(n)[0]).mean()) for n in range(20)]
+    assert clip.num_frames == 20 and levels == sorted(levels)
+    with pytest.raises(vs.Error, match="assume_fps: expected a frame rate"):
+        sr.source(same, assume_fps="0")
+
+
+# --- 4: y4m carries the video's rate ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "rate", "time_base", "chunked"), [
+    ("ntsc.mp4", Fraction(30000, 1001), Fraction(1, 30000), False),
+    ("pal.ts", Fraction(25), Fraction(1, 90000), False),
+    ("pal.mp4", Fraction(25), Fraction(1, 12800), True),
+], ids=["29.97-mp4", "25-ts", "25-mp4-chunked"])
+def test_y4m_output_carries_the_videos_rate(upscale, random_espcn, tmp_path, name, rate, time_base, chunked):
+    """y4m has no timestamps: its header's rate was the input's time base (F30000:1 for 29.97 fps)."""
+    src = sample.write_clip(tmp_path / name, sample.ClipSpec(width=64, height=48, frames=12, rate=rate,
+                                                             time_base=time_base))
+    out = tmp_path / "out.y4m"
+    code, err = upscale(src, "-m", random_espcn, "-o", out, *(["--chunk-seconds", "0.2"] if chunked else []))
+    assert code == 0, err
+    assert f" F{rate.numerator}:{rate.denominator} ".encode() in out.read_bytes()[:80]
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        assert stream.average_rate == rate and sum(1 for _ in container.decode(stream)) == 12
+        assert container.duration / 1e6 == pytest.approx(float(12 / rate), abs=1e-3)
+    info = vspipe_info(out, tmp_path)
+    if info is not None:  # VapourSynth reads it back through vsvidsr's source
+        assert info["FPS"].startswith(f"{rate.numerator}/{rate.denominator} ") and info["Frames"] == "12"
+
+
+def vspipe_info(path: Path, folder: Path) -> dict[str, str] | None:
+    """`vspipe --info` of `sr.source(path)`; None where vspipe is not installed."""
+    vspipe = Path(sys.executable).with_name("vspipe")
+    if not vspipe.exists():
+        return None
+    env = {**os.environ, "XDG_CONFIG_HOME": str(folder / "config")}
+    subprocess.run([sys.executable, "-m", "vapoursynth", "config"], env=env, check=True, capture_output=True)
+    script = folder / "source.vpy"
+    script.write_text("import vsvidsr as sr\nsr.source(path).set_output()\n")
+    done = subprocess.run([str(vspipe), "--info", "-a", f"path={path}", str(script), "-"], env=env,
+                          capture_output=True, text=True, timeout=60, check=True)
+    return dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line)

@@ -4,6 +4,10 @@ The video packets are demuxed once (no decoding) to learn every frame's timestam
 That gives the exact length, per-frame durations from real timestamps (VFR) and a keyframe table, so
 frame N is decoded by seeking to the last keyframe at or before it and decoding forward; frames
 decoded on the way land in a small LRU cache, and sequential requests just keep decoding.
+
+Where the container's pts cannot be trusted (AVI numbers a B-frame stream's packets in decode order), frames are
+placed by their order after the keyframe decoding started at, as `vidsr.media.stamps` stamps them; with
+`assume_fps`, every frame is placed by its order from the start of the stream.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import vapoursynth as vs
 from vidsr.errors import DecodeError, InputError, VidsrError
 from vidsr.media.frames import frame_to_planes, plane_layout, working_format
 from vidsr.media.info import ColorInfo, open_container, video_info
+from vidsr.media.stamps import UNTRUSTED_PTS, parse_rate
 
 
 @dataclass(frozen=True)
@@ -60,8 +65,10 @@ def _timestamp(item: av.Packet | av.VideoFrame) -> int | None:
     return item.pts if item.pts is not None else item.dts
 
 
-def index_packets(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> FrameIndex:
-    """Demux the stream once, without decoding, to collect the timestamps of all frames shown."""
+def index_packets(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                  counted: bool = False) -> FrameIndex:
+    """Demux the stream once, without decoding, to collect the timestamps of all frames shown; `counted`:
+    frame n is at n whatever its packet says, decoding starts from the stream's start (`assume_fps`)."""
     stamps: list[tuple[int, int]] = []  # (timestamp, duration)
     keyframes = []
     first_dts = None
@@ -81,6 +88,8 @@ def index_packets(container: av.container.InputContainer, stream: av.video.strea
         raise DecodeError(f"{container.name}: cannot read video packets ({exc})") from None
     if not stamps:
         raise InputError(f"{container.name}: video stream has no frames")
+    if counted:
+        return FrameIndex(list(range(len(stamps))), [Keyframe(0, first_dts)], first_dts, 1)
     stamps.sort()
     return FrameIndex([ts for ts, _ in stamps], sorted(keyframes, key=lambda k: k.pts), first_dts, stamps[-1][1])
 
@@ -88,13 +97,16 @@ def index_packets(container: av.container.InputContainer, stream: av.video.strea
 class FrameReader:
     """Random access to decoded frames as numpy planes. Thread safe: VapourSynth calls it from workers."""
 
-    def __init__(self, path: str, cache_size: int) -> None:
+    def __init__(self, path: str, cache_size: int, counted: bool = False) -> None:
         with open_container(path) as probed:  # probing decodes a frame, which fixes the decoder's threading
             self.info = video_info(probed, path)
         self.container = open_container(path)
         self.stream = self.container.streams.video[0]
         self.stream.thread_type = "AUTO"
-        self.index = index_packets(self.container, self.stream)
+        self.index = index_packets(self.container, self.stream, counted)
+        # frames placed by their order after the seek point rather than by their own pts
+        self.by_order = counted or self.container.format.name in UNTRUSTED_PTS
+        self._next_position = 0
         self.cache_size = max(cache_size, 1)
         self._cache: OrderedDict[int, list[np.ndarray]] = OrderedDict()
         self._frames = None  # decode iterator positioned after the last decoded frame
@@ -135,12 +147,14 @@ class FrameReader:
         self.stream.codec_context.flush_buffers()
         self._frames = self.container.decode(self.stream)
         self._last_decoded = first - 1
+        self._next_position = first
 
     def _decode_until(self, n: int) -> list[np.ndarray] | None:
         """Decode forward, caching frames, up to frame n; None if the stream skipped past it."""
         try:
             for frame in self._frames:
-                position = self.index.position(_timestamp(frame))
+                position = self._next_position if self.by_order else self.index.position(_timestamp(frame))
+                self._next_position += 1
                 if position is None or position <= self._last_decoded:
                     continue
                 self._last_decoded = position
@@ -189,13 +203,16 @@ def clip_rate(index: FrameIndex, durations: list[int], time_base: Fraction, gues
     return Fraction(len(durations)) / span
 
 
-def source(path: str | os.PathLike, cache_size: int = 16) -> vs.VideoNode:
+def source(path: str | os.PathLike, cache_size: int = 16, assume_fps: str | float | None = None) -> vs.VideoNode:
     """Open the first video stream of a media file with PyAV, with frame-accurate random access.
 
     Args:
         path: video file (any container and codec FFmpeg decodes).
         cache_size: decoded frames kept for out-of-order requests (frames between a keyframe and
             the one asked for are decoded anyway and often asked for next).
+        assume_fps: take the stream as constant-rate at this rate (24, 29.97, "24000/1001") and place its
+            frames in order, whatever their timestamps (for files whose frames repeat one timestamp); frames
+            are then found by decoding from the stream's start.
 
     Returns:
         A clip with the stream's exact frame count and planar format (GRAY, YUV or RGB, 8-16 bit;
@@ -205,12 +222,16 @@ def source(path: str | os.PathLike, cache_size: int = 16) -> vs.VideoNode:
         exact for constant-rate streams and the average rate for variable-rate ones.
     """
     try:
-        reader = FrameReader(os.fspath(path), cache_size)
+        rate = parse_rate(assume_fps)
+    except ValueError as exc:
+        raise vs.Error(f"vsvidsr.source: assume_fps: {exc}") from None
+    try:
+        reader = FrameReader(os.fspath(path), cache_size, counted=rate is not None)
     except VidsrError as exc:
         raise vs.Error(f"vsvidsr.source: {exc}") from None
     info = reader.info
     fmt = clip_format(info.pix_fmt)
-    time_base = info.time_base
+    time_base = info.time_base if rate is None else 1 / rate
     durations = reader.index.durations()
     rate = clip_rate(reader.index, durations, time_base, info.frame_rate)
     constant_props = color_props(info.color, fmt.color_family, int(reader.stream.codec_context.chroma_sample_location))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from fractions import Fraction
 from pathlib import Path
 
 from vidsr.commands import add_command, batch_size_arg, number_arg
@@ -27,6 +28,17 @@ def _levels(text: str) -> float:
     if not 0 <= value <= 255:
         raise argparse.ArgumentTypeError(f"expected a number of 8-bit levels from 0 to 255, got {text!r}")
     return value
+
+
+def _rate(text: str) -> Fraction:
+    from vidsr.media.stamps import parse_rate
+
+    try:
+        rate = parse_rate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    assert rate is not None
+    return rate
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -72,6 +84,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--hwdec", metavar="DEVICE",
                         help="decode on a device, e.g. cuda (NVDEC); falls back to software with a notice")
     parser.add_argument("--skip-errors", action="store_true", help="drop undecodable frames instead of stopping")
+    parser.add_argument("--assume-fps", type=_rate, metavar="RATE",
+                        help="take the video as constant-rate at RATE (24, 29.97, 24000/1001) and stamp its frames "
+                        "in order, whatever their timestamps (as FFmpeg's input -r): for files whose frames "
+                        "repeat one timestamp; not cut into chunks")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notices")
     held = parser.add_mutually_exclusive_group()
     held.add_argument("--reuse-held-frames", dest="reuse_held", type=_levels, nargs="?", const=NOISE_LEVELS,
@@ -120,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
         encoder=args.encoder, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
         encoder_options=dict(args.encoder_option), audio=args.audio, overwrite=args.overwrite,
         skip_errors=args.skip_errors, hwdec=args.hwdec, progress=not args.quiet, chunk_seconds=args.chunk_seconds,
-        resume=not args.no_resume, reuse_held=args.reuse_held, **_scale_out(args),
+        resume=not args.no_resume, reuse_held=args.reuse_held, assume_fps=args.assume_fps,
+        **_scale_out(args),
     )
     if not args.quiet:
         for path in written:

@@ -77,6 +77,9 @@ def upscale_path(input: str | Path, output: str | Path | None = None, *,
     if not input_path.is_dir():
         probe(input_path)  # a bad input is reported before minutes are spent loading a model
     on_ray = None
+    if (workers is not None or cluster) and options.get("assume_fps") is not None:
+        raise InputError("--assume-fps numbers the frames in order, which chunks on Ray workers cannot share; "
+                         "run it without --workers / --cluster")
     if workers is not None or cluster:
         from vidsr.jobs import distributed
 

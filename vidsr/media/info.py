@@ -64,6 +64,16 @@ class VideoInfo:
     sar_tagged: bool = False  # the file states its SAR (an explicit 1:1 is kept as such)
     alpha_unused: bool = False  # an alpha channel the decoder adds, opaque everywhere (CMYK JPEG)
     icc_profile: bool = False  # the first frame carries an ICC colour profile
+    average_rate: Fraction | None = None  # frames over duration, where FFmpeg could tell
+
+    @property
+    def constant_rate(self) -> Fraction:
+        """The rate to write where the output holds one rate and no timestamps (y4m): the guessed rate, or the
+        average where they disagree (a variable-rate stream, or a guess misled by B-frames in AVI)."""
+        guessed, average = self.frame_rate, self.average_rate
+        if average and (not guessed or abs(guessed / average - 1) > Fraction(1, 100)):
+            return average
+        return guessed or average or Fraction(25)
 
     @property
     def estimated_frames(self) -> int | None:
@@ -162,6 +172,7 @@ def video_info(container: av.container.InputContainer, path: Path) -> VideoInfo:
         sar_tagged=bool(stream.sample_aspect_ratio or ctx.sample_aspect_ratio),
         alpha_unused=ctx.name == "mjpeg" and _opaque(first),  # JPEG has no alpha: CMYK decodes to RGB + alpha
         icc_profile=_has_icc_profile(first, stream),
+        average_rate=Fraction(stream.average_rate) if stream.average_rate else None,
     )
 
 

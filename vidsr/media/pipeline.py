@@ -41,6 +41,7 @@ from vidsr.media.info import MediaInfo, is_image_demuxer, open_container, probe
 from vidsr.media.lost import LostFrames
 from vidsr.media.sink import AUDIO_MODES, EncodeSettings, Sink, chunk_encoding
 from vidsr.media.source import DecodedFrame, Source
+from vidsr.media.stamps import UNTRUSTED_PTS, parse_rate
 from vidsr.media.workfolder import WorkFolder, input_fingerprint, unchunked_run
 
 log = logging.getLogger("vidsr")
@@ -362,6 +363,7 @@ def upscale_video(
     chunk_seconds: float | None = None,
     resume: bool = True,
     reuse_held: ReuseHeld = True,
+    assume_fps: str | float | Fraction | None = None,
 ) -> Path:
     """Upscale one video (or image) file; returns the output path.
 
@@ -379,9 +381,12 @@ def upscale_video(
     own pts. True (the default): exact repeats only, which changes no picture; a number: frames within that
     many 8-bit levels in every sample of every plane (`vidsr.media.NOISE_LEVELS`, 1, takes in the codec noise
     that measurement showed motion stays above; vidsr/media/holds.py); False: every frame through the model.
+    `assume_fps` (a number, or a fraction such as "24000/1001") takes the video as constant-rate at that rate
+    and stamps its frames in order, whatever their timestamps (FFmpeg's input -r): for files whose frames all
+    carry one timestamp. Such a run is not cut into chunks.
     """
     reuse = reuse_threshold(reuse_held)
-    info = probe_input(Path(input))
+    info = assume_rate(probe_input(Path(input)), assume_fps)
     model_settings = dict(model=model, device=device, precision=precision, tile=tile, tile_pad=tile_pad,
                           max_memory=max_memory, compile=compile, strength=strength)
     if upscaler is None:
@@ -394,13 +399,18 @@ def upscale_video(
     if batch_size not in ("auto", None) and (not isinstance(batch_size, int) or batch_size < 1):
         raise InputError(f"batch size must be a whole number of at least 1 or 'auto' (got {batch_size!r})")
     seconds = 0.0 if image_encoder or info.is_image else resolve_chunk_seconds(chunk_seconds, info.video.duration)
+    if seconds and assume_fps is not None:
+        log.warning("%s: --assume-fps numbers the frames in order, which chunks cannot share; upscaled in one "
+                    "piece, without resuming", info.path.name)
+        seconds = 0.0
     job = (ChunkedJob.plan(info, output_path, upscaler, settings, seconds, resume, skip_errors, hwdec, overwrite,
                            reuse) if seconds else None)
     if job:
         job.run_here(upscaler, batch_size, progress, cancel)
         return output_path
     with unchunked_run(output_path), temporary_output(output_path, overwrite) as tmp:
-        source = Source(info.path, skip_errors=skip_errors, hwdec=hwdec)
+        source = Source(info.path, skip_errors=skip_errors, hwdec=hwdec,
+                        assume_fps=None if assume_fps is None else info.video.frame_rate)
         _run(info, source, tmp, "image2" if image_encoder else None, upscaler, settings, batch_size, progress, cancel,
              reuse=reuse)
     return output_path
@@ -415,6 +425,18 @@ def refuse_model_settings(settings: dict[str, object]) -> None:
 
 
 _MODEL_DEFAULTS = {name: parameter.default for name, parameter in inspect.signature(upscale_video).parameters.items()}
+
+
+def assume_rate(info: MediaInfo, rate: str | float | Fraction | None) -> MediaInfo:
+    """`info` with the video taken as constant-rate at `rate` (validated; None: as it is), in a time base of one
+    frame."""
+    try:
+        fps = parse_rate(rate)
+    except ValueError as exc:
+        raise InputError(f"assume_fps: {exc}") from None
+    if fps is None or info.is_image:
+        return info
+    return replace(info, video=replace(info.video, frame_rate=fps, average_rate=fps, time_base=1 / fps))
 
 
 def probe_input(path: Path) -> MediaInfo:
@@ -547,7 +569,7 @@ def upscale_chunk(info: MediaInfo, chunk: Chunk, target: Path, upscaler: Upscale
     Returns the frame count and the frames lost (`LostFrames.spans`: the job reports them all at the end).
     `reuse`: the held-frame threshold; a chunk's first frame is upscaled whatever came before it."""
     source = Source(info.path, skip_errors=skip_errors, hwdec=hwdec, pts_range=chunk.pts_range(seek=data is None),
-                    data=data, time_base=info.video.time_base)
+                    data=data, time_base=info.video.time_base, ordered=info.container in UNTRUSTED_PTS)
     frames = _run(info, source, target, None, upscaler, settings, batch_size, progress, cancel, chunk_headers,
                   reuse)
     return frames, source.lost.spans

@@ -221,6 +221,7 @@ def chunk_encoding(suffix: str, encoder: str | None) -> tuple[str, bool] | None:
 
 
 _AVFMT_GLOBALHEADER = 0x0040
+_AVFMT_NOTIMESTAMPS = 0x0080
 
 
 def _missing_driver(encoder: str) -> str | None:
@@ -330,6 +331,11 @@ class Sink:
 
     def _set_up(self, source: av.container.InputContainer, video: VideoInfo, width: int, height: int) -> None:
         self.turner: _Turner | None = None
+        # Formats without timestamps (y4m, raw frames) hold one rate, taken from their time base: their frames
+        # are numbered at the video's rate (y4m wrote the input's time base as its rate: F30000:1 for 29.97 fps).
+        self._numbered = 1 / video.constant_rate if self.output.format.name == "yuv4mpegpipe" or \
+            self.output.format.flags & _AVFMT_NOTIMESTAMPS else None
+        self._frames_written = 0
         source_format = working_format(video.pix_fmt, alpha=not video.alpha_unused)
         if self.copy_video is None:
             codec, self.stream = self._add_video_stream(video)
@@ -396,8 +402,7 @@ class Sink:
         ctx = stream.codec_context
         ctx.width, ctx.height = self.turner.size if self.turner else (self.width, self.height)
         ctx.pix_fmt = self.pix_fmt
-        ctx.time_base = video.time_base
-        stream.time_base = video.time_base
+        ctx.time_base = stream.time_base = self._numbered or video.time_base
         if self.chunk_headers is False:  # NUT asks for global headers; the output's format does not
             ctx.flags &= ~av.codec.context.Flags.global_header
         self._tag_video(ctx, video)
@@ -528,7 +533,8 @@ class Sink:
             self.pictures_left -= 1
         if frame.format.name != self.pix_fmt:
             frame = frame.reformat(format=self.pix_fmt)
-        frame.pts, frame.time_base = pts, time_base
+        frame.pts, frame.time_base = (self._frames_written, self._numbered) if self._numbered else (pts, time_base)
+        self._frames_written += 1
         if self.turner:
             frame = self.turner.turn(frame)
         frame.colorspace, frame.color_range = self.color.matrix, 2 if self.color.full_range else 1

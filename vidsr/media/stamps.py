@@ -23,9 +23,9 @@ from fractions import Fraction
 UNTRUSTED_PTS = {"avi"}
 
 
-def parse_rate(value: str | float | Fraction | None, what: str = "--assume-fps") -> Fraction | None:
+def parse_rate(value: str | float | Fraction | None) -> Fraction | None:
     """A frame rate given as a number or a fraction (24, 29.97, 24000/1001); None stays None. Raises
-    ValueError naming `what` for anything that is not a positive, finite rate."""
+    ValueError for anything that is not a positive, finite rate."""
     if value is None:
         return None
     try:
@@ -33,7 +33,7 @@ def parse_rate(value: str | float | Fraction | None, what: str = "--assume-fps")
     except (ValueError, ZeroDivisionError):
         rate = None
     if rate is None or rate <= 0 or rate > 1000:
-        raise ValueError(f"{what} takes a frame rate above 0 and up to 1000, as a number or a fraction such as "
+        raise ValueError(f"expected a frame rate above 0 and up to 1000, as a number or a fraction such as "
                          f"24000/1001 (got {value!r})")
     return rate.limit_denominator(1_000_000)
 
