@@ -33,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-memory", type=number_arg(POSITIVE), metavar="GIB",
                         help="cap on CUDA memory in GiB (tiles shrink to fit)")
     parser.add_argument("--hwdec", help="decode on this device in the engine run (e.g. cuda for NVDEC)")
+    parser.add_argument("--remeasure-peak", action="store_true",
+                        help="measure the CPU's convolution peak again instead of reading it from the cache "
+                             "(the first measurement was taken while the CPU was busy)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -42,6 +45,6 @@ def run(args: argparse.Namespace) -> int:
     width, height = args.size
     result = run_bench(args.model, width, height, args.frames, args.batch_size, args.precision, args.device,
                        args.encoder, args.input, args.compile, args.tile, args.max_memory, args.hwdec,
-                       args.crf, args.preset)
+                       args.crf, args.preset, args.remeasure_peak)
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.table())
     return 0
