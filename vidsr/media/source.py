@@ -97,6 +97,7 @@ class Source:
         self._owing = False
         self._seen: set[int] = set()  # the raw pts and dts of the video packets demuxed
         self._read: list[int] = []  # the raw stamps of the video packets demuxed
+        self._last_stamp: int | None = None  # of the last video packet that had one
         self._passthrough: set[int] = set()
         self._end_of_last: int | None = None  # the byte after the last packet demuxed
         self._resume_pending = False  # the demuxer skipped bytes since the last video packet
@@ -162,9 +163,9 @@ class Source:
         except av.FFmpegError as exc:  # demuxer-level corruption
             raise DecodeError(f"{self.path}: cannot read past {self._place(index)} ({ffmpeg_reason(exc)})") from None
         self._report_owed()
-        # A chunk's losses are the job's to report, once, with the other chunks' (a chunk whose every frame
-        # was lost under --skip-errors is one of them).
-        if index == 0 and (self.pts_range is None or not self.lost.spans):
+        # A chunk's losses are the job's to report, once, with the other chunks'; a chunk may hold no frame
+        # (every one lost, or none in its range where damage shuffled the timestamps): the job judges the sum.
+        if index == 0 and self.pts_range is None:
             raise DecodeError(f"{self.path}: no video frame could be decoded")
         if self.pts_range is None:
             self.lost.report(self.path.name)
@@ -211,6 +212,8 @@ class Source:
                     self._resumed_at.append(raw)
                     self._resume_pending = False
             stamp = self._scaled(raw)
+            if stamp is not None:
+                self._last_stamp = stamp
             if packet.size and not packet.is_discard:
                 self._owing = self._owing or packet.is_keyframe
                 if self._owing:
@@ -307,12 +310,18 @@ class Source:
                 self._clock.owe(stamp)
             self._clock.settle(stamp)
             if not tolerate:
-                self._lose(_UNDECODABLE, stamp if stamp is not None else self._clock.next_stamp())
+                self._lose(_UNDECODABLE, stamp if stamp is not None else self._after_last_stamp())
         if tolerate:
             return [(f, None) for f in frames if not f.is_corrupt]
         if packet.is_keyframe and (self._orphans_from is None or self._orphans_until is not None):
             self._orphans_from, self._orphans_until = _decode_order(packet), None
         return [(f, _UNDECODABLE if f.is_corrupt else why) for f, why in self._with_orphans(frames)]
+
+    def _after_last_stamp(self) -> int:
+        """Where a packet without a timestamp is, for reports: a frame after the last packet that had one."""
+        if self._last_stamp is None:
+            return self._clock.next_stamp()
+        return self._last_stamp + self._clock.step
 
     def _with_orphans(self, frames: list[av.VideoFrame]) -> list[tuple[av.VideoFrame, str | None]]:
         """The frames, those decoded after a lost keyframe and before the next one that decodes marked lost:
