@@ -1,16 +1,22 @@
-"""Chunked jobs on Ray: a local Ray with 2 CPUs, started once for the module and always shut down."""
+"""Chunked jobs on Ray: a local Ray with 2 CPUs, started once for the module and always shut down; and a real
+cluster started with `ray start --head` on loopback, with token authentication, as users start theirs."""
 
 from __future__ import annotations
 
 import contextlib
+import http.server
 import logging
 import os
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import types
 from fractions import Fraction
 from pathlib import Path
 
@@ -28,9 +34,16 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 
 
-def vidsr_cli(*args: str, prelude: str = "") -> subprocess.CompletedProcess:
+def vidsr_cli(*args: str, prelude: str = "", env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     code = f"{prelude}\nimport sys\nfrom vidsr.cli import main\nsys.exit(main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, "-c", code, *args], env=ENV, capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-c", code, *args], env=env or ENV, capture_output=True, text=True,
+                          timeout=120)
+
+
+def free_port() -> int:
+    with socket.socket() as s:  # a port that was free a moment ago
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_without_ray_workers_say_how_to_get_it(make_clip, random_espcn):
@@ -42,9 +55,7 @@ def test_without_ray_workers_say_how_to_get_it(make_clip, random_espcn):
 
 
 def test_cluster_where_nothing_listens_fails_in_one_line_quickly(make_clip, random_espcn):
-    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     src = make_clip("in.mp4", width=64, height=48, frames=4)
     start = time.monotonic()
     result = vidsr_cli("upscale", str(src), "-m", str(random_espcn), "--cluster", f"ray://127.0.0.1:{port}")
@@ -53,6 +64,92 @@ def test_cluster_where_nothing_listens_fails_in_one_line_quickly(make_clip, rand
                                      "(connection refused)")
     assert time.monotonic() - start < 60  # Python, torch and Ray's imports included; no connection retries
     assert not any(src.parent.glob(".*.vidsr"))
+
+
+def test_cluster_where_a_web_server_listens_fails_in_one_line_within_seconds(make_clip, random_espcn):
+    """Ray would retry for minutes against a server that answers in another protocol."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    src = make_clip("in.mp4", width=64, height=48, frames=4)
+    try:
+        start = time.monotonic()
+        result = vidsr_cli("upscale", str(src), "-m", str(random_espcn), "--cluster", f"127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"vidsr: error: no Ray cluster answers at 127.0.0.1:{server.server_port}: "
+                                     "something else listens there (it does not speak gRPC); a cluster's address is "
+                                     "the head's HOST:6379, or ray://HOST:10001")
+    assert time.monotonic() - start < 60  # Python, torch and Ray's imports included; no connection retries
+    assert not any(src.parent.glob(".*.vidsr"))
+
+
+def test_ray_client_addresses_without_ray_client_installed_say_which_extra(make_clip, random_espcn):
+    src = make_clip("in.mp4", width=64, height=48, frames=4)
+    result = vidsr_cli("upscale", str(src), "-m", str(random_espcn), "--cluster", f"ray://127.0.0.1:{free_port()}",
+                       prelude="import sys; sys.modules['grpc'] = None  # as if ray[client] were not installed")
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("vidsr: error: --cluster ray://...: Ray's client needs grpcio: pip install "
+                                     "'vidsr[ray]' (it installs ray[client])")
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    """`ray start --head` on loopback with token authentication (Ray 2.59+'s default for a head that has a
+    token), in a session of its own; stopped by signalling that session only: `ray stop` would also stop every
+    other Ray on this machine. Yields (GCS port, client port, token)."""
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'vidsr[ray]')")
+    temp = Path(tempfile.mkdtemp(prefix="vr", dir="/tmp"))  # short: Ray's socket paths live under it
+    port, client_port, token = free_port(), free_port(), secrets.token_hex(16)
+    env = {**ENV, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "HOME": str(temp)}  # ~/.ray left alone
+    head = subprocess.Popen(
+        [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--port", str(port),
+         "--ray-client-server-port", str(client_port), "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
+         "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", str(temp / "t")],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not all(_listening(p) for p in (port, client_port)):
+            if head.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("ray start --head did not come up within 90 s")
+            time.sleep(0.5)
+        yield port, client_port, token
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            head.wait(timeout=10)  # the head drains for up to 30 s on SIGTERM: not worth waiting for here
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGKILL)
+        head.wait(timeout=30)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _listening(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+    return False
+
+
+@pytest.mark.slow
+def test_a_cluster_started_with_ray_start_is_joined_with_its_token(ray_head, make_clip, random_espcn, tmp_path):
+    port, client_port, token = ray_head
+    src = make_clip("in.mkv", width=64, height=48, frames=6, codec="ffv1", options=())
+    env = {k: v for k, v in ENV.items() if not k.startswith("RAY_")}
+    args = ["upscale", str(src), "-m", str(random_espcn), "-c", "ffv1", "--cluster"]
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{client_port}"):
+        refused = vidsr_cli(*args, address, env=env)
+        assert refused.returncode == 1 and refused.stderr.strip() == (
+            f"vidsr: error: the Ray cluster at {address} wants its token: `ray get-auth-token` on the head prints "
+            "it; pass it as --cluster-token TOKEN or in RAY_AUTH_TOKEN (docs/SCALING.md)")
+    for address, out, how in ((f"127.0.0.1:{port}", tmp_path / "gcs.mkv", {"RAY_AUTH_TOKEN": token}),
+                              (f"ray://127.0.0.1:{client_port}", tmp_path / "client.mkv", {})):
+        token_args = [] if how else ["--cluster-token", token]
+        joined = vidsr_cli(*args, address, *token_args, "-o", str(out), env={**env, **how})
+        assert joined.returncode == 0, joined.stderr
+        assert joined.stdout == f"{out}\n"  # nothing of Ray's beside the output path
+        assert "Traceback" not in joined.stderr and len(frames_of(out)) == 6
 
 
 def test_a_file_that_cannot_be_planned_leaves_no_work_folder_of_the_others(make_clip, random_espcn, tmp_path):
@@ -108,7 +205,7 @@ def assert_same_video(a: Path, b: Path) -> None:
 
 
 def test_two_workers_one_killed_still_complete_equal_to_single_run(ray_session, vfr_mkv, random_espcn, tmp_path,
-                                                                      caplog):
+                                                                      caplog, capfd):
     killed: list[int] = []
 
     def kill_one_worker() -> None:
@@ -137,6 +234,7 @@ def test_two_workers_one_killed_still_complete_equal_to_single_run(ray_session, 
         if "the worker died" in caplog.text:
             break
     assert "the worker died" in caplog.text and "retrying on a new worker" in caplog.text
+    assert capfd.readouterr().out == ""  # Ray's own report of the death (a paragraph) stays off stdout
 
 
 def test_folder_runs_its_files_on_two_workers_at_once(ray_session, make_clip, random_espcn, tmp_path, caplog):
@@ -155,6 +253,43 @@ def test_folder_runs_its_files_on_two_workers_at_once(ray_session, make_clip, ra
         single = vidsr.upscale_video(folder / out.name, tmp_path / f"single_{out.name}", model=random_espcn,
                                      encoder="ffv1")
         assert_same_video(out, single)
+
+
+def test_a_folder_on_workers_goes_on_past_files_that_fail(ray_session, make_clip, random_espcn, tmp_path, caplog):
+    """As without Ray: a file that cannot be planned and one whose chunk fails on a worker are reported, the
+    others are done, and no work folder is left of the failed ones."""
+    from test_robustness import h264_mp4_damaged
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    make_clip("in/a.mkv", width=64, height=48, frames=8, codec="ffv1", options=())
+    h264_mp4_damaged(folder / "b.mp4", range(9, 10), keep_lengths=True)  # decodes wrong in its second GOP
+    (folder / "c.mkv").write_text("not a video")
+    with pytest.raises(VidsrError) as failure:
+        upscale_path(folder, tmp_path / "out", model=random_espcn, device="cpu", encoder="ffv1", workers=1)
+    assert str(failure.value) == f"2 of 3 files failed (c.mkv, b.mp4); the others are in {tmp_path / 'out'}"
+    assert "c.mkv: not a readable media file" in caplog.text and "b.mp4: decode error" in caplog.text
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.mkv"]  # no work folder, no partial file
+    assert_same_video(tmp_path / "out" / "a.mkv", vidsr.upscale_video(folder / "a.mkv", tmp_path / "single.mkv",
+                                                                       model=random_espcn, encoder="ffv1"))
+
+
+def test_notices_print_above_the_workers_progress_bar(capsys):
+    """A notice while the bar runs takes a line of its own, not the end of the bar's line."""
+    from vidsr.jobs.distributed import _ProgressBar
+
+    job = types.SimpleNamespace(total_frames=10, work=types.SimpleNamespace(frames=lambda: 0))
+    handler = logging.StreamHandler(sys.stderr)  # as the CLI sets up its notices
+    logging.getLogger().addHandler(handler)
+    try:
+        bar = _ProgressBar([job], show=True)
+        bar.update(3)
+        logging.getLogger("vidsr").warning("a notice")
+        bar.close()
+    finally:
+        logging.getLogger().removeHandler(handler)
+    err = capsys.readouterr().err
+    assert "\ra notice\n" in err and "]a notice" not in err
 
 
 def test_workers_reuse_held_frames_with_the_threshold_asked_for(ray_session, random_espcn, tmp_path):
@@ -205,8 +340,6 @@ def test_a_chunk_whose_workers_keep_dying_fails_in_one_line_after_three(ray_sess
 @pytest.mark.parametrize("lost", ["NodeDiedError", "RaySystemError", "OutOfMemoryError"])
 def test_a_lost_node_or_ray_failure_retries_the_chunk(lost, caplog):
     """A chunk whose node went away is retried like one whose worker process died, never a traceback."""
-    import types
-
     import ray
 
     from vidsr.jobs.distributed import RayRunner, _Task

@@ -108,7 +108,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            help="run chunks and files on N Ray workers (default with --cluster: one per GPU); "
                            "needs pip install 'vidsr[ray]'")
     scale_out.add_argument("--cluster", metavar="ADDRESS",
-                           help="an existing Ray cluster: auto, or ray://HOST:10001 (see `ray start --head`)")
+                           help="an existing Ray cluster: its head's HOST:6379 (as `ray start --head` prints it), "
+                           "ray://HOST:10001 (Ray's client) or auto (one started on this machine)")
+    scale_out.add_argument("--cluster-token", metavar="TOKEN",
+                           help="the cluster's token, where it has token authentication (Ray 2.59+ by default; "
+                           "`ray get-auth-token` on the head prints it); RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH in "
+                           "the environment keep it out of the process list")
     scale_out.add_argument("--gpus-per-worker", type=number_arg(GPUS_PER_WORKER), default=1.0, metavar="G",
                            help="GPUs per worker, up to 1 (0.5: two workers share a GPU; default: 1)")
     scale_out.add_argument("--shared-path", action="store_true",
@@ -119,8 +124,8 @@ def _scale_out(args: argparse.Namespace) -> dict:
     """Ray options, only when asked for: without them, nothing about Ray is passed (or imported)."""
     if not (args.workers or args.cluster):
         return {}
-    return {"workers": args.workers, "cluster": args.cluster, "gpus_per_worker": args.gpus_per_worker,
-            "shared_path": args.shared_path}
+    return {"workers": args.workers, "cluster": args.cluster, "cluster_token": args.cluster_token,
+            "gpus_per_worker": args.gpus_per_worker, "shared_path": args.shared_path}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -54,7 +54,8 @@ def upscale_path(input: str | Path, output: str | Path | None = None, *,
                  model: str | Path | Sequence[str | Path] = "espcn-x2",
                  device: str = "auto", precision: str = "auto", tile: int | None = None, tile_pad: int = 16,
                  max_memory: float | None = None, compile: bool = False, strength: float | None = None,
-                 workers: int | None = None, cluster: str | None = None, gpus_per_worker: float = 1.0,
+                 workers: int | None = None, cluster: str | None = None, cluster_token: str | None = None,
+                 gpus_per_worker: float = 1.0,
                  shared_path: bool = False, upscaler: Upscaler | None = None,
                  **options: Any) -> list[Path]:
     """Upscale a file (like `upscale_video`) or a folder of files into an output folder, with one model or a
@@ -66,7 +67,8 @@ def upscale_path(input: str | Path, output: str | Path | None = None, *,
     VidsrError naming the failures). `options` are passed to `upscale_video`. Returns the paths written.
     `upscaler` runs an Upscaler already built (then leave the model settings out).
     With `workers` or `cluster` the videos run on Ray (`vidsr.jobs.distributed.upscale_files`), every file's
-    chunks spread over the workers at once.
+    chunks spread over the workers at once; `cluster_token` is the token of a cluster with token
+    authentication (`vidsr.jobs.cluster.connect`).
     """
     input_path = Path(input)
     if not input_path.exists():
@@ -81,15 +83,17 @@ def upscale_path(input: str | Path, output: str | Path | None = None, *,
         raise InputError("--assume-fps numbers the frames in order, which chunks on Ray workers cannot share; "
                          "run it without --workers / --cluster")
     if workers is not None or cluster:
+        from vidsr.jobs import cluster as ray_cluster
         from vidsr.jobs import distributed
 
         distributed.check_scale_out(workers, gpus_per_worker)
-        distributed.connect(cluster)  # a wrong address is reported before the model loads, too
+        ray_cluster.connect(cluster, cluster_token)  # a wrong address is reported before the model loads, too
         model_options = dict(precision=precision, tile=tile, tile_pad=tile_pad, max_memory=max_memory,
                              compile=compile)
+        chunk_options = {key: value for key, value in options.items() if key != "assume_fps"}  # None: see above
         on_ray = functools.partial(distributed.upscale_files, workers=workers, cluster=cluster,
-                                   gpus_per_worker=gpus_per_worker, shared_path=shared_path,
-                                   upscaler_options=model_options, **options)
+                                   cluster_token=cluster_token, gpus_per_worker=gpus_per_worker,
+                                   shared_path=shared_path, upscaler_options=model_options, **chunk_options)
     model_settings = dict(model=model, device=device, precision=precision, tile=tile, tile_pad=tile_pad,
                           max_memory=max_memory, compile=compile, strength=strength)
     if upscaler is None:
@@ -119,7 +123,7 @@ def upscale_path(input: str | Path, output: str | Path | None = None, *,
         todo.append((file, target))
     if on_ray:
         videos = [(file, target) for file, target in todo if file.suffix.lower() in VIDEO_SUFFIXES]
-        written.extend(on_ray(videos, upscaler))
+        written.extend(on_ray(videos, upscaler, failed=failed))
         todo = [pair for pair in todo if pair not in videos]  # pictures: here
     for file, target in todo:
         try:

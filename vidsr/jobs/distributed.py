@@ -5,13 +5,16 @@ ships it through the object store (or, with `shared_path`, workers read the inpu
 upscales and encodes the chunk and returns the encoded chunk, which the driver stores in the work folder.
 When all of a file's chunks are in, the driver joins them while the workers go on with other files' chunks.
 A worker that dies (killed, lost node, out of memory) is replaced and its chunk retried, up to `ATTEMPTS`
-times; the driver dying leaves resumable work folders.
+times; the driver dying leaves resumable work folders. In a folder run a file that fails is reported and the
+others go on, as they do without Ray. The cluster itself is reached through `vidsr.jobs.cluster`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import io
 import logging
 import os
 import socket
@@ -21,13 +24,14 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from vidsr.compute.upscaler import BatchSize, Upscaler
 from vidsr.errors import POSITIVE_WHOLE, Cancelled, InputError, VidsrError
 from vidsr.jobs import GPUS_PER_WORKER
+from vidsr.jobs.cluster import connect
 from vidsr.media.chunks import Chunk, chunk_packets, resolve_chunk_seconds
 from vidsr.media.holds import ReuseHeld, reuse_threshold
 from vidsr.media.info import MediaInfo
@@ -37,7 +41,6 @@ from vidsr.media.sink import EncodeSettings
 log = logging.getLogger("vidsr")
 
 ATTEMPTS = 3  # runs of one chunk, each on a fresh worker, before the job gives up on it
-CONNECT_TIMEOUT = 3.0  # seconds to reach a cluster's address before saying nothing answers there
 _POLL = 0.5  # seconds between checks for cancellation while waiting on workers
 
 
@@ -46,45 +49,6 @@ def check_scale_out(workers: int | None, gpus_per_worker: float) -> None:
     if workers is not None:
         POSITIVE_WHOLE.check("workers", workers)
     GPUS_PER_WORKER.check("gpus_per_worker", gpus_per_worker)
-
-
-def require_ray() -> Any:
-    try:
-        import ray
-    except ImportError:
-        raise InputError("--workers and --cluster need Ray: pip install 'vidsr[ray]'") from None
-    return ray
-
-
-def connect(cluster: str | None = None) -> Any:
-    """Ray, started here with this machine's CPUs and GPUs, or connected to `cluster` ("auto", "ray://host:port"
-    or "host:port"); a session this process already has is used as it is."""
-    ray = require_ray()
-    if ray.is_initialized():
-        return ray
-    if cluster is None:
-        ray.init(include_dashboard=False, log_to_driver=False)
-        return ray
-    if cluster != "auto":
-        _check_reachable(cluster)
-    try:
-        ray.init(address=cluster, log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"cannot connect to the Ray cluster at {cluster} ({reason})") from None
-    return ray
-
-
-def _check_reachable(address: str) -> None:
-    """A quick TCP connect, so that a wrong address fails in seconds instead of Ray's long retries."""
-    parsed = urlparse(address if "://" in address else f"ray://{address}")
-    if not parsed.hostname or not parsed.port:
-        raise InputError(f"--cluster {address}: expected auto, ray://HOST:PORT or HOST:PORT")
-    try:
-        socket.create_connection((parsed.hostname, parsed.port), timeout=CONNECT_TIMEOUT).close()
-    except OSError as exc:
-        reason = exc.strerror or str(exc) or "timed out"
-        raise InputError(f"no Ray cluster answers at {address} ({reason.lower()})") from None
 
 
 class ChunkWorker:
@@ -132,36 +96,78 @@ class RayRunner:
         actor = self.ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=0)(ChunkWorker)
         self._new_worker: Callable[[], Any] = lambda: actor.remote(descriptor, options, batch_size)
 
-    def run(self, jobs: list[ChunkedJob], progress: bool, cancel: threading.Event | None = None) -> None:
+    def run(self, jobs: list[ChunkedJob], progress: bool, cancel: threading.Event | None = None,
+            failed: list[str] | None = None) -> list[Path]:
+        """The outputs written. A job that fails (a chunk's error, its chunk's workers dying `ATTEMPTS` times, its
+        join) ends the run; with `failed`, it is reported, its file's name added there, and the others go on."""
+        self.failed, self.given_up = failed, set()
         tasks = deque(_Task(job, chunk) for job in jobs for chunk in job.pending())
-        for job in jobs:
-            if not job.pending():
-                job.join()
         bar = _ProgressBar(jobs, progress)
-        idle = [self._new_worker() for _ in range(min(self.workers, len(tasks)))]
+        idle: list[Any] = []
         running: dict[Any, tuple[Any, _Task]] = {}
         try:
-            while tasks or running:
-                while tasks and idle:
-                    worker, task = idle.pop(), tasks.popleft()
-                    running[self._submit(worker, task)] = (worker, task)
-                ready, _ = self.ray.wait(list(running), num_returns=1, timeout=_POLL)
-                if cancel is not None and cancel.is_set():
-                    raise Cancelled("cancelled; finished chunks are kept for the next run")
-                for ref in ready:
-                    worker, task = running.pop(ref)
-                    if self._collect(ref, task, bar):
-                        idle.append(worker)
-                    else:
-                        self.ray.kill(worker)
-                        idle.append(self._new_worker())
-                        tasks.appendleft(task)
+            for job in jobs:
+                if not job.pending():
+                    self._join(job, tasks)
+            idle = [self._new_worker() for _ in range(min(self.workers, len(tasks)))]
+            with contextlib.redirect_stdout(_RayMessages()):
+                while tasks or running:
+                    while tasks and idle:
+                        worker, task = idle.pop(), tasks.popleft()
+                        running[self._submit(worker, task)] = (worker, task)
+                    ready, _ = self.ray.wait(list(running), num_returns=1, timeout=_POLL)
+                    if cancel is not None and cancel.is_set():
+                        raise Cancelled("cancelled; finished chunks are kept for the next run")
+                    for ref in ready:
+                        worker, task = running.pop(ref)
+                        if task.job in self.given_up or self._settle(ref, task, bar, tasks):
+                            idle.append(worker)  # (a given-up file's chunk: its result is not wanted)
+                        else:  # it died, or a file failed on it: a fresh one, in case it is gone
+                            self.ray.kill(worker)
+                            idle.append(self._new_worker())
         finally:
             bar.close()
             for worker in idle + [worker for worker, _ in running.values()]:  # their CPUs and GPUs are free again
                 self.ray.kill(worker)
             for job in jobs:
                 job.work.close()
+        return [job.output for job in jobs if job not in self.given_up]
+
+    def _settle(self, ref: Any, task: _Task, bar: _ProgressBar, tasks: deque[_Task]) -> bool:
+        """What came back for `task`: its chunk stored (True), its worker dead (False: the task queued again),
+        or its file failed (False: given up)."""
+        try:
+            if self._collect(ref, task, bar):
+                if not task.job.pending():
+                    self._join(task.job, tasks)
+                return True
+            tasks.appendleft(task)
+        except Cancelled:
+            raise
+        except VidsrError as exc:
+            self._give_up(task.job, exc, tasks)
+        return False
+
+    def _join(self, job: ChunkedJob, tasks: deque[_Task]) -> None:
+        try:
+            job.join()
+        except Cancelled:
+            raise
+        except VidsrError as exc:
+            self._give_up(job, exc, tasks)
+
+    def _give_up(self, job: ChunkedJob, exc: VidsrError, tasks: deque[_Task]) -> None:
+        """Without a `failed` list, `exc` ends the run. With one, the file is reported and left: its other
+        chunks are dropped, and its work folder kept only where it holds finished chunks."""
+        if self.failed is None:
+            raise exc from None
+        log.error("error: %s", exc)
+        self.failed.append(job.info.path.name)
+        self.given_up.add(job)
+        remaining = [task for task in tasks if task.job is not job]
+        tasks.clear()
+        tasks.extend(remaining)
+        job.work.close() if job.work.done() else job.work.remove()
 
     def _submit(self, worker: Any, task: _Task) -> Any:
         job, chunk = task.job, task.chunk
@@ -187,9 +193,18 @@ class RayRunner:
         log.info("%s: %d frames done on worker %s", task.name, frames, where)
         task.job.store(task.chunk, data, frames, lost)
         bar.update(frames)
-        if not task.job.pending():
-            task.job.join()
         return True
+
+
+class _RayMessages(io.TextIOBase):
+    """Stdout while workers run. Ray's driver prints what its cluster reports there (a worker that died: a
+    paragraph with colour codes), beside the output paths a caller reads; vidsr says such things itself
+    (retrying on a new worker), so they go to the debug log."""
+
+    def write(self, text: str) -> int:
+        if text.strip():
+            log.debug("ray: %s", text.strip())
+        return len(text)
 
 
 class _ProgressBar:
@@ -200,6 +215,9 @@ class _ProgressBar:
         total = None if None in totals else sum(totals)
         self.bar = tqdm(total=total, initial=sum(job.work.frames() for job in jobs), unit="frame",
                         desc=f"{len(jobs)} file(s)", dynamic_ncols=True, disable=not show)
+        self.notices = contextlib.ExitStack()
+        if show:
+            self.notices.enter_context(logging_redirect_tqdm())  # notices print above the bar, not into its line
 
     def update(self, frames: int) -> None:
         if self.bar.total is not None and self.bar.n + frames > self.bar.total:
@@ -208,10 +226,12 @@ class _ProgressBar:
 
     def close(self) -> None:
         self.bar.close()
+        self.notices.close()
 
 
 def upscale_files(pairs: list[tuple[Path, Path | None]], upscaler: Upscaler, *, workers: int | None = None,
-                  cluster: str | None = None, gpus_per_worker: float = 1.0, shared_path: bool = False,
+                  cluster: str | None = None, cluster_token: str | None = None, gpus_per_worker: float = 1.0,
+                  shared_path: bool = False, failed: list[str] | None = None,
                   chunk_seconds: float | None = None, resume: bool = True, batch_size: BatchSize = None,
                   progress: bool = False, cancel: threading.Event | None = None, skip_errors: bool = False,
                   upscaler_options: dict[str, Any] | None = None, hwdec: str | None = None,
@@ -220,7 +240,9 @@ def upscale_files(pairs: list[tuple[Path, Path | None]], upscaler: Upscaler, *, 
 
     `chunk_seconds` and `reuse_held` as for `upscale_video` (a file not cut into chunks is one chunk); `encode` holds
     `plan_output`'s encoder options. `upscaler_options` (precision, tile, tile_pad, compile) go to the
-    workers' models; each worker takes `gpus_per_worker` GPUs where the cluster has GPUs.
+    workers' models; each worker takes `gpus_per_worker` GPUs where the cluster has GPUs. `cluster` and
+    `cluster_token` as for `vidsr.jobs.cluster.connect`. The first file that fails ends the run; with a `failed`
+    list, a file that fails is reported and named there, and the others go on.
     """
     check_scale_out(workers, gpus_per_worker)
     if hwdec:
@@ -228,17 +250,24 @@ def upscale_files(pairs: list[tuple[Path, Path | None]], upscaler: Upscaler, *, 
     jobs: list[ChunkedJob] = []
     try:
         reuse = reuse_threshold(reuse_held)
-        jobs.extend(_plan(source, target, upscaler, chunk_seconds, resume, skip_errors, encode, reuse)
-                    for source, target in pairs)
-        ray = connect(cluster)
+        for source, target in pairs:
+            try:
+                jobs.append(_plan(source, target, upscaler, chunk_seconds, resume, skip_errors, encode, reuse))
+            except VidsrError as exc:
+                if failed is None:
+                    raise
+                log.error("error: %s", exc)
+                failed.append(source.name)
+        if not jobs:
+            return []
+        ray = connect(cluster, cluster_token)
         runner = RayRunner(ray, upscaler, worker_count(ray, workers, gpus_per_worker), gpus_per_worker,
                            upscaler_options or {}, batch_size, shared_path)
     except BaseException:  # no chunk ran: unlock the work folders planned so far, and remove those holding none
         for job in jobs:
             job.work.close() if job.work.done() else job.work.remove()
         raise
-    runner.run(jobs, progress, cancel)
-    return [job.output for job in jobs]
+    return runner.run(jobs, progress, cancel, failed)
 
 
 def _plan(source: Path, target: Path | None, upscaler: Upscaler, chunk_seconds: float | None, resume: bool,
