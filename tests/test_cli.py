@@ -258,3 +258,78 @@ def test_export_refuses_an_opset_it_cannot_write_and_an_existing_file(capsys, ra
     assert_one_line_error(err, "model.onnx: already exists (use --overwrite to replace it)")
     code, printed, _ = run_cli(capsys, "export", random_espcn, out, "--overwrite")
     assert code == 0 and printed.startswith(f"{out}: input (N,1,H,W) -> output x2")
+
+
+_TRAIN_CONFIG = """arch = "espcn"
+scale = 2
+hyperparams = { channels = 1 }
+train_dirs = ["images"]
+out_dir = "run"
+patch_size = 24
+batch_size = 4
+iterations = 10
+lr = 1e-3
+ema_decay = 0.999
+schedule = "step"
+checkpoint_minutes = 5.0
+
+[gan]
+discriminator = "unet"
+pixel_weight = 1.0
+perceptual_weight = 0.0
+vgg_layers = { conv5_4 = 1.0 }
+degradation = { preset = "video", noise_prob = 0.5 }
+teachers = ["espcn-x2"]
+teacher_alpha = 0.5
+"""
+_TOML_VALUES = ["-1", "0", "nan", "inf", "-inf", "1e308", "2.5", '"x"', '""', "true", "[]", '[1, "a"]', "{}",
+                "{ a = 1 }", "1979-05-27", "[[1]]"]
+
+
+def _mutate_toml(rng, text: str) -> str:
+    """One line's value replaced by another TOML value (of any type or range), a line removed, an unknown key
+    added, or the text cut or garbled."""
+    lines = text.splitlines()
+    at = rng.randrange(len(lines))
+    kind = rng.choice(["value", "value", "value", "remove", "unknown", "cut", "garble"])
+    if kind == "value" and " = " in lines[at]:
+        lines[at] = lines[at].split(" = ")[0] + " = " + rng.choice(_TOML_VALUES)
+    elif kind == "remove":
+        del lines[at]
+    elif kind == "unknown":
+        lines.insert(at, f"surprise_{at} = 1")
+    elif kind == "cut":
+        return text[: rng.randrange(len(text))]
+    else:
+        lines[at] = lines[at][: rng.randrange(len(lines[at]) + 1)] + chr(rng.randrange(1, 0x2FF))
+    return "\n".join(lines) + "\n"
+
+
+def test_fuzzed_training_configs_load_or_fail_in_one_line(capsys, tmp_path):
+    """Seeded and bounded: a damaged config either loads, with every value of the type and range its key takes,
+    or `vidsr train` says what is wrong in one line (exit 1, no traceback), before it creates anything."""
+    import dataclasses
+    import random
+
+    from vidsr.errors import InputError
+    from vidsr.train.config import RANGES
+    from vidsr.train.gan import load_gan_config
+
+    rng = random.Random(30)
+    path = tmp_path / "config.toml"
+    refused = 0
+    for case in range(150):
+        path.write_text(_mutate_toml(rng, _TRAIN_CONFIG))
+        try:
+            config, gan = load_gan_config(path)
+        except InputError:
+            refused += 1
+            code, out, err = run_cli(capsys, "train", "--config", path)
+            assert code == 1 and out == "", case
+            assert_one_line_error(err, "")
+            continue
+        for settings in (config, gan):
+            for key, value in (dataclasses.asdict(settings) if settings else {}).items():
+                assert key not in RANGES or value is None or RANGES[key].holds(value), (case, key, value)
+    assert 50 < refused < 150  # both outcomes were exercised
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml"]
