@@ -146,6 +146,16 @@ def test_the_threshold_is_checked_in_one_line():
             reuse_threshold(bad)
 
 
+@pytest.mark.parametrize("row", [0, 63, 64, 150, 199])
+def test_a_difference_anywhere_in_a_tall_plane_is_seen(row):
+    """Planes are compared by blocks of rows: a sample in any of them counts."""
+    a = np.full((200, 30), 100, np.uint8)
+    for threshold, delta, same in ((0, 1, False), (1, 1, True), (1, 2, False)):
+        b = a.copy()
+        b[row, 7] += delta
+        assert HeldFrames(threshold, 8).same([a, a[:100]], [b, a[:100]]) is same
+
+
 def test_sixteen_bit_levels_and_float_samples():
     a = np.zeros((2, 2), np.uint16)
     assert HeldFrames(1, 16).same([a + 256], [a]) and not HeldFrames(1, 16).same([a + 257], [a])

