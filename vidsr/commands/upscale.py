@@ -9,7 +9,7 @@ from pathlib import Path
 from vidsr.commands import add_command, batch_size_arg, number_arg
 from vidsr.errors import FRACTION, NON_NEGATIVE, NON_NEGATIVE_WHOLE, POSITIVE, POSITIVE_WHOLE
 from vidsr.jobs import GPUS_PER_WORKER
-from vidsr.media import ENCODERS, NOISE_LEVELS
+from vidsr.media import ENCODERS, HOLD_LEVELS, NOISE_LEVELS
 from vidsr.models.zoo import DEFAULT_MODEL
 
 
@@ -18,16 +18,6 @@ def _encoder_option(text: str) -> tuple[str, str]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     return key, value
-
-
-def _levels(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 255:
-        raise argparse.ArgumentTypeError(f"expected a number of 8-bit levels from 0 to 255, got {text!r}")
-    return value
 
 
 def _rate(text: str) -> Fraction:
@@ -90,8 +80,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "repeat one timestamp; not cut into chunks")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notices")
     held = parser.add_mutually_exclusive_group()
-    held.add_argument("--reuse-held-frames", dest="reuse_held", type=_levels, nargs="?", const=NOISE_LEVELS,
-                      default=True, metavar="LEVELS",
+    held.add_argument("--reuse-held-frames", dest="reuse_held", type=number_arg(HOLD_LEVELS), nargs="?",
+                      const=NOISE_LEVELS, default=True, metavar="LEVELS",
                       help="a frame that repeats the last one upscaled gets its output again instead of the model "
                       "(held drawings, slides). Default: exact repeats, which changes no picture; with LEVELS: "
                       "frames within that many 8-bit levels in every sample, for codec noise "

@@ -40,7 +40,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from vidsr.errors import InputError
-from vidsr.media import NOISE_LEVELS
+from vidsr.media import HOLD_LEVELS, NOISE_LEVELS
 
 ReuseHeld = bool | float
 
@@ -55,10 +55,9 @@ def reuse_threshold(reuse_held: ReuseHeld | None) -> float | None:
         return None
     if reuse_held is True:
         return 0.0
-    if isinstance(reuse_held, (int, float)) and math.isfinite(reuse_held) and 0 <= reuse_held <= 255:
+    if HOLD_LEVELS.holds(reuse_held):
         return float(reuse_held)
-    raise InputError(f"reuse_held must be True, False or a threshold from 0 to 255 in 8-bit levels "
-                     f"(got {reuse_held!r})")
+    raise InputError(f"reuse_held must be True, False or {HOLD_LEVELS} (8-bit levels), got {reuse_held!r}")
 
 
 class HeldFrames:
