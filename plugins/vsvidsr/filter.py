@@ -125,21 +125,22 @@ class LastMade:
         self.holds = holds
         self._lock = threading.Lock()
         self._n = -2
-        self._reference: list[np.ndarray] = []  # the input of the last frame upscaled
+        self._source: vs.VideoFrame | None = None  # the input of the last frame upscaled
         self._output: vs.VideoFrame | None = None
 
     def reuse(self, n: int, source: vs.VideoFrame) -> vs.VideoFrame | None:
         """The output made last if frame n, whose input is `source`, may have it; else None."""
         with self._lock:
-            if self._n != n - 1 or self._output is None or not self.holds.same(frame_planes(source),
-                                                                                  self._reference):
+            if self._n != n - 1 or self._source is None:
+                return None
+            if not self.holds.same(frame_planes(source), frame_planes(self._source)):
                 return None
             self._n = n
             return self._output.copy()
 
     def made(self, n: int, source: vs.VideoFrame, output: vs.VideoFrame) -> None:
         with self._lock:
-            self._n, self._reference, self._output = n, frame_planes(source), output
+            self._n, self._source, self._output = n, source, output
 
 
 def frame_planes(frame: vs.VideoFrame) -> list[np.ndarray]:
