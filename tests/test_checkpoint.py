@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import random
+import struct
 from pathlib import Path
 
 import pytest
@@ -147,3 +150,108 @@ def test_model_card_and_models_command_show_recorded_figures(tmp_path: Path, cap
     listed = capsys.readouterr().out
     for info in list_models():
         assert info.name in listed
+
+
+@pytest.mark.parametrize(("field", "value", "words"), [
+    ("hyperparams", "features=8", "header's 'hyperparams' must be an object of hyper-parameters, not \"features=8\""),
+    ("hyperparams", {"act": "relu", "dropout": 0.1}, "hyperparams has 'dropout', which espcn does not take"),
+    ("hyperparams", {"act": 3}, "hyperparams 'act' must be a str, not 3"),
+    ("hyperparams", {"mid_features": 10**9}, "hyperparams 'mid_features' must be a whole number from 1 to 4096"),
+    ("hyperparams", {"act": "bogus"}, "tiny: its header's hyperparams do not build the espcn network"),
+    ("arch", ["espcn"], "header's 'arch' must be one of vidsr's architectures"),
+    ("scale", "3", "header's 'scale' must be a whole number from 1 to 8, not \"3\""),
+    ("color", None, "header's 'color' must be \"y\" or \"rgb\", not null"),
+    ("psnr", {"Set5": "high"}, "header's 'psnr' must be an object of numbers"),
+    ("psnr_model", 5, "header's 'psnr_model' must be a model name or file name, not 5"),
+])
+def test_a_malformed_header_is_one_line_naming_the_field(tmp_path: Path, field: str, value, words: str) -> None:
+    """`hyperparams` a string, an unknown hyper-parameter, `arch` a list: each crashed while building the model."""
+    path = save_checkpoint(tmp_path / "m.safetensors", tiny_espcn(), name="tiny")
+    update_metadata(path, **{field: value})
+    with pytest.raises(ModelError) as info:
+        load_model(path)
+    assert words in str(info.value) and "\n" not in str(info.value)
+    assert str(info.value).startswith(("m.safetensors: ", "tiny: "))  # the file, or the name in its header
+
+
+# --- fuzz: damaged weight files through the CLI ---------------------------------------------------------------
+
+_DTYPES = ("F16", "BF16", "F64", "I64", "I8", "U8", "BOOL", "F8_E4M3", "X9")
+_JSON_VALUES = ("text", 7, -1, 2.5, None, True, [], [1, "a"], {}, {"a": 1}, 10**20)
+
+
+def _safetensors_parts(data: bytes) -> tuple[dict, bytes]:
+    length = struct.unpack("<Q", data[:8])[0]
+    return json.loads(data[8:8 + length]), data[8 + length:]
+
+
+def _safetensors_bytes(header: dict, body: bytes) -> bytes:
+    encoded = json.dumps(header).encode()
+    return struct.pack("<Q", len(encoded)) + encoded + body
+
+
+def _mutate_header(rng: random.Random, data: bytes) -> bytes:
+    """A header that still parses as JSON with a field changed: a tensor's dtype, shape or offsets, or a
+    metadata value (vidsr's own fields included)."""
+    header, body = _safetensors_parts(data)
+    tensor = rng.choice([key for key in header if key != "__metadata__"])
+    choice = rng.randrange(4)
+    if choice == 0:
+        header[tensor]["dtype"] = rng.choice(_DTYPES)
+    elif choice == 1:
+        header[tensor]["shape"] = [rng.choice([0, 1, 3, 64, -2]) for _ in range(rng.randrange(5))]
+    elif choice == 2:
+        start, end = header[tensor]["data_offsets"]
+        header[tensor]["data_offsets"] = rng.choice([[end, start], [start, end + 4], [0, len(body) * 2], [-1, 3]])
+    else:
+        metadata = header.setdefault("__metadata__", {})
+        field = rng.choice(["arch", "scale", "color", "hyperparams", "psnr", "psnr_model", "name", "recipe", "x"])
+        metadata[field] = json.dumps(rng.choice(_JSON_VALUES)) if rng.random() < 0.8 else "{not json"
+    return _safetensors_bytes(header, body)
+
+
+def _mutate_bytes(rng: random.Random, data: bytes) -> bytes:
+    """Truncated anywhere, or a few bytes overwritten anywhere (the length prefix and the header included)."""
+    if rng.random() < 0.5:
+        return data[:rng.randrange(len(data))]
+    damaged = bytearray(data)
+    for _ in range(rng.randint(1, 8)):
+        damaged[rng.randrange(min(len(damaged), 64) if rng.random() < 0.5 else len(damaged))] = rng.randrange(256)
+    return bytes(damaged)
+
+
+def test_fuzzed_weight_files_exit_0_or_1_with_one_line_and_leave_nothing(tmp_path: Path, make_clip, capsys) -> None:
+    """Seeded and bounded: damaged vidsr safetensors (header and tensors), third-party safetensors and torch.save
+    files through `vidsr upscale`: exit 0 or 1, on failure one `vidsr: error:` line, no traceback (an exception
+    out of main is one), and nothing left beside the input and the model file."""
+    from tests.third_party import random_state_dict, save_third_party
+
+    work = tmp_path / "work"
+    work.mkdir()
+    src = make_clip("in.mp4", width=16, height=12, frames=2)
+    sources = {
+        "own.safetensors": save_checkpoint(tmp_path / "own.safetensors", tiny_espcn(), name="tiny").read_bytes(),
+        "compact.safetensors": save_third_party(tmp_path / "c.safetensors", random_state_dict("compact_x2")
+                                                ).read_bytes(),
+        "compact.pth": save_third_party(tmp_path / "c.pth", random_state_dict("compact_x2")).read_bytes(),
+    }
+    rng = random.Random(30)
+    outcomes = []
+    for case in range(36):
+        name, data = rng.choice(list(sources.items()))
+        mutate = _mutate_header if name.endswith(".safetensors") and rng.random() < 0.6 else _mutate_bytes
+        model = work / name
+        model.write_bytes(mutate(rng, data))
+        out = work / "out.mkv"
+        try:
+            code = main(["upscale", str(src), "-o", str(out), "-m", str(model), "--device", "cpu", "-q"])
+        except Exception as exc:  # noqa: BLE001 - reported with the case that caused it
+            pytest.fail(f"case {case} ({name}, {mutate.__name__}): {type(exc).__name__}: {exc}")
+        err = capsys.readouterr().err
+        assert code in (0, 1), (case, err)
+        assert err == "" if code == 0 else (err.count("\n") == 1 and err.startswith("vidsr: error: ")), (case, err)
+        out.unlink(missing_ok=True)
+        model.unlink()
+        assert list(work.iterdir()) == [], case
+        outcomes.append(code)
+    assert outcomes.count(1) > 18  # most damage is refused, not run

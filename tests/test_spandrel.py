@@ -4,6 +4,7 @@ a real video, refusals, inspection and ONNX export."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import av
@@ -12,12 +13,20 @@ import pytest
 import torch
 
 import vidsr
-from tests.third_party import TINY_MODELS, WRAPPERS, random_state_dict, save_third_party, spandrel_forward
+from tests.third_party import (
+    PADDING_ONLY,
+    TINY_MODELS,
+    WRAPPERS,
+    random_state_dict,
+    save_third_party,
+    spandrel_forward,
+)
 from vidsr.compute.tiling import tile_for_budget
 from vidsr.compute.upscaler import Upscaler, resolve_precision
 from vidsr.errors import ModelError
+from vidsr.media.frames import frame_to_planes, plane_layout
 from vidsr.media.info import probe
-from vidsr.models.archs import create_model, model_from_state_dict
+from vidsr.models.archs import ModelDescriptor, create_model, model_from_state_dict
 from vidsr.models.checkpoint import save_checkpoint
 from vidsr.quality.metrics import psnr
 
@@ -63,6 +72,73 @@ def test_engine_output_equals_spandrels_own_forward(checkpoints: dict[str, Path]
     ours = ours.astype(np.float64) / 255
     assert ours.shape[:2] == (FRAME[0] * descriptor.scale, FRAME[1] * descriptor.scale)
     assert psnr(ours.reshape(theirs.shape), eight_bit(theirs)) > 50
+
+
+@pytest.mark.parametrize("name", ["safmn_x2", "realesrgan_x2plus", "drct_x2", *PADDING_ONLY])
+def test_padding_gives_the_architectures_own_picture_at_odd_sizes(name: str) -> None:
+    """spandrel's size multiple is stricter than these networks need (SAFMN: 8 for none, x2plus: 4 for 2, DRCT:
+    16 for a window of 4, ...): padded that far, the pictures differ from their authors' inference."""
+    descriptor = model_from_state_dict(random_state_dict(name))
+    for height, width in ((29, 37), (34, 23)):
+        x = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(height))
+        with torch.no_grad():
+            ours = descriptor.run(x).clamp(0, 1)
+        assert torch.allclose(ours, spandrel_forward(random_state_dict(name), x), atol=1e-5)
+
+
+def weights_state(model: torch.nn.Module) -> list[tuple[str, int, int]]:
+    """Every parameter and buffer by name, storage and version: what a forward pass must leave as it was."""
+    return [(key, tensor.data_ptr(), tensor._version)
+            for key, tensor in itertools.chain(model.named_parameters(), model.named_buffers())]
+
+
+@pytest.mark.parametrize("name", TINY_MODELS)
+def test_no_network_writes_its_weights_in_a_forward_pass(name: str) -> None:
+    """SPAN's forward re-folded its convolutions into its own weights on every call: threads sharing the model
+    read them half-written. vidsr folds once at load; every architecture's forward must then leave them alone."""
+    descriptor = model_from_state_dict(random_state_dict(name))
+    x = torch.rand(1, descriptor.run_channels, 29, 37)
+    with torch.no_grad():
+        descriptor.run(x)  # a first pass may set things up (SwinIR casts its mean to the input's type)
+        before = weights_state(descriptor.model)
+        descriptor.run(x)
+    assert weights_state(descriptor.model) == before
+
+
+def test_a_network_that_writes_its_weights_gets_a_copy_per_thread(checkpoints) -> None:
+    from spandrel import ModelLoader
+
+    unfolded = ModelLoader().load_from_state_dict(random_state_dict("span_x2"))  # spandrel's own SPAN
+    descriptor = ModelDescriptor(model=unfolded.model.eval(), arch="SPAN", scale=2, in_channels=3, out_channels=3,
+                                 color="rgb")
+    writes = Upscaler(descriptor, device="cpu", precision="fp32")
+    assert writes.replica().model is not writes.model
+    folded = Upscaler(checkpoints["span_x2"], device="cpu", precision="fp32")
+    assert folded.replica().model is folded.model  # the weights stay shared where nothing writes them
+
+
+@pytest.mark.parametrize("name", TINY_MODELS)
+def test_video_through_two_threads_in_batches_and_tiles_equals_each_frame_alone(checkpoints, make_clip, tmp_path,
+                                                                               name) -> None:
+    """A clip (odd size, batches of 2, the CPU runner's two compute threads, tiles) gives each frame what the
+    model gives that frame on its own, as the frame on its own is the architecture's own forward
+    (test_engine_output_equals_spandrels_own_forward; whole frames of a video: test_video_keeps_timestamps...)."""
+    grey = vidsr.load_model(checkpoints[name]).in_channels == 1
+    pix_fmt = "gray" if grey else "yuv444p"  # FFV1: lossless in and out, so that no difference is hidden
+    src = make_clip("in.mkv", width=53, height=41, frames=4, codec="ffv1", pix_fmt=pix_fmt, options=())
+    color = probe(src).video.color
+    out = vidsr.upscale_video(src, tmp_path / "out.mkv", model=checkpoints[name], device="cpu", precision="fp32",
+                              batch_size=2, tile=32, tile_pad=4, encoder="ffv1", pix_fmt=pix_fmt)
+    alone = Upscaler(checkpoints[name], device="cpu", precision="fp32", tile=32, tile_pad=4)
+    with av.open(str(src)) as source, av.open(str(out)) as result:
+        pairs = list(zip(source.decode(video=0), result.decode(video=0), strict=True))
+        for frame, upscaled in pairs:
+            planes = [torch.from_numpy(plane)[None] for plane in frame_to_planes(frame)]
+            expected = alone.upscale_planes(planes, plane_layout(pix_fmt), color)
+            for plane, reference in zip(frame_to_planes(upscaled), expected, strict=True):
+                # oneDNN picks kernels by batch size: float rounding may flip a level, rarely
+                assert np.abs(plane.astype(int) - reference[0].numpy().astype(int)).max() <= 1
+    assert len(pairs) == 4
 
 
 def test_descriptor_carries_what_the_engine_needs(checkpoints: dict[str, Path]) -> None:
@@ -262,6 +338,73 @@ def test_own_checkpoint_with_header_still_loads_own_module(tmp_path) -> None:
     assert (loaded.arch, loaded.source) == ("srvgg", "vidsr")
 
 
+
+
+def scunet_that_fails_on_its_first_frame(path: Path) -> Path:
+    """A SCUNet whose width (24) is no multiple of its heads' (32): spandrel builds it, its forward then fails in
+    einops."""
+    from spandrel.architectures.SCUNet import SCUNet
+
+    torch.manual_seed(0)
+    torch.save(SCUNet(in_nc=3, config=[1] * 7, dim=24).state_dict(), path)
+    return path
+
+
+def test_a_network_that_fails_on_its_first_frame_is_one_line_and_leaves_nothing(checkpoints, make_clip, tmp_path,
+                                                                                capsys) -> None:
+    from vidsr.cli import main
+
+    bad = scunet_that_fails_on_its_first_frame(tmp_path / "bad.pth")
+    src = make_clip("in.mp4", width=48, height=40, frames=12, options=(("g", "4"),))
+    before = sorted(tmp_path.iterdir())
+    out = tmp_path / "out.mkv"
+    for models in (["-m", str(bad)], ["-m", str(checkpoints["compact_x2"]), "-m", str(bad)],
+                   ["-m", str(bad), "--chunk-seconds", "0.2"]):
+        assert main(["upscale", str(src), "-o", str(out), *models, "--device", "cpu", "-q"]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("vidsr: error: bad (SCUNet) failed on a ")
+        assert "can't divide axis of length" in err
+        assert sorted(tmp_path.iterdir()) == before  # no output, no work folder, no lock
+    assert main(["models", "--inspect", str(bad)]) == 0
+    text = capsys.readouterr().out
+    assert "SCUNet (built by spandrel)" in text and "parameters:" in text
+    assert "not measured: bad (SCUNet) failed on a " in text
+
+
+def test_missing_and_misshaped_tensors_are_named_as_the_file_names_them(tmp_path) -> None:
+    """spandrel reads RRDBNet files through ESRGAN's old layout: its key names are not the file's."""
+    torch.manual_seed(0)
+    weights = create_model("rrdbnet", scale=4, features=8, growth=32, blocks=2).model.state_dict()
+
+    def error(changed: dict[str, torch.Tensor]) -> str:
+        with pytest.raises(ModelError) as info:
+            vidsr.load_model(save_third_party(tmp_path / "esrgan.pth", changed))
+        assert "\n" not in str(info.value) and "model.1.sub" not in str(info.value)
+        return str(info.value)
+
+    missing = {key: value for key, value in weights.items() if key != "body.1.rdb2.conv3.weight"}
+    assert error(missing) == ("esrgan: spandrel recognised the weights as ESRGAN but they do not fit it: "
+                              "missing: body.1.rdb2.conv3.weight")
+    misshaped = {**weights, "body.0.rdb1.conv1.weight": torch.zeros(32, 8, 1, 1)}
+    assert error(misshaped).endswith("wrong shape: body.0.rdb1.conv1.weight (32x8x1x1 in the file, the network "
+                                     "needs 32x8x3x3)")
+    compact = random_state_dict("compact_x2")
+    last = max((key for key in compact if key.endswith(".bias")), key=lambda key: int(key.split(".")[1]))
+    del compact[last]
+    with pytest.raises(ModelError, match=f"RealESRGAN Compact but they do not fit it: missing: {last}$"):
+        vidsr.load_model(save_third_party(tmp_path / "compact.pth", compact))
+
+
+def test_stderr_holds_vidsr_lines_only_with_window_transformers(checkpoints, make_clip, tmp_path) -> None:
+    """SwinIR, HAT and DRCT call torch.meshgrid without `indexing`: torch's UserWarning was printed on every run."""
+    import subprocess
+    import sys
+
+    src = make_clip("in.mp4", width=20, height=16, frames=2)
+    models = [arg for name in ("swinir_x2", "hat_x2", "drct_x2") for arg in ("-m", str(checkpoints[name]))]
+    run = subprocess.run([sys.executable, "-m", "vidsr.cli", "upscale", str(src), "-o", str(tmp_path / "out.mkv"),
+                          *models, "--device", "cpu", "-q"], capture_output=True, text=True, timeout=300)
+    assert (run.returncode, run.stderr) == (0, "")
 
 
 # --- frontends ---------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ padding to the model's size multiple, tiling and out-of-memory recovery live her
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -201,16 +202,34 @@ class Upscaler:
         self.static_shapes = compile  # a compiled model re-compiles for every new input shape
         self._lock = threading.RLock()
         self._activation_bytes_per_pixel: float | None = None
+        self._keeps_weights: bool | None = None  # whether threads may share the model (see replica)
         self.memory_cap: int | None = None  # bytes, on CUDA with max_memory
         if max_memory is not None:
             self._cap_memory(POSITIVE.check("max_memory", max_memory))
 
     def replica(self) -> Upscaler:
         """An Upscaler over the same loaded model (weights shared, not copied) with a lock of its own, so that
-        two threads can run forward passes at the same time."""
+        two threads can run forward passes at the same time. A model whose forward pass writes its own weights
+        gets a copy of its own instead: the other thread would read them half-written."""
         twin = copy.copy(self)
         twin._lock = threading.RLock()
+        if not self._forward_keeps_weights():
+            twin.model = copy.deepcopy(self.model)
         return twin
+
+    def _forward_keeps_weights(self) -> bool:
+        """Whether a forward pass leaves every parameter and buffer as it was (same tensor, storage and version),
+        checked once on a probe."""
+        if self._keeps_weights is None:
+            def state() -> list[tuple[int, int, int]]:
+                tensors = itertools.chain(self.descriptor.model.parameters(), self.descriptor.model.buffers())
+                return [(id(tensor), tensor.data_ptr(), tensor._version) for tensor in tensors]
+
+            with self._lock, torch.inference_mode():
+                before = state()
+                self._forward(self._probe())
+                self._keeps_weights = before == state()
+        return self._keeps_weights
 
     def fits_twice(self, frames: int, height: int, width: int) -> bool:
         """Whether two batches of `frames` frames of height x width (model input) can compute at once within

@@ -669,9 +669,12 @@ class ChunkedJob:
                 base += frames
                 reused += chunk_reused
             completed = True
-        except BaseException:
+        except BaseException as exc:
             self.work.clear_stale()  # the half-written chunk goes; the finished ones stay for the next run
-            self.work.close()
+            if self.work.done() or not isinstance(exc, Exception) or isinstance(exc, Cancelled):
+                self.work.close()
+            else:  # a failure before any chunk (a model that fails on its first frame): leave nothing behind
+                self.work.remove()
             raise
         finally:
             close_report(completed)

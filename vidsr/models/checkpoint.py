@@ -5,6 +5,7 @@ from it; TorchScript archives (which are code) are refused."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import pickle
 import re
@@ -20,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from vidsr.errors import ModelError
-from vidsr.models.archs import ModelDescriptor
+from vidsr.models.archs import ARCHS, ModelDescriptor
 
 # Wrapper keys used by training frameworks, most preferred first (EMA weights are the ones to run).
 WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model_state_dict", "net", "model", "generator")
@@ -88,7 +89,67 @@ def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as exc:
         raise ModelError(f"{path.name}: damaged safetensors file ({_one_line(exc)})") from None
-    return unwrap_state_dict(tensors), {key: _decode(value) for key, value in raw_metadata.items()}
+    metadata = {key: _decode(value) for key, value in raw_metadata.items()}
+    check_header(metadata, path.name)
+    return unwrap_state_dict(tensors), metadata
+
+
+def _whole(low: int, high: int) -> Callable[[Any], bool]:
+    return lambda value: type(value) is int and low <= value <= high
+
+
+def _number(value: Any) -> bool:
+    return type(value) in (int, float) and value == value and abs(value) != float("inf")
+
+
+# vidsr's header: field -> (what it must be, the check). Only fields present are checked: files of other
+# tools carry their own metadata, and only `arch` makes a header vidsr's.
+_HEADER: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "arch": (f"one of vidsr's architectures ({', '.join(ARCHS)})", lambda value: isinstance(value, str)
+             and value in ARCHS),
+    "scale": ("a whole number from 1 to 8", _whole(1, 8)),
+    "color": ('"y" or "rgb"', lambda value: isinstance(value, str) and value in ("y", "rgb")),
+    "hyperparams": ("an object of hyper-parameters", lambda value: isinstance(value, dict)),
+    "params": ("a whole number", _whole(0, 2**53)),
+    "gmacs_1080p": ("a number", _number),
+    "psnr": ("an object of numbers", lambda value: isinstance(value, dict) and all(map(_number, value.values()))),
+    "ssim": ("an object of numbers", lambda value: isinstance(value, dict) and all(map(_number, value.values()))),
+    "recipe": ("an object", lambda value: isinstance(value, dict)),
+}
+_ANY_FILE = {  # read from any safetensors file's metadata, vidsr's header or not
+    "name": ("a string", lambda value: isinstance(value, str)),
+    "psnr_model": ("a model name or file name", lambda value: isinstance(value, str) and value != ""),
+}
+_HYPERPARAM_INT = _whole(1, 4096)  # channels, features, blocks: past this a header asks for absurd memory
+
+
+def check_header(metadata: Mapping[str, Any], filename: str) -> None:
+    """One line naming the first field of a weight file's header that vidsr cannot use as it is."""
+    fields = {**_ANY_FILE, **_HEADER} if "arch" in metadata else _ANY_FILE
+    for field_name, (expected, valid) in fields.items():
+        if field_name in metadata and not valid(metadata[field_name]):
+            raise ModelError(f"{filename}: its header's {field_name!r} must be {expected}, not "
+                             f"{_shown(metadata[field_name])}")
+    if "arch" in metadata:
+        _check_hyperparams(metadata["arch"], metadata.get("hyperparams", {}), filename)
+
+
+def _check_hyperparams(arch: str, hyperparams: Mapping[str, Any], filename: str) -> None:
+    """Each hyper-parameter one the architecture takes, of its type (`build`'s defaults tell both)."""
+    accepted = inspect.signature(ARCHS[arch].build).parameters
+    for key, value in hyperparams.items():
+        if key not in accepted:
+            raise ModelError(f"{filename}: its header's hyperparams has {key!r}, which {arch} does not take "
+                             f"(it takes {', '.join(accepted)})")
+        default = accepted[key].default
+        valid = _HYPERPARAM_INT(value) if type(default) is int else isinstance(value, type(default))
+        if not valid:
+            expected = "a whole number from 1 to 4096" if type(default) is int else f"a {type(default).__name__}"
+            raise ModelError(f"{filename}: its header's hyperparams {key!r} must be {expected}, not {_shown(value)}")
+
+
+def _shown(value: Any) -> str:
+    return _one_line(json.dumps(value))[:60]
 
 
 def load_pickle(path: Path) -> Any:

@@ -260,6 +260,10 @@ def inspect_model(name_or_path: str | Path) -> list[tuple[str, str]]:
     multiple, minimum = descriptor.size_multiple, descriptor.size_min
     requirements = [f"multiple of {multiple}"] * (multiple > 1) + [f"at least {minimum} px"] * (minimum > 0)
     requirements += ["square"] * descriptor.size_square
+    try:  # the cost is measured by running the network: one that fails is still described
+        cost = f"{descriptor.gmacs():.1f} (convolutions and linear layers)"
+    except ModelError as exc:
+        cost = f"not measured: {exc}"
     return [
         ("architecture", f"{descriptor.arch} (built by {descriptor.source})"),
         ("purpose", {"SR": "super-resolution", "Restoration": "restoration (1x)"}.get(descriptor.purpose,
@@ -268,12 +272,12 @@ def inspect_model(name_or_path: str | Path) -> list[tuple[str, str]]:
         ("channels", f"{descriptor.in_channels} -> {descriptor.out_channels} "
                      f"({'luma' if descriptor.color == 'y' else 'RGB'})"),
         ("parameters", f"{descriptor.params:,}"),
-        ("GMACs per 1080p output frame", f"{descriptor.gmacs():.1f} (convolutions and linear layers)"),
+        ("GMACs per 1080p output frame", cost),
         ("precisions", ", ".join(descriptor.precisions)),
         ("size requirements", ", ".join(requirements) or "none"),
         ("tiling", descriptor.tiling),
         ("licence", descriptor.licence or "not recorded: see where the weights came from"),
-        *[("note", descriptor.metadata["note"])] * ("note" in descriptor.metadata),
+        *([("note", str(descriptor.metadata["note"]))] if "note" in descriptor.metadata else []),
     ]
 
 

@@ -47,7 +47,7 @@ def model_from_state_dict(
     if spec is None:
         from vidsr.models.archs.external import load_external  # spandrel is imported only for third-party files
 
-        descriptor = load_external(state_dict)
+        descriptor = load_external(state_dict, metadata.get("name"))
         descriptor.metadata = metadata
         return descriptor
     try:
@@ -58,7 +58,11 @@ def model_from_state_dict(
     hyperparams = {**metadata.get("hyperparams", {}), **inferred}
     if "scale" not in hyperparams and "scale" in metadata:  # networks whose weights do not reveal the scale
         hyperparams["scale"] = metadata["scale"]
-    descriptor = spec.build(**hyperparams)
+    try:
+        descriptor = spec.build(**hyperparams)
+    except (KeyError, ValueError, TypeError, RuntimeError) as exc:  # a value of the right type that it refuses
+        raise ModelError(f"{metadata.get('name', 'checkpoint')}: its header's hyperparams do not build the {spec.name} "
+                         f"network ({' '.join(str(exc).split())[:200]})") from None
     try:
         descriptor.model.load_state_dict(converted, strict=True)
     except RuntimeError as exc:
