@@ -117,6 +117,19 @@ def test_a_network_that_writes_its_weights_gets_a_copy_per_thread(checkpoints) -
     assert folded.replica().model is folded.model  # the weights stay shared where nothing writes them
 
 
+def test_a_blended_span_is_folded_from_the_blended_weights() -> None:
+    """Folding is not linear in the weights: a blend of two folded SPANs must fold the blended convolutions again,
+    as spandrel's own forward does on every call."""
+    from vidsr.models.blend import blend_models, blend_state_dicts
+
+    first, second = random_state_dict("span_x2", seed=1), random_state_dict("span_x2", seed=2)
+    blended = blend_models(model_from_state_dict(first), model_from_state_dict(second), 0.5)
+    x = torch.rand(1, 3, 29, 37, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours = blended.run(x).clamp(0, 1)
+    assert torch.allclose(ours, spandrel_forward(blend_state_dicts(first, second, 0.5), x), atol=1e-5)
+
+
 @pytest.mark.parametrize("name", TINY_MODELS)
 def test_video_through_two_threads_in_batches_and_tiles_equals_each_frame_alone(checkpoints, make_clip, tmp_path,
                                                                                name) -> None:
