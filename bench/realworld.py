@@ -11,6 +11,7 @@
 
     python bench/realworld.py --models espcn-x2 srvgg-x2 srvgg-x2-video --image docs/img/realworld_x2.png
     python bench/realworld.py --scale 4 --models srvgg-x4 srvgg-x4-video --image docs/img/realworld_x4.png
+    python bench/realworld.py --scale 4 --models realesrgan-x4plus --no-table --margin 24 --image x4plus.png
 """
 
 from __future__ import annotations
@@ -99,8 +100,32 @@ def _labelled(rgb: np.ndarray, label: str) -> Image.Image:
     return tile
 
 
-def crop_sheet(models: list[str], crf: int, out: Path, scale: int) -> None:
-    """One row a frame: the coded input (nearest), bicubic, then each model through the engine."""
+def _region_clip(clip: Path, out: Path, left: int, top: int, side: int) -> Path:
+    """The decoded frames of `clip` in the square of `side` at (`left`, `top`) (even; cut at the frame's edges),
+    losslessly (FFV1, yuv420p): the same input pixels for a model too slow to upscale whole frames here."""
+    with av.open(str(clip)) as source, av.open(str(out), "w") as target:
+        stream = target.add_stream("ffv1", rate=25)
+        for frame in source.decode(video=0):
+            right, bottom = min(left + side, frame.width) // 2 * 2, min(top + side, frame.height) // 2 * 2
+            if not stream.codec_context.is_open:
+                stream.width, stream.height, stream.pix_fmt = right - left, bottom - top, "yuv420p"
+            planes = frame.to_ndarray()  # yuv420p: the (H, W) luma, then both chroma planes, as rows of W
+            luma = planes[: frame.height][top:bottom, left:right]
+            chroma = planes[frame.height :].reshape(2, frame.height // 2, frame.width // 2)
+            region = av.VideoFrame(right - left, bottom - top, "yuv420p")
+            for plane, data in zip(region.planes, (luma, *chroma[:, top // 2 : bottom // 2, left // 2 : right // 2]),
+                                   strict=True):
+                rows = np.zeros((plane.height, plane.line_size), np.uint8)
+                rows[:, : data.shape[1]] = data
+                plane.update(rows)
+            target.mux(stream.encode(region))
+        target.mux(stream.encode())
+    return out
+
+
+def crop_sheet(models: list[str], crf: int, out: Path, scale: int, margin: int | None = None) -> None:
+    """One row a frame: the coded input (nearest), bicubic, then each model through the engine (on the whole
+    frame, or with `margin` on the crop and `margin` input pixels around it: for models too slow for the CPU)."""
     crop = TILE // scale  # input pixels
     labels = [f"input, x264 CRF {crf} (nearest)", "bicubic", *(Path(model).stem for model in models)]
     rows: list[list[np.ndarray]] = []
@@ -111,12 +136,17 @@ def crop_sheet(models: list[str], crf: int, out: Path, scale: int) -> None:
             _pan_clip(clip, read_rgb(EVAL / "Set14" / name), crf)
             lr = _frame(clip, MIDDLE)[y : y + crop, x : x + crop]
             row = [_nearest(lr, scale), imresize_np(lr, scale)]
+            source, (left, top) = clip, (0, 0)
+            if margin is not None:
+                left, top = (max(0, c - margin) // 2 * 2 for c in (x, y))
+                source = _region_clip(clip, Path(tmp) / f"{clip.stem}.region.mkv", left, top, crop + 2 * margin + 2)
             for model in models:
                 output = Path(tmp) / f"{clip.stem}.{Path(model).stem}.mkv"
-                result = upscale_video(clip, output, model=model, device="cpu", precision="fp32", encoder="ffv1",
+                result = upscale_video(source, output, model=model, device="cpu", precision="fp32", encoder="ffv1",
                                        pix_fmt="yuv444p", progress=False)
                 up = _frame(result, MIDDLE)
-                row.append(up[scale * y : scale * (y + crop), scale * x : scale * (x + crop)])
+                dx, dy = x - left, y - top
+                row.append(up[scale * dy : scale * (dy + crop), scale * dx : scale * (dx + crop)])
             rows.append(row)
     side = TILE
     sheet = Image.new("RGB", (side * len(labels), side * len(rows)))
@@ -135,11 +165,13 @@ def main() -> None:
     parser.add_argument("--image", type=Path, help="write the crop sheet here")
     parser.add_argument("--no-table", action="store_true")
     parser.add_argument("--scale", type=int, default=2, help="the models' scale (default 2)")
+    parser.add_argument("--margin", type=int, help="upscale only the crop and this many input pixels around it "
+                        "(for models too slow for whole frames on the CPU; default: whole frames)")
     args = parser.parse_args()
     if not args.no_table:
         quality_table(args.models, args.crf, [EVAL / "Set5", EVAL / "Set14"], args.scale)
     if args.image:
-        crop_sheet(args.models, args.crf, args.image, args.scale)
+        crop_sheet(args.models, args.crf, args.image, args.scale, args.margin)
 
 
 if __name__ == "__main__":
