@@ -333,3 +333,16 @@ def test_fuzzed_training_configs_load_or_fail_in_one_line(capsys, tmp_path):
                 assert key not in RANGES or value is None or RANGES[key].holds(value), (case, key, value)
     assert 50 < refused < 150  # both outcomes were exercised
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml"]
+
+
+@pytest.mark.parametrize("change", [("images", "no_such_folder"), ('"espcn"', '"no_such_arch"'),
+                                    ("channels = 1", "channels = 1, nonsense = 3")],
+                         ids=["missing data", "unknown arch", "unknown hyper-parameter"])
+def test_a_config_that_loads_but_cannot_train_leaves_no_run_folder(capsys, tmp_path, monkeypatch, change):
+    """The run folder is made once the model and the data are known to be good, not before."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "config.toml").write_text(_TRAIN_CONFIG.replace(*change))
+    code, out, err = run_cli(capsys, "train", "--config", "config.toml")
+    assert code == 1 and out == ""
+    assert_one_line_error(err, "")
+    assert not (tmp_path / "run").exists()

@@ -117,7 +117,6 @@ class Trainer:
             torch.set_num_threads(config.threads)
         self.device = resolve_device(config.device)
         self.out_dir = Path(config.out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(config.seed)
         random.seed(config.seed)
         self.descriptor: ModelDescriptor = create_model(config.arch, **{**config.hyperparams, "scale": config.scale})
@@ -132,6 +131,7 @@ class Trainer:
         cache = PairCache(config.train_dirs, config.scale, self.descriptor.in_channels,
                           config.cache_dir or self.out_dir / "cache", min_side=config.patch_size)
         self.sampler = PatchSampler(cache, config.patch_size, config.batch_size, config.seed)
+        self.out_dir.mkdir(parents=True, exist_ok=True)  # only once the model and the data are known to be good
         self.optimizer = adam(self.model.parameters(), config.lr, self.device)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda it: lr_factor(config, it))
         self.ema = EMA(self.model, config.ema_decay) if config.ema_decay > 0 else None
