@@ -335,13 +335,24 @@ def test_fuzzed_training_configs_load_or_fail_in_one_line(capsys, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml"]
 
 
-@pytest.mark.parametrize("change", [("images", "no_such_folder"), ('"espcn"', '"no_such_arch"'),
-                                    ("channels = 1", "channels = 1, nonsense = 3")],
-                         ids=["missing data", "unknown arch", "unknown hyper-parameter"])
-def test_a_config_that_loads_but_cannot_train_leaves_no_run_folder(capsys, tmp_path, monkeypatch, change):
+_PSNR_CONFIG = """arch = "espcn"
+scale = 2
+hyperparams = { channels = 1 }
+train_dirs = ["images"]
+out_dir = "run"
+patch_size = 24
+batch_size = 4
+iterations = 10
+"""
+
+
+@pytest.mark.parametrize("first_line", ["", 'init_from = "bad.safetensors"\n'], ids=["no images", "bad init_from"])
+def test_a_config_that_loads_but_cannot_train_leaves_no_run_folder(capsys, tmp_path, monkeypatch, first_line):
     """The run folder is made once the model and the data are known to be good, not before."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "config.toml").write_text(_TRAIN_CONFIG.replace(*change))
+    (tmp_path / "images").mkdir()
+    (tmp_path / "bad.safetensors").write_text("not a weight file")
+    (tmp_path / "config.toml").write_text(first_line + _PSNR_CONFIG)
     code, out, err = run_cli(capsys, "train", "--config", "config.toml")
     assert code == 1 and out == ""
     assert_one_line_error(err, "")
