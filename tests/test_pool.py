@@ -125,3 +125,17 @@ def test_a_teacher_pool_stores_the_teachers_output_made_once(cache: PairCache, t
     save_checkpoint(teacher, create_model("espcn", scale=4, **HYPERPARAMS))
     retrained = PairPool(cache, config, SIZE, CROP, seed=3, cache_dir=tmp_path / "pool", teacher=str(teacher))
     assert retrained.folder not in (pool.folder, plain.folder)
+
+
+def test_clean_pairs_may_keep_the_hr_target_in_a_teacher_pool(cache: PairCache, tmp_path: Path) -> None:
+    """teacher_on_clean=False: a pair whose LR is the plain bicubic downscale trains towards the HR image (clean
+    input keeps its fidelity), every other pair towards the teacher."""
+    torch.manual_seed(0)
+    teacher = save_checkpoint(tmp_path / "teacher.safetensors", create_model("espcn", scale=2, **HYPERPARAMS))
+    config = DegradationConfig.from_dict({**CHEAP, "clean_prob": 0.5})
+    made = {on_clean: window(PairPool(cache, config, SIZE, CROP, seed=3, cache_dir=tmp_path / "pool",
+                                      teacher=str(teacher), teacher_on_clean=on_clean)) for on_clean in (True, False)}
+    plain = window(PairPool(cache, config, SIZE, CROP, seed=3, cache_dir=tmp_path / "plain"))
+    kept = [np.array_equal(mixed[1], hr[1]) for mixed, hr in zip(made[False], plain, strict=True)]
+    taught = [np.array_equal(mixed[1], full[1]) for mixed, full in zip(made[False], made[True], strict=True)]
+    assert 0 < sum(kept) < SIZE and all(k != t for k, t in zip(kept, taught, strict=True))

@@ -451,10 +451,18 @@ def degrade(gt: Tensor, scale: int, config: DegradationConfig, rng: np.random.Ge
     with the final sinc filter and the second JPEG in random order. The result is quantised to 8 bits.
     With `clean_prob`, the input is instead the plain bicubic downscale.
     """
+    clean = bool(config.clean_prob) and rng.random() < config.clean_prob
+    return bicubic_input(gt, scale) if clean else _degraded(gt, scale, config, rng)
+
+
+def bicubic_input(gt: Tensor, scale: int) -> Tensor:
+    """The plain MATLAB-bicubic downscale, quantised to 8 bits: a clean pair's input."""
+    return imresize(gt, size=(gt.shape[-2] // scale, gt.shape[-1] // scale), quantize=True)
+
+
+def _degraded(gt: Tensor, scale: int, config: DegradationConfig, rng: np.random.Generator) -> Tensor:
     height, width = gt.shape[-2:]
     lr_size = (height // scale, width // scale)
-    if config.clean_prob and rng.random() < config.clean_prob:
-        return imresize(gt, size=lr_size, quantize=True)
     img = _blur_resize_noise(gt, (height, width), config.first, rng)
     img = _random_jpeg(img, config.first.jpeg, rng)
     if rng.random() < config.second_prob:
@@ -475,6 +483,7 @@ class DegradedPair:
     lr: Tensor
     gt: Tensor  # the target of pixel and perceptual losses (unsharp-masked when enabled)
     gt_plain: Tensor  # the unsharpened ground truth: what the discriminator sees as real
+    clean: bool = False  # lr is the plain bicubic downscale (`clean_prob`), not the degradation chain's
 
 
 def make_pair(hr: Tensor, scale: int, config: DegradationConfig, rng: np.random.Generator) -> DegradedPair:
@@ -483,4 +492,6 @@ def make_pair(hr: Tensor, scale: int, config: DegradationConfig, rng: np.random.
     plain = hr[:, :height, :width]
     sharpen = config.sharpen_gt
     target = unsharp_mask(plain, sharpen.weight, sharpen.radius, sharpen.threshold) if sharpen.enabled else plain
-    return DegradedPair(lr=degrade(target, scale, config, rng), gt=target, gt_plain=plain)
+    clean = bool(config.clean_prob) and rng.random() < config.clean_prob  # as `degrade` draws it
+    lr = bicubic_input(target, scale) if clean else _degraded(target, scale, config, rng)
+    return DegradedPair(lr=lr, gt=target, gt_plain=plain, clean=clean)

@@ -79,6 +79,7 @@ class GANSettings:
     pool_refresh: float = 1.0  # pairs the window slides per iteration (new pairs made in the background)
     teachers: list[str] = field(default_factory=list)  # models whose output is the target (distillation)
     teacher_alpha: float = 0.5  # two teachers: the target is (1 - alpha) * first's output + alpha * second's
+    teacher_on_clean: bool = True  # False (one teacher, a pool): clean bicubic pairs (clean_prob) keep the HR target
 
 
 def degradation_config(spec: str | dict[str, Any]) -> DegradationConfig:
@@ -208,7 +209,8 @@ class GANTrainer(Trainer):
         crop = gan.pool_crop or 2 * config.patch_size * config.scale
         teacher = gan.teachers[0] if len(gan.teachers) == 1 else None  # one teacher: made with the pool, once
         pool = PairPool(base.cache, degradation, gan.pool_size, crop, config.seed,
-                        config.cache_dir or self.out_dir / "cache", gan.degradation_workers, teacher)
+                        config.cache_dir or self.out_dir / "cache", gan.degradation_workers, teacher,
+                        gan.teacher_on_clean)
         return PoolSampler(pool, config.patch_size, config.batch_size, gan.pool_refresh, base.rng, self.iteration)
 
     @torch.no_grad()

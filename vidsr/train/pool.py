@@ -54,20 +54,22 @@ class ShardMaker:
     config: DegradationConfig
     seed: int
     teacher: str | None = None  # a model name or path: GT is its output on LR (distillation)
+    teacher_on_clean: bool = True  # False: pairs whose LR is the plain bicubic downscale keep the HR image as GT
 
     @property
     def parts(self) -> tuple[str, ...]:
         """The plain GT is stored only when it differs from the target (unsharp-masked GT): half the disk."""
         return PAIR_PARTS if self.config.sharpen_gt.enabled and not self.teacher else PAIR_PARTS[:2]
 
-    def pair(self, index: int) -> list[np.ndarray]:
-        """Pair `index` as uint8 CxHxW arrays: a function of (`seed`, `index`) and the images only."""
+    def pair(self, index: int) -> tuple[list[np.ndarray], bool]:
+        """Pair `index` as uint8 CxHxW arrays, and whether its LR is the plain bicubic downscale: a function of
+        (`seed`, `index`) and the images only."""
         rng = np.random.default_rng([self.seed, index])
         hr = self.images[int(rng.choice(len(self.images), p=self.weights))]
         top, left = (int(rng.integers(0, side - self.crop + 1)) for side in hr.shape[1:])
         patch = torch.from_numpy(hr[:, top : top + self.crop, left : left + self.crop].copy()).float().div_(255)
         pair = make_pair(patch, self.scale, self.config, rng)
-        return [(getattr(pair, part).clamp(0, 1) * 255).round().byte().numpy() for part in self.parts]
+        return [(getattr(pair, part).clamp(0, 1) * 255).round().byte().numpy() for part in self.parts], pair.clean
 
     def teach(self, lr: np.ndarray) -> np.ndarray:
         """The teacher's output on uint8 LR patches, at the pool's scale, as uint8."""
@@ -79,11 +81,13 @@ class ShardMaker:
 
     def write(self, path: Path, indices: range) -> Path:
         """Make the pairs `indices` and store them as one .npz, written whole under a private name, then renamed."""
-        pairs = [self.pair(index) for index in indices]
+        pairs, clean = zip(*(self.pair(index) for index in indices), strict=True)
         arrays = {part: np.stack([pair[k] for pair in pairs]) for k, part in enumerate(self.parts)}
         if self.teacher:
-            arrays["gt"] = np.concatenate([self.teach(arrays["lr"][i : i + TEACHER_BATCH])
-                                           for i in range(0, len(arrays["lr"]), TEACHER_BATCH)])
+            taught = np.flatnonzero(~np.array(clean) | self.teacher_on_clean)
+            for start in range(0, len(taught), TEACHER_BATCH):
+                chosen = taught[start : start + TEACHER_BATCH]
+                arrays["gt"][chosen] = self.teach(arrays["lr"][chosen])
         partial = path.with_name(f".{path.stem}.{os.getpid()}.npz")
         np.savez(partial, **arrays)
         os.replace(partial, path)
@@ -120,14 +124,15 @@ class PairPool:
     """Degraded pairs `[start, start + size)` of an endless seeded sequence, read from (or made into) shards."""
 
     def __init__(self, cache: PairCache, config: DegradationConfig, size: int, crop: int, seed: int,
-                 cache_dir: str | Path, workers: int = 0, teacher: str | None = None) -> None:
+                 cache_dir: str | Path, workers: int = 0, teacher: str | None = None,
+                 teacher_on_clean: bool = True) -> None:
         if crop % cache.scale:
             raise InputError(f"pool_crop {crop} must be a multiple of the scale {cache.scale}")
         images = [hr for _, hr in cache.pairs if min(hr.shape[1:]) >= crop]
         if not images:
             raise InputError(f"no training image is at least {crop} pixels on each side (pool_crop)")
         areas = np.array([hr.shape[1] * hr.shape[2] for hr in images], dtype=np.float64)
-        self.maker = ShardMaker(images, areas / areas.sum(), crop, cache.scale, config, seed, teacher)
+        self.maker = ShardMaker(images, areas / areas.sum(), crop, cache.scale, config, seed, teacher, teacher_on_clean)
         self.scale, self.size, self.crop = cache.scale, size, crop
         self.shard_size = max(1, min(POOL_SHARD, size // 4))  # the window spans several shards: it moves smoothly
         self.folder = Path(cache_dir) / f"pool_{self._key()}"
@@ -148,6 +153,8 @@ class PairPool:
             from vidsr.train.teachers import fingerprint
 
             digest.update(fingerprint(maker.teacher).encode())
+            if not maker.teacher_on_clean:
+                digest.update(b"|clean pairs keep the HR target")
         return digest.hexdigest()[:12]
 
     def shard_path(self, shard: int) -> Path:
