@@ -8,7 +8,9 @@ Per model and input size, alternating in every round:
   quantisation: more work than ncnn's figure, which leaves its pre- and post-processing out);
 - vidsr end to end: `upscale_video` on the generated clip (decode, model, libx264 encode), frames/s from its
   progress timestamps, so neither process start nor model loading is counted; held-frame reuse off.
-Medians over the rounds, each run in brackets.
+Medians over the rounds, each run in brackets. The model-only figures are also given as GMAC/s (the network's
+direct-convolution MACs a frame times fps; ncnn's Winograd kernels do fewer multiplications than that) and as a
+share of the CPU's fp32 3x3 convolution peak (`vidsr bench`'s, measured afresh at the start).
 
     python bench/ncnn_cpu.py --threads 2 --rounds 3
     python bench/ncnn_cpu.py --models realesrgan-x4plus --sizes 320x180 --frames 2 --rounds 3
@@ -31,7 +33,7 @@ import torch
 from vidsr import upscale_video
 from vidsr.compute.upscaler import Upscaler
 from vidsr.models.official import official_weights
-from vidsr.tools.bench import cpu_name, cpu_simd_flags, frame_planes, model_seconds
+from vidsr.tools.bench import cpu_conv_peak, cpu_name, cpu_simd_flags, frame_planes, model_seconds
 from vidsr.tools.sample import ClipSpec, write_clip
 
 
@@ -104,6 +106,7 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", help="vidsr's precision (ncnn runs fp32 on x86)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    peak = cpu_conv_peak(torch.float32, refresh=True)
     models = {name: Upscaler(name, device="cpu", precision=args.precision) for name in args.models}
     results: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     with tempfile.TemporaryDirectory() as tmp:
@@ -116,16 +119,21 @@ def main() -> None:
         for index in range(args.rounds):
             print(f"round {index + 1} of {args.rounds}", flush=True)
             one_round(models, clips, args, folder, results)
-    print(f"\n{cpu_name()} ({cpu_simd_flags()}), torch "
-          f"{torch.__version__}, {args.threads} threads, {args.precision}, {args.frames} frames, medians of "
-          f"{args.rounds}")
-    print("| model | input | ncnn (fps) | vidsr model only (fps) | vidsr end to end (fps) |")
-    print("|---|---|---|---|---|")
-    for name in args.models:
+    print(f"\n{cpu_name()} ({cpu_simd_flags()}), torch {torch.__version__}, {args.threads} threads, "
+          f"{args.precision}, {args.frames} frames, medians of {args.rounds}; fp32 convolution peak {peak:.1f} GMAC/s")
+    print("| model | input | ncnn (fps) | vidsr model only (fps) | vidsr end to end (fps) | ncnn GMAC/s (of peak) | "
+          "vidsr model only GMAC/s (of peak) |")
+    print("|---|---|---|---|---|---|---|")
+    for name, upscaler in models.items():
         for size in args.sizes:
             cells = [results[name, size, what] for what in ("ncnn", "vidsr model only", "vidsr end to end")]
+            width, height = map(int, size.split("x"))
+            gmacs = upscaler.descriptor.gmacs(width * upscaler.scale, height * upscaler.scale)
+            shares = [f"{gmacs * statistics.median(runs):.1f} ({gmacs * statistics.median(runs) / peak:.0%})"
+                      for runs in cells[:2]]
             print(f"| {name} | {size} | " + " | ".join(
-                f"{statistics.median(runs):.3g} ({', '.join(f'{r:.3g}' for r in runs)})" for runs in cells) + " |")
+                f"{statistics.median(runs):.3g} ({', '.join(f'{r:.3g}' for r in runs)})" for runs in cells)
+                + f" | {' | '.join(shares)} |")
 
 
 if __name__ == "__main__":
