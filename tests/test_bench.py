@@ -35,7 +35,8 @@ def test_bench_json_reports_every_stage(capsys, random_espcn, short_peak: Path):
                 "model_gmacs_per_s", "peak_gmacs_per_s"):
         assert result[key] > 0, key
     assert result["upload_fps"] is None and result["peak_gpu_memory_mb"] is None  # CPU: no bus, no GPU memory
-    assert 0 < result["roofline_fraction"] < 1
+    # the share of the peak follows from the two rates; its size is a timing, which a loaded host can push past 1
+    assert result["roofline_fraction"] == pytest.approx(result["model_gmacs_per_s"] / result["peak_gmacs_per_s"])
     assert "convolution" in result["peak_kind"]  # the CPU's peak is the convolution benchmark, not a matmul
     assert result["cpu_conv_peaks"][result["precision"]] == result["peak_gmacs_per_s"]  # the model's precision's
     assert set(result["cpu_conv_peaks"]) == ({"float32", "bfloat16"} if cpu_runs_bf16() else {"float32"})
