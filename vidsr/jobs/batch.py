@@ -12,7 +12,7 @@ from typing import Any
 from vidsr.compute.upscaler import Upscaler
 from vidsr.errors import Cancelled, InputError, OutputError, VidsrError
 from vidsr.media.info import probe
-from vidsr.media.pipeline import IMAGE_ENCODERS, output_name, refuse_model_settings, upscale_video
+from vidsr.media.pipeline import IMAGE_ENCODERS, given_or_new_upscaler, output_name, upscale_video
 
 log = logging.getLogger("vidsr")
 
@@ -94,12 +94,8 @@ def upscale_path(input: str | Path, output: str | Path | None = None, *,
         on_ray = functools.partial(distributed.upscale_files, workers=workers, cluster=cluster,
                                    cluster_token=cluster_token, gpus_per_worker=gpus_per_worker,
                                    shared_path=shared_path, upscaler_options=model_options, **chunk_options)
-    model_settings = dict(model=model, device=device, precision=precision, tile=tile, tile_pad=tile_pad,
-                          max_memory=max_memory, compile=compile, strength=strength)
-    if upscaler is None:
-        upscaler = Upscaler(**model_settings)
-    else:
-        refuse_model_settings(model_settings)
+    upscaler = given_or_new_upscaler(upscaler, model=model, device=device, precision=precision, tile=tile,
+                                     tile_pad=tile_pad, max_memory=max_memory, compile=compile, strength=strength)
     if not input_path.is_dir():
         if on_ray:
             return on_ray([(input_path, Path(output) if output is not None else None)], upscaler)

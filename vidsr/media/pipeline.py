@@ -387,12 +387,8 @@ def upscale_video(
     """
     reuse = reuse_threshold(reuse_held)
     info = assume_rate(probe_input(Path(input)), assume_fps)
-    model_settings = dict(model=model, device=device, precision=precision, tile=tile, tile_pad=tile_pad,
-                          max_memory=max_memory, compile=compile, strength=strength)
-    if upscaler is None:
-        upscaler = Upscaler(**model_settings)
-    else:
-        refuse_model_settings(model_settings)
+    upscaler = given_or_new_upscaler(upscaler, model=model, device=device, precision=precision, tile=tile,
+                                     tile_pad=tile_pad, max_memory=max_memory, compile=compile, strength=strength)
     output_path, settings, image_encoder = plan_output(info, output, upscaler, encoder=encoder, crf=crf,
                                                        preset=preset, pix_fmt=pix_fmt, audio=audio,
                                                        encoder_options=encoder_options, overwrite=overwrite)
@@ -416,12 +412,16 @@ def upscale_video(
     return output_path
 
 
-def refuse_model_settings(settings: dict[str, object]) -> None:
-    """With `upscaler` given, model settings would be ignored: say so rather than run another model."""
-    given = [name for name, value in settings.items() if value != _MODEL_DEFAULTS[name]]
+def given_or_new_upscaler(upscaler: Upscaler | None, **model_settings: object) -> Upscaler:
+    """The caller's loaded `upscaler` (then model settings would be ignored: refused rather than run another
+    model), or a new one built from the settings."""
+    if upscaler is None:
+        return Upscaler(**model_settings)
+    given = [name for name, value in model_settings.items() if value != _MODEL_DEFAULTS[name]]
     if given:
         raise InputError(f"upscaler= holds a loaded model with its settings; leave out {', '.join(given)} "
                          "(or build the Upscaler with them)")
+    return upscaler
 
 
 _MODEL_DEFAULTS = {name: parameter.default for name, parameter in inspect.signature(upscale_video).parameters.items()}
