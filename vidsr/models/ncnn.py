@@ -244,9 +244,6 @@ class PixelShuffle(nn.Module):
 TO_THE_END = -233  # ncnn's size meaning "the rest, less the offsets at both ends"
 
 
-TO_THE_END = -233  # ncnn's size meaning "the rest, less the offsets at both ends"
-
-
 class Crop(nn.Module):
     """A crop of fixed offsets, in either of ncnn's forms: per dimension an offset with a size (or the rest, less
     an offset from the end; keys 0-8, as Caffe's converter writes them), or ONNX Slice's starts / ends / axes
@@ -320,7 +317,9 @@ class NcnnNetwork(nn.Module):
         weights.check_end()
         last_reader = {blob: step for step, (_, inputs, _) in enumerate(self.steps) for blob in inputs}
         # a blob is dropped after its last reader, so memory holds what the graph needs now, not all it made
-        self.freed = [[blob for blob, step in last_reader.items() if step == index] for index in range(len(self.steps))]
+        self.freed: list[list[str]] = [[] for _ in self.steps]
+        for blob, step in last_reader.items():
+            self.freed[step].append(blob)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         blobs = {self.input_blob: x}

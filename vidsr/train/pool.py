@@ -29,6 +29,7 @@ import torch
 from vidsr.errors import InputError
 from vidsr.train.data import PairCache, augment
 from vidsr.train.degradations import DegradationConfig, make_pair
+from vidsr.train.teachers import fingerprint, load_teacher, teacher_output
 
 POOL_SHARD = 32  # pairs per shard file, at most
 PAIR_PARTS = ("lr", "gt", "gt_plain")
@@ -73,8 +74,6 @@ class ShardMaker:
 
     def teach(self, lr: np.ndarray) -> np.ndarray:
         """The teacher's output on uint8 LR patches, at the pool's scale, as uint8."""
-        from vidsr.train.teachers import load_teacher, teacher_output
-
         x = torch.from_numpy(lr).float().div_(255)
         target = teacher_output(load_teacher(self.teacher), x, self.scale).clamp_(0, 1)
         return (target * 255).round_().byte().numpy()
@@ -150,8 +149,6 @@ class PairPool:
             digest.update(hashlib.sha1(image.tobytes()).digest())
         digest.update(f"{maker.scale}|{maker.crop}|{maker.seed}|{self.shard_size}".encode())
         if maker.teacher:
-            from vidsr.train.teachers import fingerprint
-
             digest.update(fingerprint(maker.teacher).encode())
             if not maker.teacher_on_clean:
                 digest.update(b"|clean pairs keep the HR target")
