@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from vidsr.compute.upscaler import cpu_runs_bf16
 from vidsr.errors import InputError
 from vidsr.models.archs import create_model
 from vidsr.models.checkpoint import save_checkpoint
@@ -125,6 +126,28 @@ def test_a_teacher_pool_stores_the_teachers_output_made_once(cache: PairCache, t
     save_checkpoint(teacher, create_model("espcn", scale=4, **HYPERPARAMS))
     retrained = PairPool(cache, config, SIZE, CROP, seed=3, cache_dir=tmp_path / "pool", teacher=str(teacher))
     assert retrained.folder not in (pool.folder, plain.folder)
+
+
+def test_the_teachers_precision_is_part_of_the_pool_key(cache: PairCache, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Teachers run under bf16 autocast where the CPU has bf16 in hardware: a pool made in one precision is never
+    read as the other's, and the two targets differ only by bf16's rounding."""
+    from vidsr.train import teachers
+
+    torch.manual_seed(0)
+    teacher = save_checkpoint(tmp_path / "teacher.safetensors", create_model("espcn", scale=2, **HYPERPARAMS))
+    config = DegradationConfig.from_dict(CHEAP)
+    folders, outputs = [], []
+    x = torch.rand(2, 3, 16, 16)
+    for bf16 in (False, True):
+        monkeypatch.setattr(teachers, "teacher_in_bf16", lambda bf16=bf16: bf16)
+        folders.append(PairPool(cache, config, SIZE, CROP, seed=3, cache_dir=tmp_path / "pool",
+                                teacher=str(teacher)).folder)
+        if cpu_runs_bf16():  # an AVX2-only CPU has no bf16 convolution to compare
+            outputs.append(teacher_output(load_model(teacher), x, 2))
+    assert folders[0] != folders[1]
+    if outputs:
+        assert not torch.equal(*outputs) and (outputs[0] - outputs[1]).abs().max() < 0.02
 
 
 def test_clean_pairs_may_keep_the_hr_target_in_a_teacher_pool(cache: PairCache, tmp_path: Path) -> None:

@@ -5,6 +5,10 @@ A teacher of another scale than the student's is resampled to it with MATLAB's a
 Real-ESRGAN's `--outscale` resizes its x4 output: one x4 teacher serves x2 and x4 students. The input is mirrored
 by a few pixels around the patch before the teacher sees it, so that the teacher's own zero padding does not
 mark the rim of the target the student learns.
+
+On a CPU with bf16 in hardware (AVX512-BF16 / AMX) the teacher runs under bf16 autocast: x4plus 4x faster, its
+output 52 dB from fp32's (below the 8-bit rounding of the stored targets). The precision is part of the
+fingerprint, so a pool made in one precision is never taken for the other's.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
+from vidsr.compute.upscaler import cpu_has_native_bf16
 from vidsr.models.archs import ModelDescriptor
 from vidsr.models.zoo import load_model, model_source_files
 from vidsr.quality.resize import imresize
@@ -32,10 +37,15 @@ def load_teacher(name: str) -> ModelDescriptor:
 
 def fingerprint(name: str) -> str:
     """A digest of the teacher's files: its weights, not only its name, decide its output."""
-    digest = hashlib.sha1()
+    digest = hashlib.sha1(b"bf16" if teacher_in_bf16() else b"")
     for path in model_source_files(name):
         digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+def teacher_in_bf16() -> bool:
+    """Whether teachers run under bf16 autocast here: on CPUs that compute bf16 in hardware."""
+    return cpu_has_native_bf16()
 
 
 @torch.no_grad()
@@ -45,7 +55,8 @@ def teacher_output(teacher: ModelDescriptor, lr: torch.Tensor, scale: int,
     `network` is the teacher's module where the caller keeps a moved or laid-out copy of it."""
     margin = min(MARGIN, lr.shape[-1] - 1, lr.shape[-2] - 1)
     x = F.pad(lr, (margin,) * 4, mode="reflect").contiguous(memory_format=torch.channels_last)
-    y = teacher.run(x, network).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=teacher_in_bf16() and x.device.type == "cpu"):
+        y = teacher.run(x, network).float()
     edge = margin * teacher.scale
     y = y[..., edge : y.shape[-2] - edge, edge : y.shape[-1] - edge]
     if teacher.scale != scale:
