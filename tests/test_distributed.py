@@ -292,12 +292,14 @@ def test_notices_print_above_the_workers_progress_bar(capsys):
     assert "\ra notice\n" in err and "]a notice" not in err
 
 
-def test_workers_reuse_held_frames_with_the_threshold_asked_for(ray_session, random_espcn, tmp_path):
-    """A frame one level off the one before it: within the threshold its output is the frame before's."""
+def test_workers_reuse_held_frames_with_the_threshold_asked_for(ray_session, random_espcn, tmp_path, capsys):
+    """A frame one level off the one before it: within the threshold its output is the frame before's, and the
+    workers' progress bar counts it."""
     still = picture(0, "yuv420p")
     src = write_planes(tmp_path / "in.mkv", [still, changed(still, 0, 1), picture(1, "yuv420p")], gop=1)
     out = frames_of(upscale_path(src, tmp_path / "out.mkv", model=random_espcn, device="cpu", encoder="ffv1",
-                                 chunk_seconds=0.05, workers=2, reuse_held=1)[0])
+                                 chunk_seconds=0.05, workers=2, reuse_held=1, progress=True)[0])
+    assert "1 held frames reused" in capsys.readouterr().err
     every = frames_of(vidsr.upscale_video(src, tmp_path / "every.mkv", model=random_espcn, encoder="ffv1",
                                           reuse_held=False))
     assert [t for t, _ in out] == [t for t, _ in every]

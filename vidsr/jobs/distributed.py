@@ -33,9 +33,9 @@ from vidsr.errors import POSITIVE_WHOLE, Cancelled, InputError, VidsrError
 from vidsr.jobs import GPUS_PER_WORKER
 from vidsr.jobs.cluster import connect
 from vidsr.media.chunks import Chunk, chunk_packets, resolve_chunk_seconds
-from vidsr.media.holds import ReuseHeld, reuse_threshold
+from vidsr.media.holds import ReuseHeld, held_frames_note, reuse_threshold
 from vidsr.media.info import MediaInfo
-from vidsr.media.pipeline import ChunkedJob, plan_output, probe_input, upscale_chunk
+from vidsr.media.pipeline import ChunkedJob, Progress, plan_output, probe_input, upscale_chunk
 from vidsr.media.sink import EncodeSettings
 
 log = logging.getLogger("vidsr")
@@ -59,14 +59,22 @@ class ChunkWorker:
         self.batch_size = batch_size
 
     def run(self, info: MediaInfo, chunk: Chunk, settings: EncodeSettings, chunk_headers: bool, skip_errors: bool,
-            data: bytes | None, reuse: float | None = None) -> tuple[bytes, int, dict[str, list], str]:
-        """The encoded chunk file's bytes, its frame count, the frames it lost and where it ran; `data` None
-        reads the input file itself; `reuse` the held-frame threshold."""
+            data: bytes | None, reuse: float | None = None) -> tuple[bytes, int, dict[str, list], int, str]:
+        """The encoded chunk file's bytes, its frame count, the frames it lost, how many held frames reused the
+        output before them, and where it ran; `data` None reads the input file itself; `reuse` the held-frame
+        threshold."""
+        last = Progress(0, None, 0.0)
+
+        def keep(progress: Progress) -> None:
+            nonlocal last
+            last = progress
+
         with tempfile.TemporaryDirectory(prefix="vidsr-chunk-") as folder:
             target = Path(folder) / "chunk.nut"
             frames, lost = upscale_chunk(info, chunk, target, self.upscaler, settings, self.batch_size,
-                                         chunk_headers, data=data, skip_errors=skip_errors, reuse=reuse)
-            return target.read_bytes(), frames, lost, f"{socket.gethostname()}:{os.getpid()}"
+                                         chunk_headers, data=data, skip_errors=skip_errors, progress=keep,
+                                         reuse=reuse)
+            return target.read_bytes(), frames, lost, last.reused, f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclasses.dataclass
@@ -179,7 +187,7 @@ class RayRunner:
         """Store a finished chunk (and join its job when that was the last); False when the worker died."""
         exceptions = self.ray.exceptions
         try:
-            data, frames, lost, where = self.ray.get(ref)
+            data, frames, lost, reused, where = self.ray.get(ref)
         except (exceptions.RayActorError, exceptions.WorkerCrashedError, exceptions.ObjectLostError,
                 exceptions.OutOfMemoryError, exceptions.NodeDiedError, exceptions.RaySystemError) as exc:
             if task.attempts >= ATTEMPTS:
@@ -192,7 +200,7 @@ class RayRunner:
             raise cause from None
         log.info("%s: %d frames done on worker %s", task.name, frames, where)
         task.job.store(task.chunk, data, frames, lost)
-        bar.update(frames)
+        bar.update(frames, reused)
         return True
 
 
@@ -215,13 +223,17 @@ class _ProgressBar:
         total = None if None in totals else sum(totals)
         self.bar = tqdm(total=total, initial=sum(job.work.frames() for job in jobs), unit="frame",
                         desc=f"{len(jobs)} file(s)", dynamic_ncols=True, disable=not show)
+        self.reused = 0  # held frames that reused the output before them, over the chunks done in this run
         self.notices = contextlib.ExitStack()
         if show:
             self.notices.enter_context(logging_redirect_tqdm())  # notices print above the bar, not into its line
 
-    def update(self, frames: int) -> None:
+    def update(self, frames: int, reused: int = 0) -> None:
         if self.bar.total is not None and self.bar.n + frames > self.bar.total:
             self.bar.total = None
+        self.reused += reused
+        if self.reused:
+            self.bar.set_postfix_str(held_frames_note(self.reused), refresh=False)
         self.bar.update(frames)
 
     def close(self) -> None:

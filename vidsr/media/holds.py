@@ -100,3 +100,8 @@ class HeldFrames:
 
 
 _BLOCK_ROWS = 64
+
+
+def held_frames_note(reused: int) -> str:
+    """What a progress bar says of the held frames that reused the output before them."""
+    return f"{reused} held frames reused"

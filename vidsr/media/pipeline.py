@@ -36,7 +36,7 @@ from vidsr.errors import Cancelled, DecodeError, InputError, OutputError
 from vidsr.formats import PlaneLayout
 from vidsr.media.chunks import Chunk, keyframe_times, plan_chunks, resolve_chunk_seconds
 from vidsr.media.frames import crop_planes, plane_layout, planes_to_frame, working_format
-from vidsr.media.holds import HeldFrames, ReuseHeld, reuse_threshold
+from vidsr.media.holds import HeldFrames, ReuseHeld, held_frames_note, reuse_threshold
 from vidsr.media.info import MediaInfo, is_image_demuxer, open_container, probe
 from vidsr.media.lost import LostFrames
 from vidsr.media.sink import AUDIO_MODES, EncodeSettings, Sink, chunk_encoding
@@ -314,7 +314,7 @@ def _progress_reporter(progress: ProgressCallback | bool | None, info: MediaInfo
         if bar.total is not None and p.frames > bar.total:
             bar.total = None  # the estimate was short: fall back to a count without ETA
         if p.reused:
-            bar.set_postfix_str(f"{p.reused} held frames reused", refresh=False)
+            bar.set_postfix_str(held_frames_note(p.reused), refresh=False)
         bar.update(p.frames - bar.n)
 
     def close(completed: bool) -> None:
