@@ -98,7 +98,7 @@ def test_ray_client_addresses_without_ray_client_installed_say_which_extra(make_
 def ray_head():
     """`ray start --head` on loopback with token authentication (Ray 2.59+'s default for a head that has a
     token), in a session of its own; stopped by signalling that session only: `ray stop` would also stop every
-    other Ray on this machine. Yields (GCS port, client port, token)."""
+    other Ray on this machine. Yields (GCS port, client port, token, the head's log folder)."""
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'vidsr[ray]')")
     temp = Path(tempfile.mkdtemp(prefix="vr", dir="/tmp"))  # short: Ray's socket paths live under it
     port, client_port, token = free_port(), free_port(), secrets.token_hex(16)
@@ -114,7 +114,7 @@ def ray_head():
             if head.poll() is not None or time.monotonic() > deadline:
                 pytest.fail("ray start --head did not come up within 90 s")
             time.sleep(0.5)
-        yield port, client_port, token
+        yield port, client_port, token, temp / "t" / "session_latest" / "logs"
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(head.pid, signal.SIGTERM)
@@ -126,6 +126,12 @@ def ray_head():
         shutil.rmtree(temp, ignore_errors=True)
 
 
+def _client_server_logs(folder: Path) -> str:
+    """The ends of the head's Ray client server logs: why a ray:// connection failed, in the failure message."""
+    return "".join(f"\n--- {log.name}:\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+                   for log in sorted(folder.glob("ray_client_server*.err")))
+
+
 def _listening(port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
         return True
@@ -134,7 +140,7 @@ def _listening(port: int) -> bool:
 
 @pytest.mark.slow
 def test_a_cluster_started_with_ray_start_is_joined_with_its_token(ray_head, make_clip, random_espcn, tmp_path):
-    port, client_port, token = ray_head
+    port, client_port, token, logs = ray_head
     src = make_clip("in.mkv", width=64, height=48, frames=6, codec="ffv1", options=())
     env = {k: v for k, v in ENV.items() if not k.startswith("RAY_")}
     args = ["upscale", str(src), "-m", str(random_espcn), "-c", "ffv1", "--cluster"]
@@ -147,7 +153,7 @@ def test_a_cluster_started_with_ray_start_is_joined_with_its_token(ray_head, mak
                               (f"ray://127.0.0.1:{client_port}", tmp_path / "client.mkv", {})):
         token_args = [] if how else ["--cluster-token", token]
         joined = vidsr_cli(*args, address, *token_args, "-o", str(out), env={**env, **how})
-        assert joined.returncode == 0, joined.stderr
+        assert joined.returncode == 0, joined.stderr + _client_server_logs(logs)
         assert joined.stdout == f"{out}\n"  # nothing of Ray's beside the output path
         assert "Traceback" not in joined.stderr and len(frames_of(out)) == 6
 
