@@ -208,16 +208,20 @@ def _gan_clause(recipe: dict) -> str:
                "amplitude spectrum": gan.get("fft_amplitude_weight"), "MS-SSIM": gan.get("ms_ssim_weight"),
                "LDL artefacts": gan.get("artifact_weight")}
     terms = [f"{name} x{weight:g}" for name, weight in weights.items() if weight]
+    adversarial = gan.get("adversarial_weight")
+    if adversarial:
+        terms.append(f"{gan['adversarial']} GAN x{adversarial:g} ({gan['discriminator']} discriminator)")
     teachers = gan.get("teachers")
     if teachers:
         alpha = gan["teacher_alpha"]
         blend = f"{1 - alpha:g} x {teachers[0]} + {alpha:g} x {teachers[1]}" if len(teachers) == 2 else teachers[0]
-        stage = f"distilled (no discriminator) towards the output of {blend}"
-    elif gan.get("adversarial_weight"):
-        terms.append(f"{gan['adversarial']} GAN x{gan['adversarial_weight']:g} ({gan['discriminator']} discriminator)")
-        stage = "GAN stage"
+        stage = f"distilled{'' if adversarial else ' (no discriminator)'} towards the output of {blend}"
+        if gan.get("teacher_tone") == "input":
+            stage += " on the input's tone"
+        if gan.get("teacher_on_clean") is False:
+            stage += " (clean pairs: towards the HR image)"
     else:
-        stage = "Real-ESRNet stage (no discriminator)"
+        stage = "GAN stage" if adversarial else "Real-ESRNet stage (no discriminator)"
     degradation = gan.get("degradation")
     if degradation is None:
         pairs = "bicubic pairs"

@@ -63,7 +63,7 @@ RANGES: dict[str, NumberRange] = {
 }
 CHOICES: dict[str, tuple[str, ...]] = {
     "loss": ("l1", "mse", "charbonnier"), "schedule": ("cosine", "step"), "numerics": ("auto", "fp32", "bf16"),
-    "discriminator": ("vgg", "unet"), "adversarial": ("relativistic", "standard"),
+    "discriminator": ("vgg", "unet"), "adversarial": ("relativistic", "standard"), "teacher_tone": ("teacher", "input"),
 }
 
 

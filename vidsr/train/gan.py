@@ -36,7 +36,7 @@ from vidsr.train.losses import (
     generator_adversarial_loss,
 )
 from vidsr.train.pool import PairPool, PoolSampler, worker_pool
-from vidsr.train.teachers import load_teacher, teacher_output
+from vidsr.train.teachers import input_tone, load_teacher, teacher_output
 from vidsr.train.trainer import Trainer, adam, lr_factor, resolve_device
 
 GAN_LOG_FIELDS = [
@@ -80,6 +80,7 @@ class GANSettings:
     teachers: list[str] = field(default_factory=list)  # models whose output is the target (distillation)
     teacher_alpha: float = 0.5  # two teachers: the target is (1 - alpha) * first's output + alpha * second's
     teacher_on_clean: bool = True  # False (one teacher, a pool): clean bicubic pairs (clean_prob) keep the HR target
+    teacher_tone: str = "teacher"  # input: targets keep the teacher's detail on the input's tone (teachers.input_tone)
 
 
 def degradation_config(spec: str | dict[str, Any]) -> DegradationConfig:
@@ -101,7 +102,7 @@ def check_stage_one(config: TrainConfig, adversarial: bool, distilled: bool = Fa
     Without a discriminator (Real-ESRNet) it may hold the same network at another scale: the tensors that match
     are copied and the upsampling tail is trained anew, as `vidsr train` does."""
     if not config.init_from:
-        if distilled:  # a teacher's output is the target: the student may start from scratch
+        if distilled and not adversarial:  # a teacher's output is the target: the student may start from scratch
             return create_model(config.arch, scale=config.scale, **config.hyperparams)
         raise InputError("GAN fine-tuning starts from PSNR-trained weights: set init_from (or --pretrained)")
     tensors, metadata = load_checkpoint(config.init_from)
@@ -172,9 +173,6 @@ class GANTrainer(Trainer):
             raise InputError("artifact_weight compares with the EMA generator: set ema_decay above 0")
         if len(gan.teachers) > 2 or not 0 <= gan.teacher_alpha <= 1:
             raise InputError("teachers: one model, or two blended by teacher_alpha from 0 to 1")
-        if gan.teachers and gan.adversarial_weight:
-            raise InputError("teachers replace the HR target, so they train without a discriminator: "
-                             "set adversarial_weight = 0")
         stage_one = check_stage_one(config, gan.adversarial_weight > 0, bool(gan.teachers))  # before the data cache
         teachers = [check_teacher(name, config.scale, stage_one) for name in gan.teachers]  # so are these
         device = resolve_device(config.device)
@@ -242,8 +240,12 @@ class GANTrainer(Trainer):
         batch = self.sampler.batch()
         batch = batch if len(batch) == 3 else (*batch, batch[1])
         lr, target, real = (t.to(self.device, non_blocking=True) for t in batch)
-        if self.teachers and not self._teacher_in_pool:
-            return lr, self._teach(lr), real
+        if self.teachers:
+            if not self._teacher_in_pool:
+                target = self._teach(lr)
+            if self.gan.teacher_tone == "input":
+                target = input_tone(target, lr, self.config.scale)
+            real = target  # distillation: the discriminator learns the teacher's pictures as the real ones
         return lr, target, real
 
     @property

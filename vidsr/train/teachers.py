@@ -25,6 +25,7 @@ from vidsr.models.zoo import load_model, model_source_files
 from vidsr.quality.resize import imresize
 
 MARGIN = 4  # input pixels mirrored around a patch
+TONE_SIGMA = 2.0  # input pixels: the scale below which `input_tone` leaves the teacher's picture alone
 
 
 @lru_cache(maxsize=2)
@@ -62,3 +63,22 @@ def teacher_output(teacher: ModelDescriptor, lr: torch.Tensor, scale: int,
     if teacher.scale != scale:
         y = imresize(y, scale / teacher.scale)
     return y
+
+
+def input_tone(target: torch.Tensor, lr: torch.Tensor, scale: int) -> torch.Tensor:
+    """`target` (N, C, H, W) with its local tone (a Gaussian low-pass of TONE_SIGMA input pixels) replaced by
+    that of the input `lr` upscaled: the teacher's detail and texture, the input's brightness and colour.
+    Real-ESRGAN's x4plus darkens degraded input by about 2 levels; a student should not learn that."""
+    upscaled = F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False)
+    return target + _low_pass(upscaled, TONE_SIGMA * scale) - _low_pass(target, TONE_SIGMA * scale)
+
+
+def _low_pass(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """A separable Gaussian blur, mirrored at the borders (replicated where the picture is smaller than it)."""
+    radius = min(int(3 * sigma), images.shape[-1] - 1, images.shape[-2] - 1)
+    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=images.dtype) / sigma) ** 2)
+    taps = (taps / taps.sum()).to(images.device)
+    channels = images.shape[1]
+    x = F.pad(images, (radius,) * 4, mode="reflect")
+    x = F.conv2d(x, taps.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+    return F.conv2d(x, taps.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
