@@ -196,6 +196,31 @@ def test_cpu_compute_threads_share_the_callers_torch_threads(espcn, monkeypatch,
         torch.set_num_threads(before)
 
 
+def test_a_single_picture_is_computed_with_all_the_callers_threads(random_espcn, tmp_path, monkeypatch):
+    """A picture is one model call: split between two compute threads, half the cores would idle (x4plus on one
+    320x180 frame ran at half its model-only rate). A video's frames still get the split."""
+    from PIL import Image
+
+    import vidsr
+
+    seen = []
+    real = Upscaler.upscale_planes
+
+    def record(self, *args):
+        seen.append(torch.get_num_threads())
+        return real(self, *args)
+
+    monkeypatch.setattr(Upscaler, "upscale_planes", record)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        Image.new("RGB", (32, 24), (200, 30, 30)).save(tmp_path / "in.png")
+        vidsr.upscale_video(tmp_path / "in.png", tmp_path / "out.png", model=random_espcn, device="cpu")
+        assert seen == [2]
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_cpu_runner_computes_one_batch_at_a_time_when_two_would_not_fit(espcn, monkeypatch):
     layout, color = plane_layout("gray"), ColorInfo(matrix=1)
     callers, threads = set(), set()

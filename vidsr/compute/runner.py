@@ -63,8 +63,11 @@ class BatchRunner:
     """Upscales batches of planar frames in order, keeping two batches in flight."""
 
     def __init__(self, upscaler: Upscaler, layout: PlaneLayout, color: ColorInfo, out_layout: PlaneLayout,
-                 out_color: ColorInfo, batch_size: int) -> None:
+                 out_color: ColorInfo, batch_size: int, one_picture: bool = False) -> None:
+        """`one_picture`: the input is a single picture, so one compute thread with all of torch's threads (two
+        compute threads would leave one of them, and its cores, idle)."""
         self.upscaler = upscaler
+        self.one_picture = one_picture
         self.layout, self.color, self.out_layout, self.out_color = layout, color, out_layout, out_color
         self.batch_size = batch_size
         self.device = upscaler.device
@@ -77,9 +80,9 @@ class BatchRunner:
 
     def _make_slots(self, first: list[np.ndarray]) -> list[_Slot]:
         """The slots, for frames like `first`; on the CPU also their compute threads: two (and three slots),
-        unless the model is compiled (dynamo's guards are not made for concurrent calls) or two batches would
-        not fit in memory (then one thread and two slots)."""
-        concurrent = (not self.cuda and not self.upscaler.static_shapes
+        unless the model is compiled (dynamo's guards are not made for concurrent calls), two batches would
+        not fit in memory or there is one picture (then one thread and two slots)."""
+        concurrent = (not self.cuda and not self.upscaler.static_shapes and not self.one_picture
                       and self.upscaler.fits_twice(self.batch_size, *first[0].shape))
         if concurrent:
             self._caller_threads = torch.get_num_threads()

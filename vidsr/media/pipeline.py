@@ -490,7 +490,8 @@ def _run(info: MediaInfo, source: Source, tmp: Path, container_format: str | Non
         if requested == "auto":
             log.warning("batch size %d (auto)", batch_size)
         frames, encoded = _Channel(2 * batch_size, stopping), _Channel(4 * batch_size + 64, stopping)
-        runner = BatchRunner(upscaler, layout, video.color, out_layout, sink.color, batch_size)
+        runner = BatchRunner(upscaler, layout, video.color, out_layout, sink.color, batch_size,
+                             one_picture=info.is_image)
         stages = _start_stages(source, sink, frames, encoded, failed, layout.has_alpha)
         report, close_report = _progress_reporter(progress, info)
         start = time.monotonic()
