@@ -169,19 +169,25 @@ def test_cpu_runner_computes_two_batches_at_once(espcn, monkeypatch):
     assert espcn.replica().descriptor.model is espcn.descriptor.model
 
 
-@pytest.mark.parametrize(("caller", "each"), [(4, 2), (3, 1), (1, 1)])
-def test_cpu_compute_threads_share_the_callers_torch_threads(espcn, monkeypatch, caller, each):
-    """Two compute threads split the caller's torch thread count instead of each taking all of it (twice the
-    threads the cores hold), and the caller gets its count back, for itself and for threads started later."""
-    layout, color = plane_layout("gray"), ColorInfo(matrix=1)
-    seen = set()
+@pytest.fixture
+def threads_seen(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """torch's thread count in every `Upscaler.upscale_planes` call from here on."""
+    seen: list[int] = []
     real = Upscaler.upscale_planes
 
     def record(self, *args):
-        seen.add(torch.get_num_threads())
+        seen.append(torch.get_num_threads())
         return real(self, *args)
 
     monkeypatch.setattr(Upscaler, "upscale_planes", record)
+    return seen
+
+
+@pytest.mark.parametrize(("caller", "each"), [(4, 2), (3, 1), (1, 1)])
+def test_cpu_compute_threads_share_the_callers_torch_threads(espcn, threads_seen, caller, each):
+    """Two compute threads split the caller's torch thread count instead of each taking all of it (twice the
+    threads the cores hold), and the caller gets its count back, for itself and for threads started later."""
+    layout, color = plane_layout("gray"), ColorInfo(matrix=1)
     before = torch.get_num_threads()
     torch.set_num_threads(caller)
     try:
@@ -191,32 +197,24 @@ def test_cpu_compute_threads_share_the_callers_torch_threads(espcn, monkeypatch,
         thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
         thread.start()
         thread.join()
-        assert seen == {each} and torch.get_num_threads() == caller and later == [caller]
+        assert set(threads_seen) == {each} and torch.get_num_threads() == caller and later == [caller]
     finally:
         torch.set_num_threads(before)
 
 
-def test_a_single_picture_is_computed_with_all_the_callers_threads(random_espcn, tmp_path, monkeypatch):
+def test_a_single_picture_is_computed_with_all_the_callers_threads(random_espcn, tmp_path, threads_seen):
     """A picture is one model call: split between two compute threads, half the cores would idle (x4plus on one
-    320x180 frame ran at half its model-only rate). A video's frames still get the split."""
+    320x180 frame ran at half its model-only rate)."""
     from PIL import Image
 
     import vidsr
 
-    seen = []
-    real = Upscaler.upscale_planes
-
-    def record(self, *args):
-        seen.append(torch.get_num_threads())
-        return real(self, *args)
-
-    monkeypatch.setattr(Upscaler, "upscale_planes", record)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         Image.new("RGB", (32, 24), (200, 30, 30)).save(tmp_path / "in.png")
         vidsr.upscale_video(tmp_path / "in.png", tmp_path / "out.png", model=random_espcn, device="cpu")
-        assert seen == [2]
+        assert threads_seen == [2]
     finally:
         torch.set_num_threads(before)
 
