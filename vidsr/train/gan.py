@@ -5,7 +5,8 @@ discriminator, a perceptual loss and an adversarial loss. Training pairs are the
 (ESRGAN) or, with a `degradation` setting, its HR patches degraded by the Real-ESRGAN chain (real-world models),
 on the fly or from a pool of degraded pairs made once (`pool_size`, `vidsr.train.pool`). With `teachers` the
 target is not the HR image but the teachers' output on the same input (distillation): two teachers give
-ESRGAN's PSNR / GAN interpolation in output space, where interpolating the weights fails (docs/PERCEPTUAL.md).
+ESRGAN's PSNR / GAN interpolation in output space, where interpolating the weights fails (docs/PERCEPTUAL.md);
+with a discriminator, the teachers' outputs are its real images.
 Everything else (data cache, patches, EMA, schedule, validation, exact resume, export) is the Trainer's.
 
     vidsr train --config configs/rrdbnet_x4_esrgan.toml --vgg-weights vgg19-dcbb9e9d.pth
