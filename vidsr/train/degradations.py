@@ -451,8 +451,14 @@ def degrade(gt: Tensor, scale: int, config: DegradationConfig, rng: np.random.Ge
     with the final sinc filter and the second JPEG in random order. The result is quantised to 8 bits.
     With `clean_prob`, the input is instead the plain bicubic downscale.
     """
-    clean = bool(config.clean_prob) and rng.random() < config.clean_prob
-    return bicubic_input(gt, scale) if clean else _degraded(gt, scale, config, rng)
+    return degraded_input(gt, scale, config, rng)[0]
+
+
+def degraded_input(gt: Tensor, scale: int, config: DegradationConfig, rng: np.random.Generator) -> tuple[Tensor, bool]:
+    """`degrade`'s input, and whether it is the plain bicubic downscale (drawn with `clean_prob`)."""
+    if config.clean_prob and rng.random() < config.clean_prob:
+        return bicubic_input(gt, scale), True
+    return _degraded(gt, scale, config, rng), False
 
 
 def bicubic_input(gt: Tensor, scale: int) -> Tensor:
@@ -492,6 +498,5 @@ def make_pair(hr: Tensor, scale: int, config: DegradationConfig, rng: np.random.
     plain = hr[:, :height, :width]
     sharpen = config.sharpen_gt
     target = unsharp_mask(plain, sharpen.weight, sharpen.radius, sharpen.threshold) if sharpen.enabled else plain
-    clean = bool(config.clean_prob) and rng.random() < config.clean_prob  # as `degrade` draws it
-    lr = bicubic_input(target, scale) if clean else _degraded(target, scale, config, rng)
+    lr, clean = degraded_input(target, scale, config, rng)
     return DegradedPair(lr=lr, gt=target, gt_plain=plain, clean=clean)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 from functools import lru_cache
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -23,6 +24,7 @@ from vidsr.compute.upscaler import cpu_has_native_bf16
 from vidsr.models.archs import ModelDescriptor
 from vidsr.models.zoo import load_model, model_source_files
 from vidsr.quality.resize import imresize
+from vidsr.train.degradations import filter2d
 
 MARGIN = 4  # input pixels mirrored around a patch
 TONE_SIGMA = 2.0  # input pixels: the scale below which `input_tone` leaves the teacher's picture alone
@@ -74,11 +76,9 @@ def input_tone(target: torch.Tensor, lr: torch.Tensor, scale: int) -> torch.Tens
 
 
 def _low_pass(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """A separable Gaussian blur, mirrored at the borders (replicated where the picture is smaller than it)."""
-    radius = min(int(3 * sigma), images.shape[-1] - 1, images.shape[-2] - 1)
-    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=images.dtype) / sigma) ** 2)
-    taps = (taps / taps.sum()).to(images.device)
-    channels = images.shape[1]
-    x = F.pad(images, (radius,) * 4, mode="reflect")
-    x = F.conv2d(x, taps.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
-    return F.conv2d(x, taps.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+    """A separable Gaussian blur of (N, C, H, W) images, mirrored at the borders (`degradations.filter2d`)."""
+    radius = int(3 * sigma)
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps /= taps.sum()
+    flat = images.reshape(-1, *images.shape[-2:])
+    return filter2d(filter2d(flat, taps[None]), taps[:, None]).reshape(images.shape)
